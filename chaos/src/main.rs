@@ -1,0 +1,246 @@
+//! `swarm-chaos`: start real multi-node Docker Swarm labs on this machine and break them.
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use swarm_chaos::reap::{reap_all, reap_lab};
+use swarm_chaos::{Lab, LabError, LabName, LabSpec, Role};
+
+#[derive(Parser)]
+#[command(
+    name = "swarm-chaos",
+    version,
+    about = "Real multi-node Docker Swarm labs on one machine, with faults",
+    long_about = "Real multi-node Docker Swarm labs on one machine, with faults.\n\n\
+        Each node is a dockerd in its own network, mount and UTS namespace and cgroup. \
+        Needs root, cgroup v1 and Debian's docker.io, iproute2 and iptables."
+)]
+struct Cli {
+    /// Where labs keep their files.
+    #[arg(long, global = true, env = "SWARM_CHAOS_ROOT", default_value = swarm_chaos::names::DEFAULT_ROOT)]
+    root: PathBuf,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start a swarm and leave it running.
+    Up {
+        /// Number of managers (m1..mM).
+        #[arg(long, default_value_t = 3)]
+        managers: usize,
+        /// Number of workers (w1..wW).
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Lab name.
+        #[arg(long, default_value = "lab")]
+        name: String,
+    },
+    /// Show labs, their nodes' processes and the swarm's node table.
+    Status {
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Tear a lab down (or, with --all, every lab and whatever crashed runs left).
+    Down {
+        #[arg(long, conflicts_with = "all")]
+        name: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Print the host path of a node's Docker socket.
+    Sock {
+        #[arg(long)]
+        name: Option<String>,
+        node: String,
+    },
+    /// Run the docker CLI against one node: `swarm-chaos docker m1 -- node ls`.
+    Docker {
+        #[arg(long)]
+        name: Option<String>,
+        node: String,
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Node loss: kill every process of a node (dockerd, containerd, shims, containers).
+    Kill {
+        #[arg(long)]
+        name: Option<String>,
+        node: String,
+    },
+    /// A stuck host: freeze every process of a node.
+    Freeze {
+        #[arg(long)]
+        name: Option<String>,
+        node: String,
+    },
+    /// Resume a frozen node.
+    Thaw {
+        #[arg(long)]
+        name: Option<String>,
+        node: String,
+    },
+    /// Stop a node (if running) and start it again with the same data.
+    Restart {
+        #[arg(long)]
+        name: Option<String>,
+        node: String,
+    },
+    /// Cut the network: `m1` isolates m1; `m1,m2/m3,m4,m5` splits groups (others unaffected).
+    Partition {
+        #[arg(long)]
+        name: Option<String>,
+        spec: String,
+    },
+    /// Remove every partition.
+    Heal {
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// A fresh node joins the swarm.
+    Join {
+        #[arg(long)]
+        name: Option<String>,
+        node: String,
+        #[arg(long = "as", value_enum)]
+        role: Role,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            let usage = e
+                .downcast_ref::<LabError>()
+                .is_some_and(|e| matches!(e, LabError::Usage(_) | LabError::InvalidName { .. }));
+            ExitCode::from(if usage { 2 } else { 1 })
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let root = cli.root;
+    let open = |name: &Option<String>| Lab::open(&root, name.as_deref());
+    match cli.command {
+        Cmd::Up {
+            managers,
+            workers,
+            name,
+        } => {
+            let mut spec = LabSpec::new(managers, workers).named(LabName::new(&name)?);
+            spec.root = root.clone();
+            let lab = Lab::start(spec).await?;
+            print_lab(&lab).await;
+            lab.detach()?;
+        }
+        Cmd::Status { name } => {
+            let labs = match name {
+                Some(n) => vec![LabName::new(&n)?],
+                None => swarm_chaos::state::list_labs(&root),
+            };
+            if labs.is_empty() {
+                println!("No lab under {}.", root.display());
+            }
+            for lab in labs {
+                print_lab(&Lab::open(&root, Some(lab.as_str()))?).await;
+            }
+        }
+        Cmd::Down { name, all } => {
+            if all {
+                let labs = reap_all(&root)?;
+                println!("Removed {} lab(s) and every lab object left on this host.", labs.len());
+            } else {
+                let lab = open(&name)?;
+                let paths = lab.paths().clone();
+                reap_lab(&paths)?;
+                println!("Removed lab {}.", paths.lab());
+            }
+        }
+        Cmd::Sock { name, node } => println!("{}", open(&name)?.socket(&node)?.display()),
+        Cmd::Docker { name, node, args } => {
+            let err = open(&name)?.docker_cli(&node)?.args(args).exec();
+            return Err(err).context("cannot run the docker CLI");
+        }
+        Cmd::Kill { name, node } => {
+            open(&name)?.kill(&node).await?;
+            println!("Killed {node}.");
+        }
+        Cmd::Freeze { name, node } => {
+            open(&name)?.freeze(&node).await?;
+            println!("Froze {node}.");
+        }
+        Cmd::Thaw { name, node } => {
+            open(&name)?.thaw(&node).await?;
+            println!("Thawed {node}.");
+        }
+        Cmd::Restart { name, node } => {
+            open(&name)?.restart(&node).await?;
+            println!("Restarted {node}.");
+        }
+        Cmd::Partition { name, spec } => {
+            open(&name)?.partition(&spec).await?;
+            println!("Partitioned: {spec}.");
+        }
+        Cmd::Heal { name } => {
+            open(&name)?.heal().await?;
+            println!("Healed.");
+        }
+        Cmd::Join { name, node, role } => {
+            let record = open(&name)?.join(&node, role).await?;
+            println!("{} joined as {role} at {}.", record.name, record.addr);
+        }
+    }
+    Ok(())
+}
+
+async fn print_lab(lab: &Lab) {
+    let state = lab.state();
+    let [a, b, c] = state.subnet;
+    println!("Lab {} (network {a}.{b}.{c}.0/24)", state.name);
+    if let Some(spec) = &state.partition {
+        println!("Partition in force: {spec}");
+    }
+    println!("{:<6} {:<8} {:<15} {:<8} SOCKET", "NODE", "JOINED", "ADDRESS", "PROCESS");
+    for node in &state.nodes {
+        let process = lab
+            .process_state(node.name.as_str())
+            .map(|s| s.to_string())
+            .unwrap_or_else(|e| e.to_string());
+        let socket = lab.paths().socket(&node.name);
+        println!(
+            "{:<6} {:<8} {:<15} {:<8} {}",
+            node.name,
+            node.role,
+            node.addr,
+            process,
+            socket.display()
+        );
+    }
+    println!();
+    match lab.node_table().await {
+        Ok(table) => print!("{table}"),
+        Err(e) => println!("Swarm: {e}"),
+    }
+    println!();
+}
