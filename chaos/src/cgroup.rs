@@ -50,7 +50,9 @@ impl NodeCgroup {
 
     /// Checks that the machine has what this module relies on.
     pub fn check_supported() -> Result<()> {
-        if Path::new(FREEZER).join("freezer.state").exists() || Path::new(FREEZER).join("cgroup.procs").exists() {
+        if Path::new(FREEZER).join("freezer.state").exists()
+            || Path::new(FREEZER).join("cgroup.procs").exists()
+        {
             Ok(())
         } else {
             Err(LabError::Prerequisite(format!(

@@ -24,8 +24,18 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Starts the node's dockerd, detached from our session and process group so that a
 /// Ctrl-C in the terminal reaches us, not the lab (we tear down ourselves).
-pub fn spawn(paths: &LabPaths, node: &NodeName, netns: &str, cgroup: &NodeCgroup, addr: Ipv4Addr) -> Result<Child> {
-    for dir in [paths.node_run(node), paths.node_data(node), paths.node_etc(node)] {
+pub fn spawn(
+    paths: &LabPaths,
+    node: &NodeName,
+    netns: &str,
+    cgroup: &NodeCgroup,
+    addr: Ipv4Addr,
+) -> Result<Child> {
+    for dir in [
+        paths.node_run(node),
+        paths.node_data(node),
+        paths.node_etc(node),
+    ] {
         std::fs::create_dir_all(&dir).map_err(LabError::io("create", &dir))?;
     }
     for mount_point in ["/var/lib/docker", "/etc/docker"] {
@@ -54,13 +64,17 @@ pub fn spawn(paths: &LabPaths, node: &NodeName, netns: &str, cgroup: &NodeCgroup
         .process_group(0)
         .spawn()
         .map_err(|e| LabError::Command {
-            command: format!("nsenter --net=/var/run/netns/{netns} unshare --mount --uts -- sh {}", script_path.display()),
+            command: format!(
+                "nsenter --net=/var/run/netns/{netns} unshare --mount --uts -- sh {}",
+                script_path.display()
+            ),
             detail: format!("could not start: {e}"),
         })
 }
 
 fn boot_script(paths: &LabPaths, node: &NodeName, cgroup: &NodeCgroup, addr: Ipv4Addr) -> String {
-    let driver = std::env::var(STORAGE_DRIVER_ENV).unwrap_or_else(|_| DEFAULT_STORAGE_DRIVER.to_owned());
+    let driver =
+        std::env::var(STORAGE_DRIVER_ENV).unwrap_or_else(|_| DEFAULT_STORAGE_DRIVER.to_owned());
     // Joining the cgroup first means dockerd, containerd and every shim are born inside it.
     format!(
         r#"set -e
@@ -83,7 +97,12 @@ exec dockerd --host unix:///var/run/docker.sock --bridge=none --iptables=false -
 }
 
 /// A client for a node's socket with the given request timeout.
-pub fn client(socket: &Path, node: &str, timeout: Duration, version: &ClientVersion) -> Result<Docker> {
+pub fn client(
+    socket: &Path,
+    node: &str,
+    timeout: Duration,
+    version: &ClientVersion,
+) -> Result<Docker> {
     Docker::connect_with_unix(&socket.to_string_lossy(), timeout.as_secs().max(1), version)
         .map_err(LabError::docker(node))
 }
@@ -97,7 +116,12 @@ pub async fn wait_ready(paths: &LabPaths, node: &NodeName) -> Result<ClientVersi
             if !socket.exists() {
                 return Probe::Pending("no socket yet".into());
             }
-            let negotiated = match client(&socket, node.as_str(), Duration::from_secs(5), API_DEFAULT_VERSION) {
+            let negotiated = match client(
+                &socket,
+                node.as_str(),
+                Duration::from_secs(5),
+                API_DEFAULT_VERSION,
+            ) {
                 Ok(c) => c.negotiate_version().await,
                 Err(e) => return Probe::Pending(e.to_string()),
             };

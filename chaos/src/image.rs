@@ -32,7 +32,11 @@ pub fn find_static_busybox() -> Result<PathBuf> {
         };
     }
     let cached = Path::new(CACHE_DIR).join("busybox-static/bin/busybox");
-    for candidate in [cached.as_path(), Path::new("/bin/busybox"), Path::new("/usr/bin/busybox")] {
+    for candidate in [
+        cached.as_path(),
+        Path::new("/bin/busybox"),
+        Path::new("/usr/bin/busybox"),
+    ] {
         if candidate.exists() && is_static_elf(candidate)? {
             return Ok(candidate.to_path_buf());
         }
@@ -66,9 +70,18 @@ fn fetch_busybox_static(target: &Path) -> Result<()> {
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with("busybox-static") && n.ends_with(".deb"))
         })
-        .ok_or_else(|| LabError::Prerequisite("apt-get download busybox-static left no .deb".into()))?;
+        .ok_or_else(|| {
+            LabError::Prerequisite("apt-get download busybox-static left no .deb".into())
+        })?;
     let unpacked = cache.join("busybox-static");
-    run("dpkg", [std::ffi::OsStr::new("-x"), deb.as_os_str(), unpacked.as_os_str()])?;
+    run(
+        "dpkg",
+        [
+            std::ffi::OsStr::new("-x"),
+            deb.as_os_str(),
+            unpacked.as_os_str(),
+        ],
+    )?;
     let _ = std::fs::remove_file(&deb);
     if is_static_elf(target)? {
         Ok(())
@@ -110,12 +123,18 @@ pub fn busybox_rootfs(busybox: &Path) -> Result<Vec<u8>> {
     let binary = std::fs::read(busybox).map_err(LabError::io("read", busybox))?;
     let mut tar = tar::Builder::new(Vec::new());
     let io = |e| LabError::io("build image tarball", busybox)(e);
-    for (dir, mode) in [("bin", 0o755), ("etc", 0o755), ("tmp", 0o1777), ("data", 0o755)] {
+    for (dir, mode) in [
+        ("bin", 0o755),
+        ("etc", 0o755),
+        ("tmp", 0o1777),
+        ("data", 0o755),
+    ] {
         let mut header = tar::Header::new_gnu();
         header.set_entry_type(tar::EntryType::Directory);
         header.set_mode(mode);
         header.set_size(0);
-        tar.append_data(&mut header, dir, std::io::empty()).map_err(io)?;
+        tar.append_data(&mut header, dir, std::io::empty())
+            .map_err(io)?;
     }
     let mut append_file = |path: &str, mode: u32, data: &[u8]| {
         let mut header = tar::Header::new_gnu();
@@ -126,7 +145,11 @@ pub fn busybox_rootfs(busybox: &Path) -> Result<Vec<u8>> {
     append_file("bin/busybox", 0o755, &binary).map_err(io)?;
     append_file("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n").map_err(io)?;
     append_file("etc/group", 0o644, b"root:x:0:\n").map_err(io)?;
-    for applet in applets.lines().map(str::trim).filter(|a| !a.is_empty() && *a != "busybox") {
+    for applet in applets
+        .lines()
+        .map(str::trim)
+        .filter(|a| !a.is_empty() && *a != "busybox")
+    {
         let mut header = tar::Header::new_gnu();
         header.set_entry_type(tar::EntryType::Symlink);
         header.set_mode(0o777);
@@ -139,7 +162,9 @@ pub fn busybox_rootfs(busybox: &Path) -> Result<Vec<u8>> {
 
 /// Imports `rootfs` as [`BUSYBOX_IMAGE`] into one node's engine (`docker import`).
 pub async fn import(client: &Docker, node: &str, rootfs: &[u8]) -> Result<()> {
-    let (repo, tag) = BUSYBOX_IMAGE.split_once(':').unwrap_or((BUSYBOX_IMAGE, "latest"));
+    let (repo, tag) = BUSYBOX_IMAGE
+        .split_once(':')
+        .unwrap_or((BUSYBOX_IMAGE, "latest"));
     let options = CreateImageOptionsBuilder::default()
         .from_src("-")
         .repo(repo)
@@ -165,7 +190,10 @@ mod tests {
     #[test]
     fn a_dynamic_executable_is_not_taken_for_a_static_one() {
         let sh = std::fs::read("/bin/sh").expect("/bin/sh");
-        assert!(!elf_is_static(&sh), "/bin/sh is dynamically linked on Debian");
+        assert!(
+            !elf_is_static(&sh),
+            "/bin/sh is dynamically linked on Debian"
+        );
         assert!(!elf_is_static(b"#!/bin/sh\necho not an elf\n"));
     }
 }

@@ -81,7 +81,9 @@ pub struct Lab {
 
 impl std::fmt::Debug for Lab {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lab").field("name", self.paths.lab()).finish_non_exhaustive()
+        f.debug_struct("Lab")
+            .field("name", self.paths.lab())
+            .finish_non_exhaustive()
     }
 }
 
@@ -107,7 +109,11 @@ impl Lab {
             )),
             _ => LabError::io("create", paths.dir())(e),
         })?;
-        let state = LabState::new(name.clone(), pick_subnet(&spec.root, &name), Owner::this_process());
+        let state = LabState::new(
+            name.clone(),
+            pick_subnet(&spec.root, &name),
+            Owner::this_process(),
+        );
         state.save(&paths.state_file())?;
         live::register(&paths);
         // From here on, any error drops `lab`, which tears everything down again.
@@ -129,16 +135,27 @@ impl Lab {
         for node in workers {
             records.push(lab.boot_node(node, Role::Worker)?);
         }
-        try_join_all(records.iter().map(|r| lab.ready_with_image(&r.name, &rootfs))).await?;
+        try_join_all(
+            records
+                .iter()
+                .map(|r| lab.ready_with_image(&r.name, &rootfs)),
+        )
+        .await?;
         lab.form_swarm(&records).await?;
         let total = records.len();
         lab.wait_for_nodes(
-            &format!("{total} nodes Ready with {} reachable managers", spec.managers),
+            &format!(
+                "{total} nodes Ready with {} reachable managers",
+                spec.managers
+            ),
             FORM_TIMEOUT,
             |t| {
                 t.rows.len() == total
                     && t.rows.iter().all(|r| r.is_ready())
-                    && t.managers().filter(|m| m.is_reachable_manager() || m.leader).count() == spec.managers
+                    && t.managers()
+                        .filter(|m| m.is_reachable_manager() || m.leader)
+                        .count()
+                        == spec.managers
             },
         )
         .await?;
@@ -168,7 +185,10 @@ impl Lab {
         };
         let paths = LabPaths::new(root, name.clone());
         if !paths.state_file().exists() {
-            return Err(LabError::Usage(format!("no lab named {name} under {}", root.display())));
+            return Err(LabError::Usage(format!(
+                "no lab named {name} under {}",
+                root.display()
+            )));
         }
         let state = LabState::load(&paths.state_file())?;
         Ok(Self {
@@ -246,7 +266,9 @@ impl Lab {
                 tracing::info!(lab = %self.name(), node, "Freezing node");
                 cgroup.freeze()
             }
-            other => Err(LabError::Usage(format!("node {node} is {other}, not running"))),
+            other => Err(LabError::Usage(format!(
+                "node {node} is {other}, not running"
+            ))),
         }
     }
 
@@ -259,7 +281,9 @@ impl Lab {
                 tracing::info!(lab = %self.name(), node, "Thawing node");
                 cgroup.thaw()
             }
-            other => Err(LabError::Usage(format!("node {node} is {other}, not frozen"))),
+            other => Err(LabError::Usage(format!(
+                "node {node} is {other}, not frozen"
+            ))),
         }
     }
 
@@ -323,7 +347,14 @@ impl Lab {
         let record = self.boot_node(name, role)?;
         self.ready_with_image(&record.name, &rootfs).await?;
         let joining = self.client(record.name.as_str()).await?;
-        swarm::join(&joining, record.name.as_str(), record.addr, &managers, &token).await?;
+        swarm::join(
+            &joining,
+            record.name.as_str(),
+            record.addr,
+            &managers,
+            &token,
+        )
+        .await?;
         tracing::info!(lab = %self.name(), node, %role, "Node joined");
         Ok(record)
     }
@@ -433,17 +464,33 @@ impl Lab {
         let first = managers[0];
         let first_client = self.client(first.name.as_str()).await?;
         swarm::init(&first_client, first.name.as_str(), first.addr).await?;
-        let manager_token = swarm::join_token(&first_client, first.name.as_str(), Role::Manager).await?;
-        let worker_token = swarm::join_token(&first_client, first.name.as_str(), Role::Worker).await?;
+        let manager_token =
+            swarm::join_token(&first_client, first.name.as_str(), Role::Manager).await?;
+        let worker_token =
+            swarm::join_token(&first_client, first.name.as_str(), Role::Worker).await?;
         // Managers one at a time: each raft membership change should settle before the next.
         for m in &managers[1..] {
             let client = self.client(m.name.as_str()).await?;
-            swarm::join(&client, m.name.as_str(), m.addr, &[first.addr], &manager_token).await?;
+            swarm::join(
+                &client,
+                m.name.as_str(),
+                m.addr,
+                &[first.addr],
+                &manager_token,
+            )
+            .await?;
         }
         let manager_addrs: Vec<Ipv4Addr> = managers.iter().map(|m| m.addr).collect();
         try_join_all(workers.iter().map(|w| async {
             let client = self.client(w.name.as_str()).await?;
-            swarm::join(&client, w.name.as_str(), w.addr, &manager_addrs, &worker_token).await
+            swarm::join(
+                &client,
+                w.name.as_str(),
+                w.addr,
+                &manager_addrs,
+                &worker_token,
+            )
+            .await
         }))
         .await?;
         Ok(())
@@ -460,7 +507,9 @@ impl Lab {
                 continue;
             }
             let answer = async {
-                let client = self.client_with_timeout(record.name.as_str(), PROBE_TIMEOUT).await?;
+                let client = self
+                    .client_with_timeout(record.name.as_str(), PROBE_TIMEOUT)
+                    .await?;
                 let nodes = client
                     .list_nodes(None::<ListNodesOptions>)
                     .await
@@ -470,7 +519,10 @@ impl Lab {
             match tokio::time::timeout(PROBE_TIMEOUT, answer).await {
                 Ok(Ok((client, nodes))) => return Ok((record, client, NodeTable::new(&nodes))),
                 Ok(Err(e)) => failures.push(format!("{}: {e}", record.name)),
-                Err(_) => failures.push(format!("{}: no answer within {PROBE_TIMEOUT:?}", record.name)),
+                Err(_) => failures.push(format!(
+                    "{}: no answer within {PROBE_TIMEOUT:?}",
+                    record.name
+                )),
             }
         }
         Err(LabError::NoManager(if failures.is_empty() {
@@ -482,7 +534,7 @@ impl Lab {
 
     async fn client_with_timeout(&self, node: &str, timeout: Duration) -> Result<Docker> {
         let socket = self.socket(node)?;
-        let known = self.version.lock().ok().and_then(|v| v.clone());
+        let known = self.version.lock().ok().and_then(|v| *v);
         match known {
             Some(version) => daemon::client(&socket, node, timeout, &version),
             None => {
@@ -511,7 +563,9 @@ impl Lab {
 
     fn lock_state(&self) -> std::sync::MutexGuard<'_, LabState> {
         // A panic while holding this lock leaves plain data behind: keep using it.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn update_state(&self, change: impl FnOnce(&mut LabState)) -> Result<()> {

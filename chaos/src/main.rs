@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use swarm_chaos::reap::{reap_all, reap_lab};
+use swarm_chaos::reap::{all_leftovers, reap_all, reap_lab};
 use swarm_chaos::{Lab, LabError, LabName, LabSpec, Role};
 
 #[derive(Parser)]
@@ -52,6 +52,9 @@ enum Cmd {
         #[arg(long)]
         all: bool,
     },
+    /// List whatever labs left on this host (processes, namespaces, cgroups, mounts, loop
+    /// devices, folders); exit 1 if anything is there.
+    Leftovers,
     /// Print the host path of a node's Docker socket.
     Sock {
         #[arg(long)]
@@ -120,7 +123,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -169,12 +175,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Down { name, all } => {
             if all {
                 let labs = reap_all(&root)?;
-                println!("Removed {} lab(s) and every lab object left on this host.", labs.len());
+                println!(
+                    "Removed {} lab(s) and every lab object left on this host.",
+                    labs.len()
+                );
             } else {
                 let lab = open(&name)?;
                 let paths = lab.paths().clone();
                 reap_lab(&paths)?;
                 println!("Removed lab {}.", paths.lab());
+            }
+        }
+        Cmd::Leftovers => {
+            let left = all_leftovers(&root);
+            if left.is_empty() {
+                println!("Nothing of any lab is left on this host.");
+            } else {
+                for item in &left {
+                    println!("{item}");
+                }
+                anyhow::bail!("{} lab object(s) left on this host", left.len());
             }
         }
         Cmd::Sock { name, node } => println!("{}", open(&name)?.socket(&node)?.display()),
@@ -221,7 +241,10 @@ async fn print_lab(lab: &Lab) {
     if let Some(spec) = &state.partition {
         println!("Partition in force: {spec}");
     }
-    println!("{:<6} {:<8} {:<15} {:<8} SOCKET", "NODE", "JOINED", "ADDRESS", "PROCESS");
+    println!(
+        "{:<6} {:<8} {:<15} {:<8} SOCKET",
+        "NODE", "JOINED", "ADDRESS", "PROCESS"
+    );
     for node in &state.nodes {
         let process = lab
             .process_state(node.name.as_str())

@@ -34,13 +34,38 @@ pub fn create_node(bridge_netns: &str, node_netns: &str, port: &str, addr: Ipv4A
     run(
         "ip",
         [
-            "-n", bridge_netns, "link", "add", port, "type", "veth", "peer", "name", NODE_IFACE,
-            "netns", node_netns,
+            "-n",
+            bridge_netns,
+            "link",
+            "add",
+            port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            NODE_IFACE,
+            "netns",
+            node_netns,
         ],
     )?;
-    run("ip", ["-n", bridge_netns, "link", "set", port, "master", BRIDGE, "up"])?;
+    run(
+        "ip",
+        [
+            "-n",
+            bridge_netns,
+            "link",
+            "set",
+            port,
+            "master",
+            BRIDGE,
+            "up",
+        ],
+    )?;
     let cidr = format!("{addr}/24");
-    run("ip", ["-n", node_netns, "addr", "add", &cidr, "dev", NODE_IFACE])?;
+    run(
+        "ip",
+        ["-n", node_netns, "addr", "add", &cidr, "dev", NODE_IFACE],
+    )?;
     run("ip", ["-n", node_netns, "link", "set", NODE_IFACE, "up"])?;
     run("ip", ["-n", node_netns, "link", "set", "lo", "up"])?;
     Ok(())
@@ -81,8 +106,16 @@ pub fn block_peers(netns: &str, peers: &BTreeSet<Ipv4Addr>) -> Result<()> {
     run_in_netns(netns, "iptables", ["-F", CHAOS_CHAIN])?;
     for peer in peers {
         let peer = peer.to_string();
-        run_in_netns(netns, "iptables", ["-A", CHAOS_CHAIN, "-s", &peer, "-j", "DROP"])?;
-        run_in_netns(netns, "iptables", ["-A", CHAOS_CHAIN, "-d", &peer, "-j", "DROP"])?;
+        run_in_netns(
+            netns,
+            "iptables",
+            ["-A", CHAOS_CHAIN, "-s", &peer, "-j", "DROP"],
+        )?;
+        run_in_netns(
+            netns,
+            "iptables",
+            ["-A", CHAOS_CHAIN, "-d", &peer, "-j", "DROP"],
+        )?;
     }
     Ok(())
 }

@@ -19,7 +19,9 @@ pub fn grudges(spec: &str, nodes: &[NodeName]) -> Result<Grudges> {
             .iter()
             .find(|n| n.as_str() == name)
             .cloned()
-            .ok_or_else(|| LabError::Usage(format!("partition {spec:?}: no node {name:?} in this lab")))
+            .ok_or_else(|| {
+                LabError::Usage(format!("partition {spec:?}: no node {name:?} in this lab"))
+            })
     };
     let mut groups: Vec<BTreeSet<NodeName>> = Vec::new();
     for group in spec.split('/') {
@@ -36,16 +38,24 @@ pub fn grudges(spec: &str, nodes: &[NodeName]) -> Result<Grudges> {
     }
     if groups.len() == 1 {
         // One group: cut it off from everyone else.
-        let rest: BTreeSet<NodeName> = nodes.iter().filter(|n| !groups[0].contains(n)).cloned().collect();
+        let rest: BTreeSet<NodeName> = nodes
+            .iter()
+            .filter(|n| !groups[0].contains(n))
+            .cloned()
+            .collect();
         if rest.is_empty() {
-            return Err(LabError::Usage(format!("partition {spec:?} names every node: nothing to cut")));
+            return Err(LabError::Usage(format!(
+                "partition {spec:?} names every node: nothing to cut"
+            )));
         }
         groups.push(rest);
     }
     let mut seen = BTreeSet::new();
     for node in groups.iter().flatten() {
         if !seen.insert(node) {
-            return Err(LabError::Usage(format!("partition {spec:?}: {node} is in two groups")));
+            return Err(LabError::Usage(format!(
+                "partition {spec:?}: {node} is in two groups"
+            )));
         }
     }
     let mut out = Grudges::new();
@@ -53,7 +63,9 @@ pub fn grudges(spec: &str, nodes: &[NodeName]) -> Result<Grudges> {
         for (j, b) in groups.iter().enumerate() {
             if i != j {
                 for node in a {
-                    out.entry(node.clone()).or_default().extend(b.iter().cloned());
+                    out.entry(node.clone())
+                        .or_default()
+                        .extend(b.iter().cloned());
                 }
             }
         }

@@ -69,7 +69,10 @@ fn reap_prefix(prefix: &str) -> Result<()> {
 /// it (node mounts live in node namespaces and vanished with their processes).
 fn release_files_under(dir: &Path) -> Result<()> {
     for mount_point in host_mounts_under(dir) {
-        run("umount", [std::ffi::OsStr::new("-l"), mount_point.as_os_str()])?;
+        run(
+            "umount",
+            [std::ffi::OsStr::new("-l"), mount_point.as_os_str()],
+        )?;
     }
     for (device, _) in loop_devices_under(dir) {
         run("losetup", ["-d", &device])?;
@@ -79,26 +82,45 @@ fn release_files_under(dir: &Path) -> Result<()> {
 
 /// What of a lab is still on the host; empty when the lab is fully gone.
 pub fn leftovers(paths: &LabPaths) -> Vec<String> {
-    let prefix = paths.lab().host_prefix();
+    let mut found = objects_left(&paths.lab().host_prefix(), &paths.dir());
+    if paths.dir().exists() {
+        found.push(format!("folder {}", paths.dir().display()));
+    }
+    found
+}
+
+/// What any lab left on the host: every lab object, whichever lab or run made it.
+pub fn all_leftovers(root: &Path) -> Vec<String> {
+    let mut found = objects_left(HOST_PREFIX, root);
+    found.extend(
+        list_labs(root)
+            .into_iter()
+            .map(|lab| format!("folder {}", root.join(lab.as_str()).display())),
+    );
+    found
+}
+
+fn objects_left(prefix: &str, dir: &Path) -> Vec<String> {
     let mut found = Vec::new();
-    for name in list_cgroups(&prefix) {
+    for name in list_cgroups(prefix) {
         let pids = NodeCgroup::new(name.clone()).pids();
         found.push(format!("cgroup {name} (processes {pids:?})"));
     }
-    found.extend(list_netns(&prefix).into_iter().map(|n| format!("network namespace {n}")));
     found.extend(
-        host_mounts_under(&paths.dir())
+        list_netns(prefix)
+            .into_iter()
+            .map(|n| format!("network namespace {n}")),
+    );
+    found.extend(
+        host_mounts_under(dir)
             .into_iter()
             .map(|m| format!("mount {}", m.display())),
     );
     found.extend(
-        loop_devices_under(&paths.dir())
+        loop_devices_under(dir)
             .into_iter()
             .map(|(d, f)| format!("loop device {d} on {f}")),
     );
-    if paths.dir().exists() {
-        found.push(format!("folder {}", paths.dir().display()));
-    }
     found
 }
 

@@ -119,7 +119,10 @@ impl LabState {
     /// workers from .101), so `m2` is at .12 and `w1` at .101 in a fresh lab.
     pub fn add_node(&mut self, name: NodeName, role: Role) -> Result<NodeRecord> {
         if self.nodes.iter().any(|n| n.name == name) {
-            return Err(LabError::Usage(format!("lab {} already has a node {name}", self.name)));
+            return Err(LabError::Usage(format!(
+                "lab {} already has a node {name}",
+                self.name
+            )));
         }
         let base: u8 = match role {
             Role::Manager => 11,
@@ -131,7 +134,9 @@ impl LabState {
             .chain(11..base)
             .map(|host| Ipv4Addr::new(a, b, c, host))
             .find(|addr| !used.contains(addr))
-            .ok_or_else(|| LabError::Usage(format!("lab {} has no free address left", self.name)))?;
+            .ok_or_else(|| {
+                LabError::Usage(format!("lab {} has no free address left", self.name))
+            })?;
         let record = NodeRecord { name, role, addr };
         self.nodes.push(record.clone());
         Ok(record)
@@ -148,10 +153,9 @@ pub fn pick_subnet(root: &Path, name: &LabName) -> [u8; 3] {
         .map(|s| s.subnet)
         .collect();
     // FNV-1a: stable across runs and Rust versions, unlike the std hasher.
-    let hash = name
-        .as_str()
-        .bytes()
-        .fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    let hash = name.as_str().bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
     (0..256u32)
         .map(|i| [172, 29, ((hash + i) % 256) as u8])
         .find(|s| !taken.contains(s))
@@ -184,9 +188,15 @@ mod tests {
     #[test]
     fn nodes_get_addresses_by_role_in_creation_order() {
         let mut s = lab();
-        let m1 = s.add_node(NodeName::new("m1").unwrap(), Role::Manager).unwrap();
-        let w1 = s.add_node(NodeName::new("w1").unwrap(), Role::Worker).unwrap();
-        let m2 = s.add_node(NodeName::new("m2").unwrap(), Role::Manager).unwrap();
+        let m1 = s
+            .add_node(NodeName::new("m1").unwrap(), Role::Manager)
+            .unwrap();
+        let w1 = s
+            .add_node(NodeName::new("w1").unwrap(), Role::Worker)
+            .unwrap();
+        let m2 = s
+            .add_node(NodeName::new("m2").unwrap(), Role::Manager)
+            .unwrap();
         assert_eq!(m1.addr, Ipv4Addr::new(172, 29, 7, 11));
         assert_eq!(m2.addr, Ipv4Addr::new(172, 29, 7, 12));
         assert_eq!(w1.addr, Ipv4Addr::new(172, 29, 7, 101));
@@ -195,8 +205,11 @@ mod tests {
     #[test]
     fn a_node_name_is_taken_only_once() {
         let mut s = lab();
-        s.add_node(NodeName::new("m1").unwrap(), Role::Manager).unwrap();
-        assert!(s.add_node(NodeName::new("m1").unwrap(), Role::Worker).is_err());
+        s.add_node(NodeName::new("m1").unwrap(), Role::Manager)
+            .unwrap();
+        assert!(s
+            .add_node(NodeName::new("m1").unwrap(), Role::Worker)
+            .is_err());
     }
 
     #[test]
@@ -207,7 +220,10 @@ mod tests {
             start_time: me.start_time + 1,
             ..me
         };
-        assert!(!other.is_alive(), "same PID, other start time: PID was reused");
+        assert!(
+            !other.is_alive(),
+            "same PID, other start time: PID was reused"
+        );
     }
 
     #[test]
@@ -215,7 +231,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("swc-state-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut s = lab();
-        s.add_node(NodeName::new("m1").unwrap(), Role::Manager).unwrap();
+        s.add_node(NodeName::new("m1").unwrap(), Role::Manager)
+            .unwrap();
         s.save(&dir.join("lab.json")).unwrap();
         let back = LabState::load(&dir.join("lab.json")).unwrap();
         assert_eq!(back.nodes, s.nodes);

@@ -37,7 +37,10 @@ pub async fn init(client: &Docker, node: &str, addr: Ipv4Addr) -> Result<()> {
 
 /// The token that joins a node with `role`, read from a manager.
 pub async fn join_token(client: &Docker, manager: &str, role: Role) -> Result<JoinToken> {
-    let swarm = client.inspect_swarm().await.map_err(LabError::docker(manager))?;
+    let swarm = client
+        .inspect_swarm()
+        .await
+        .map_err(LabError::docker(manager))?;
     let tokens = swarm.join_tokens.unwrap_or_default();
     let token = match role {
         Role::Manager => tokens.manager,
@@ -49,12 +52,23 @@ pub async fn join_token(client: &Docker, manager: &str, role: Role) -> Result<Jo
 }
 
 /// Joins `node` (at `addr`) to the swarm reachable at any of `managers`.
-pub async fn join(client: &Docker, node: &str, addr: Ipv4Addr, managers: &[Ipv4Addr], token: &JoinToken) -> Result<()> {
+pub async fn join(
+    client: &Docker,
+    node: &str,
+    addr: Ipv4Addr,
+    managers: &[Ipv4Addr],
+    token: &JoinToken,
+) -> Result<()> {
     client
         .join_swarm(SwarmJoinRequest {
             listen_addr: Some(format!("{addr}:{SWARM_PORT}")),
             advertise_addr: Some(addr.to_string()),
-            remote_addrs: Some(managers.iter().map(|m| format!("{m}:{SWARM_PORT}")).collect()),
+            remote_addrs: Some(
+                managers
+                    .iter()
+                    .map(|m| format!("{m}:{SWARM_PORT}"))
+                    .collect(),
+            ),
             join_token: Some(token.0.clone()),
             ..Default::default()
         })

@@ -112,8 +112,8 @@ impl fmt::Display for NodeTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{:<27} {:<9} {:<8} {:<8} {:<7} {:<12} {}",
-            "ID", "HOSTNAME", "ROLE", "STATE", "AVAIL", "MANAGER", "ADDR"
+            "{:<27} {:<9} {:<8} {:<8} {:<7} {:<12} ADDR",
+            "ID", "HOSTNAME", "ROLE", "STATE", "AVAIL", "MANAGER"
         )?;
         for r in &self.rows {
             let manager = match (r.is_manager(), r.leader) {

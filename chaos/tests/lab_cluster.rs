@@ -25,7 +25,11 @@ fn teardown_leaving_nothing(lab: Lab) {
     let paths = lab.paths().clone();
     lab.teardown().expect("teardown");
     let left = leftovers(&paths);
-    assert!(left.is_empty(), "lab {} left behind: {left:#?}", paths.lab());
+    assert!(
+        left.is_empty(),
+        "lab {} left behind: {left:#?}",
+        paths.lab()
+    );
 }
 
 fn hostnames(table: &NodeTable) -> Vec<&str> {
@@ -42,12 +46,25 @@ async fn a_three_plus_two_swarm_forms_runs_replicas_on_workers_and_takes_a_new_m
     let managers: Vec<&str> = table.managers().map(|m| m.hostname.as_str()).collect();
     assert_eq!(managers, ["m1", "m2", "m3"]);
     assert!(table.leader().is_some(), "no leader:\n{table}");
-    assert!(table.rows.iter().all(|r| r.is_ready()), "not all ready:\n{table}");
+    assert!(
+        table.rows.iter().all(|r| r.is_ready()),
+        "not all ready:\n{table}"
+    );
     for node in ["m1", "m2", "m3", "w1", "w2"] {
         let socket = lab.socket(node).expect("socket");
         assert!(socket.exists(), "{}", socket.display());
-        let info = lab.client(node).await.expect("client").info().await.expect("info");
-        assert_eq!(info.name.as_deref(), Some(node), "each node has its own daemon");
+        let info = lab
+            .client(node)
+            .await
+            .expect("client")
+            .info()
+            .await
+            .expect("info");
+        assert_eq!(
+            info.name.as_deref(),
+            Some(node),
+            "each node has its own daemon"
+        );
         lab.client(node)
             .await
             .expect("client")
@@ -74,7 +91,9 @@ async fn a_three_plus_two_swarm_forms_runs_replicas_on_workers_and_takes_a_new_m
                     ..Default::default()
                 }),
                 mode: Some(bollard::models::ServiceSpecMode {
-                    replicated: Some(bollard::models::ServiceSpecModeReplicated { replicas: Some(4) }),
+                    replicated: Some(bollard::models::ServiceSpecModeReplicated {
+                        replicas: Some(4),
+                    }),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -83,36 +102,62 @@ async fn a_three_plus_two_swarm_forms_runs_replicas_on_workers_and_takes_a_new_m
         )
         .await
         .expect("service created");
-    let ids: std::collections::HashMap<String, String> =
-        table.rows.iter().map(|r| (r.id.clone(), r.hostname.clone())).collect();
-    let running_on = swarm_chaos::wait_until("4 sleeper tasks running", Duration::from_secs(60), || async {
-        let filters = ListTasksOptionsBuilder::default()
-            .filters(&[("service", vec!["sleeper"]), ("desired-state", vec!["running"])].into())
-            .build();
-        let tasks = match client.list_tasks(Some(filters)).await {
-            Ok(t) => t,
-            Err(e) => return swarm_chaos::Probe::Pending(e.to_string()),
-        };
-        let running: Vec<String> = tasks
-            .iter()
-            .filter(|t| t.status.as_ref().and_then(|s| s.state) == Some(bollard::models::TaskState::RUNNING))
-            .filter_map(|t| t.node_id.as_ref().and_then(|n| ids.get(n)).cloned())
-            .collect();
-        if running.len() == 4 {
-            swarm_chaos::Probe::Done(running)
-        } else {
-            swarm_chaos::Probe::Pending(format!("running on {running:?} of {} tasks", tasks.len()))
-        }
-    })
+    let ids: std::collections::HashMap<String, String> = table
+        .rows
+        .iter()
+        .map(|r| (r.id.clone(), r.hostname.clone()))
+        .collect();
+    let running_on = swarm_chaos::wait_until(
+        "4 sleeper tasks running",
+        Duration::from_secs(60),
+        || async {
+            let filters = ListTasksOptionsBuilder::default()
+                .filters(
+                    &[
+                        ("service", vec!["sleeper"]),
+                        ("desired-state", vec!["running"]),
+                    ]
+                    .into(),
+                )
+                .build();
+            let tasks = match client.list_tasks(Some(filters)).await {
+                Ok(t) => t,
+                Err(e) => return swarm_chaos::Probe::Pending(e.to_string()),
+            };
+            let running: Vec<String> = tasks
+                .iter()
+                .filter(|t| {
+                    t.status.as_ref().and_then(|s| s.state)
+                        == Some(bollard::models::TaskState::RUNNING)
+                })
+                .filter_map(|t| t.node_id.as_ref().and_then(|n| ids.get(n)).cloned())
+                .collect();
+            if running.len() == 4 {
+                swarm_chaos::Probe::Done(running)
+            } else {
+                swarm_chaos::Probe::Pending(format!(
+                    "running on {running:?} of {} tasks",
+                    tasks.len()
+                ))
+            }
+        },
+    )
     .await
     .expect("tasks run");
-    assert!(running_on.iter().all(|n| n.starts_with('w')), "tasks on {running_on:?}");
+    assert!(
+        running_on.iter().all(|n| n.starts_with('w')),
+        "tasks on {running_on:?}"
+    );
 
     let m4 = lab.join("m4", Role::Manager).await.expect("m4 joins");
     assert_eq!(m4.name.as_str(), "m4");
     lab.wait_for_nodes("m4 a reachable manager", Duration::from_secs(30), |t| {
-        t.node("m4").is_some_and(|r| r.is_reachable_manager() && r.is_ready())
-            && t.managers().filter(|m| m.is_reachable_manager() || m.leader).count() == 4
+        t.node("m4")
+            .is_some_and(|r| r.is_reachable_manager() && r.is_ready())
+            && t.managers()
+                .filter(|m| m.is_reachable_manager() || m.leader)
+                .count()
+                == 4
     })
     .await
     .expect("m4 joined the raft");
@@ -128,23 +173,34 @@ async fn a_killed_manager_is_seen_down_and_unreachable_and_comes_back_after_rest
     let m3_id = before.node("m3").expect("m3").id.clone();
 
     lab.kill("m3").await.expect("kill");
-    assert_eq!(lab.process_state("m3").expect("state"), ProcessState::Stopped);
+    assert_eq!(
+        lab.process_state("m3").expect("state"),
+        ProcessState::Stopped
+    );
     let table = lab
         .wait_for_nodes("m3 Down and Unreachable", SEEN_DOWN, |t| {
             t.node("m3").is_some_and(|r| r.is_down())
         })
         .await
         .expect("m3 seen dead");
-    assert!(table.leader().is_some_and(|l| l.hostname != "m3"), "{table}");
+    assert!(
+        table.leader().is_some_and(|l| l.hostname != "m3"),
+        "{table}"
+    );
 
     lab.restart("m3").await.expect("restart");
     let table = lab
         .wait_for_nodes("m3 Ready and reachable again", BACK_READY, |t| {
-            t.node("m3").is_some_and(|r| r.is_ready() && (r.is_reachable_manager() || r.leader))
+            t.node("m3")
+                .is_some_and(|r| r.is_ready() && (r.is_reachable_manager() || r.leader))
         })
         .await
         .expect("m3 back");
-    assert_eq!(table.node("m3").expect("m3").id, m3_id, "restart keeps the node's identity");
+    assert_eq!(
+        table.node("m3").expect("m3").id,
+        m3_id,
+        "restart keeps the node's identity"
+    );
 
     teardown_leaving_nothing(lab);
 }
@@ -155,7 +211,10 @@ async fn a_frozen_manager_goes_down_and_is_ready_again_after_thaw() {
     let lab = Lab::start(LabSpec::new(3, 0)).await.expect("lab starts");
 
     lab.freeze("m2").await.expect("freeze");
-    assert_eq!(lab.process_state("m2").expect("state"), ProcessState::Frozen);
+    assert_eq!(
+        lab.process_state("m2").expect("state"),
+        ProcessState::Frozen
+    );
     lab.wait_for_nodes("frozen m2 Down and Unreachable", SEEN_DOWN, |t| {
         t.node("m2").is_some_and(|r| r.is_down())
     })
@@ -164,7 +223,8 @@ async fn a_frozen_manager_goes_down_and_is_ready_again_after_thaw() {
 
     lab.thaw("m2").await.expect("thaw");
     lab.wait_for_nodes("thawed m2 Ready and reachable", BACK_READY, |t| {
-        t.node("m2").is_some_and(|r| r.is_ready() && (r.is_reachable_manager() || r.leader))
+        t.node("m2")
+            .is_some_and(|r| r.is_ready() && (r.is_reachable_manager() || r.leader))
     })
     .await
     .expect("m2 back");
@@ -187,9 +247,14 @@ async fn an_isolated_manager_is_unreachable_until_the_partition_heals() {
 
     lab.partition(&follower).await.expect("partition");
     assert_eq!(lab.state().partition.as_deref(), Some(follower.as_str()));
-    lab.wait_for_nodes(&format!("isolated {follower} unreachable"), SEEN_DOWN, |t| {
-        t.node(&follower).is_some_and(|r| r.reachability == "unreachable")
-    })
+    lab.wait_for_nodes(
+        &format!("isolated {follower} unreachable"),
+        SEEN_DOWN,
+        |t| {
+            t.node(&follower)
+                .is_some_and(|r| r.reachability == "unreachable")
+        },
+    )
     .await
     .expect("isolation seen");
 
@@ -197,7 +262,8 @@ async fn an_isolated_manager_is_unreachable_until_the_partition_heals() {
     // Healing may trigger an election (the isolated node's term grew): allow for it.
     lab.wait_for_nodes(&format!("healed {follower} reachable"), BACK_READY, |t| {
         t.leader().is_some()
-            && t.node(&follower).is_some_and(|r| r.is_ready() && (r.is_reachable_manager() || r.leader))
+            && t.node(&follower)
+                .is_some_and(|r| r.is_ready() && (r.is_reachable_manager() || r.leader))
     })
     .await
     .expect("heal seen");
@@ -208,14 +274,25 @@ async fn an_isolated_manager_is_unreachable_until_the_partition_heals() {
 #[tokio::test]
 async fn two_labs_at_once_do_not_collide() {
     init_tracing();
-    let (a, b) = tokio::join!(Lab::start(LabSpec::new(1, 1)), Lab::start(LabSpec::new(1, 1)));
+    let (a, b) = tokio::join!(
+        Lab::start(LabSpec::new(1, 1)),
+        Lab::start(LabSpec::new(1, 1))
+    );
     let (a, b) = (a.expect("lab a"), b.expect("lab b"));
     assert_ne!(a.name(), b.name());
     assert_ne!(a.socket("m1").expect("a"), b.socket("m1").expect("b"));
-    let (ta, tb) = (a.node_table().await.expect("a"), b.node_table().await.expect("b"));
+    let (ta, tb) = (
+        a.node_table().await.expect("a"),
+        b.node_table().await.expect("b"),
+    );
     assert_eq!(ta.rows.len(), 2, "{ta}");
     assert_eq!(tb.rows.len(), 2, "{tb}");
-    assert!(ta.rows.iter().all(|r| !tb.rows.iter().any(|s| s.id == r.id)), "two separate swarms");
+    assert!(
+        ta.rows
+            .iter()
+            .all(|r| !tb.rows.iter().any(|s| s.id == r.id)),
+        "two separate swarms"
+    );
     teardown_leaving_nothing(a);
     teardown_leaving_nothing(b);
 }
