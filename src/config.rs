@@ -1,0 +1,274 @@
+//! The policy file: typed, every key defaulted, unknown keys rejected, and errors that say
+//! `file:line:col`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Whether a part of swarm-warden acts, only reports, or is switched off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Plan and carry out actions.
+    #[default]
+    Enforce,
+    /// Plan and report; never act.
+    Audit,
+    /// Neither plan nor report.
+    Off,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Enforce => "enforce",
+            Mode::Audit => "audit",
+            Mode::Off => "off",
+        })
+    }
+}
+
+/// The whole policy.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    /// Manager health and quorum.
+    pub managers: ManagerPolicy,
+    /// The control loop itself.
+    pub controller: ControllerPolicy,
+}
+
+/// How managers are kept healthy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ManagerPolicy {
+    /// `enforce`, `audit` (report only) or `off`.
+    pub mode: Mode,
+    /// How many managers the swarm should have (odd: 3, 5 or 7).
+    pub desired: ManagerCount,
+    /// How long a manager must be Down and unreachable, without a break, to count as dead.
+    #[serde(with = "humantime_serde")]
+    pub dead_after: Duration,
+    /// No membership change this soon after the raft leader changed: SwarmKit marks every
+    /// node `unknown` after an election until it hears from it again.
+    #[serde(with = "humantime_serde")]
+    pub leader_settle: Duration,
+    /// Time between two membership changes, and how long a worker must have been Ready
+    /// before it may be promoted.
+    #[serde(with = "humantime_serde")]
+    pub stabilization: Duration,
+    /// Node label that promotions spread managers over (like an availability zone).
+    pub spread_label: String,
+    /// How long a membership change may take to show in the node list before it is
+    /// reported failed.
+    #[serde(with = "humantime_serde")]
+    pub convergence_timeout: Duration,
+}
+
+impl Default for ManagerPolicy {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Enforce,
+            desired: ManagerCount(3),
+            dead_after: Duration::from_secs(5 * 60),
+            leader_settle: Duration::from_secs(45),
+            stabilization: Duration::from_secs(30),
+            spread_label: "zone".into(),
+            convergence_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// How the control loop runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControllerPolicy {
+    /// A full reconcile at least this often, events or not.
+    #[serde(with = "humantime_serde")]
+    pub resync: Duration,
+    /// First delay after a failure (per failing key), doubled on each further failure.
+    #[serde(with = "humantime_serde")]
+    pub backoff_min: Duration,
+    /// Longest delay between retries of one failing key.
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+}
+
+impl Default for ControllerPolicy {
+    fn default() -> Self {
+        Self {
+            resync: Duration::from_secs(30),
+            backoff_min: Duration::from_secs(5),
+            backoff_max: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A desired manager count: 1 to 9 (a raft of more than 7 is slower, not safer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "i64", into = "u32")]
+pub struct ManagerCount(u32);
+
+impl ManagerCount {
+    /// The count.
+    pub fn get(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl TryFrom<i64> for ManagerCount {
+    type Error = String;
+    fn try_from(n: i64) -> Result<Self, Self::Error> {
+        match u32::try_from(n) {
+            Ok(n @ 1..=9) => Ok(Self(n)),
+            _ => Err(format!("desired manager count must be 1 to 9 (3 or 5 is usual), not {n}")),
+        }
+    }
+}
+
+impl From<ManagerCount> for u32 {
+    fn from(c: ManagerCount) -> u32 {
+        c.0
+    }
+}
+
+/// A policy file that cannot be used, with where.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a valid policy.
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Policy {
+    /// Reads and validates a policy file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses policy text; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        // An empty file (or one with only comments) means "all defaults".
+        let parsed: Result<Option<Policy>, _> = serde_norway::from_str(text);
+        match parsed {
+            Ok(policy) => Ok(policy.unwrap_or_default()),
+            Err(e) => {
+                let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
+                let mut message = e.to_string();
+                // The location is in our prefix already.
+                if let Some(at) = message.rfind(" at line ") {
+                    message.truncate(at);
+                }
+                Err(ConfigError::Invalid {
+                    path: path.to_owned(),
+                    line,
+                    column,
+                    message,
+                })
+            }
+        }
+    }
+}
+
+/// Durations as humantime strings (`30s`, `5m`, `1h 30m`).
+mod humantime_serde {
+    use std::time::Duration;
+
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map_err(|e| D::Error::custom(format!("invalid duration {text:?} ({e}); write e.g. 30s, 5m, 1h")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Policy, ConfigError> {
+        Policy::parse(text, Path::new("policy.yml"))
+    }
+
+    #[test]
+    fn an_empty_file_means_every_default() {
+        assert_eq!(parse("").unwrap(), Policy::default());
+        assert_eq!(parse("# only a comment\n").unwrap(), Policy::default());
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let m = Policy::default().managers;
+        assert_eq!(m.mode, Mode::Enforce);
+        assert_eq!(m.desired.get(), 3);
+        assert_eq!(m.dead_after, Duration::from_secs(300));
+        assert_eq!(m.leader_settle, Duration::from_secs(45));
+        assert_eq!(m.stabilization, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn durations_are_humantime_strings() {
+        let p = parse("managers:\n  dead_after: 90s\n  leader_settle: 1m 30s\n").unwrap();
+        assert_eq!(p.managers.dead_after, Duration::from_secs(90));
+        assert_eq!(p.managers.leader_settle, Duration::from_secs(90));
+        assert_eq!(p.managers.stabilization, Duration::from_secs(30), "untouched keys keep defaults");
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error_at_its_line_and_column() {
+        let err = parse("managers:\n  desired: 3\n  dead_afterr: 5m\n").unwrap_err().to_string();
+        assert!(err.starts_with("policy.yml:3:3: "), "{err}");
+        assert!(err.contains("dead_afterr"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_duration_says_what_and_where() {
+        let err = parse("managers:\n  dead_after: soon\n").unwrap_err().to_string();
+        assert!(err.starts_with("policy.yml:2:"), "{err}");
+        assert!(err.contains("soon") && err.contains("5m"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_mode_or_count_is_refused() {
+        let err = parse("managers:\n  mode: sometimes\n").unwrap_err().to_string();
+        assert!(err.starts_with("policy.yml:2:"), "{err}");
+        let err = parse("managers:\n  desired: 0\n").unwrap_err().to_string();
+        assert!(err.starts_with("policy.yml:2:") && err.contains("1 to 9"), "{err}");
+    }
+
+    #[test]
+    fn the_committed_example_policy_is_valid_and_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/policy.example.yml");
+        let policy = Policy::load(&path).unwrap();
+        assert_eq!(policy, Policy::default(), "the example documents the defaults");
+    }
+}

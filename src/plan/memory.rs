@@ -1,0 +1,175 @@
+//! What the planner remembers between reconciles: when the leader changed, since when each
+//! node has shown (or not shown) life, and when swarm-warden last changed membership.
+//!
+//! Memory only ever makes the planner *more* careful or *more* precise; a fresh process
+//! (`--once`) falls back on the nodes' own status timestamps.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use crate::model::{Control, Node, NodeState, Snapshot};
+
+/// Observations carried from one reconcile to the next.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Memory {
+    leader: Option<LeaderSeen>,
+    /// First observation of each node without any sign of life, reset by a sign of life.
+    lifeless_since: HashMap<String, SystemTime>,
+    /// First observation of each node as Ready, reset when it is not.
+    ready_since: HashMap<String, SystemTime>,
+    last_membership_change: Option<SystemTime>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LeaderSeen {
+    id: String,
+    /// When we saw it take over; `None` when it was already leader at our first look.
+    since: Option<SystemTime>,
+}
+
+impl Memory {
+    /// Folds one snapshot in. Snapshots without a leader carry no node list and change
+    /// nothing.
+    pub fn observe(&mut self, snapshot: &Snapshot) {
+        if snapshot.control != Control::Leader {
+            return;
+        }
+        let now = snapshot.observed_at;
+        let leader = snapshot.nodes.iter().find(|n| n.is_leader()).map(|n| n.id.clone());
+        match (&self.leader, leader) {
+            (Some(seen), Some(id)) if seen.id == id => {}
+            (Some(_), Some(id)) => self.leader = Some(LeaderSeen { id, since: Some(now) }),
+            (None, Some(id)) => self.leader = Some(LeaderSeen { id, since: None }),
+            (_, None) => {}
+        }
+        self.lifeless_since
+            .retain(|id, _| snapshot.nodes.iter().any(|n| &n.id == id));
+        self.ready_since
+            .retain(|id, _| snapshot.nodes.iter().any(|n| &n.id == id));
+        for node in &snapshot.nodes {
+            if node.shows_life() {
+                self.lifeless_since.remove(&node.id);
+            } else {
+                self.lifeless_since.entry(node.id.clone()).or_insert(now);
+            }
+            if node.state == NodeState::Ready {
+                self.ready_since.entry(node.id.clone()).or_insert(now);
+            } else {
+                self.ready_since.remove(&node.id);
+            }
+        }
+    }
+
+    /// Records that swarm-warden changed raft membership at `at`.
+    pub fn record_membership_change(&mut self, at: SystemTime) {
+        self.last_membership_change = Some(at);
+    }
+
+    /// When swarm-warden last changed membership, if it did.
+    pub fn last_membership_change(&self) -> Option<SystemTime> {
+        self.last_membership_change
+    }
+
+    /// When the current leader was seen taking over, if we saw it happen.
+    pub fn leader_changed_at(&self) -> Option<SystemTime> {
+        self.leader.as_ref().and_then(|l| l.since)
+    }
+
+    /// Since when `node` has been without a sign of life, at the latest: the earlier of our
+    /// own first lifeless observation and the node's last status change (when it is Down
+    /// now). `None` when it shows life now.
+    pub fn lifeless_since(&self, node: &Node) -> Option<SystemTime> {
+        if node.shows_life() {
+            return None;
+        }
+        let from_status = (node.state == NodeState::Down).then_some(node.updated_at).flatten();
+        earliest(self.lifeless_since.get(&node.id).copied(), from_status)
+    }
+
+    /// Since when `node` has been Ready, at the latest (same evidence rule).
+    pub fn ready_since(&self, node: &Node) -> Option<SystemTime> {
+        if node.state != NodeState::Ready {
+            return None;
+        }
+        earliest(self.ready_since.get(&node.id).copied(), node.updated_at)
+    }
+}
+
+fn earliest(a: Option<SystemTime>, b: Option<SystemTime>) -> Option<SystemTime> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::plan::quorum::tests::{cluster, manager, t};
+    use crate::model::Reachability;
+
+    #[test]
+    fn the_first_leader_seen_has_no_change_time_and_a_new_one_does() {
+        let mut memory = Memory::default();
+        let mut snap = cluster(vec![manager("a", true), manager("b", false)], t(100));
+        memory.observe(&snap);
+        assert_eq!(memory.leader_changed_at(), None);
+        snap.observed_at = t(200);
+        snap.nodes[0].manager.as_mut().unwrap().leader = false;
+        snap.nodes[1].manager.as_mut().unwrap().leader = true;
+        memory.observe(&snap);
+        assert_eq!(memory.leader_changed_at(), Some(t(200)));
+    }
+
+    #[test]
+    fn a_down_node_counts_from_the_earlier_of_memory_and_its_status_time() {
+        let mut memory = Memory::default();
+        let mut dead = manager("b", false);
+        dead.state = NodeState::Down;
+        dead.manager.as_mut().unwrap().reachability = Reachability::Unreachable;
+        dead.updated_at = Some(t(500));
+        let mut snap = cluster(vec![manager("a", true), dead], t(300));
+        memory.observe(&snap);
+        assert_eq!(memory.lifeless_since(&snap.nodes[1]), Some(t(300)));
+        // A leader change re-marks it unknown then down: its timestamp moves, ours does not.
+        snap.nodes[1].updated_at = Some(t(900));
+        snap.observed_at = t(950);
+        memory.observe(&snap);
+        assert_eq!(memory.lifeless_since(&snap.nodes[1]), Some(t(300)));
+    }
+
+    #[test]
+    fn a_sign_of_life_resets_the_lifeless_clock() {
+        let mut memory = Memory::default();
+        let mut node = manager("b", false);
+        node.state = NodeState::Down;
+        node.manager.as_mut().unwrap().reachability = Reachability::Unreachable;
+        let mut snap = cluster(vec![manager("a", true), node], t(100));
+        memory.observe(&snap);
+        snap.nodes[1].state = NodeState::Ready;
+        snap.nodes[1].manager.as_mut().unwrap().reachability = Reachability::Reachable;
+        snap.observed_at = t(200);
+        memory.observe(&snap);
+        snap.nodes[1].state = NodeState::Down;
+        snap.nodes[1].manager.as_mut().unwrap().reachability = Reachability::Unreachable;
+        snap.nodes[1].updated_at = None;
+        snap.observed_at = t(300);
+        memory.observe(&snap);
+        assert_eq!(memory.lifeless_since(&snap.nodes[1]), Some(t(300)));
+        let _ = Duration::ZERO;
+    }
+
+    #[test]
+    fn a_snapshot_without_a_leader_changes_nothing() {
+        let mut memory = Memory::default();
+        let mut snap = cluster(vec![manager("a", true)], t(100));
+        memory.observe(&snap);
+        let before = memory.clone();
+        snap.control = Control::NoLeader { error: "no leader".into() };
+        snap.nodes.clear();
+        memory.observe(&snap);
+        assert_eq!(memory, before);
+    }
+}

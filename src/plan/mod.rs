@@ -1,0 +1,262 @@
+//! The planner: pure functions from what was observed (and remembered) to findings and
+//! actions, each with its reason. No I/O and no clock reads: the time is passed in.
+
+mod memory;
+mod quorum;
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+pub use memory::Memory;
+pub use quorum::{can_remove_member, ClusterSummary};
+
+use crate::config::Policy;
+use crate::model::Snapshot;
+
+/// What the planner concluded from one snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Raft arithmetic of the observed cluster; `None` when no leader answered.
+    pub cluster: Option<ClusterSummary>,
+    /// What is wrong or worth knowing.
+    pub findings: Vec<Finding>,
+    /// What to do about it, in order; at most one membership change is `planned`.
+    pub actions: Vec<PlannedAction>,
+    /// When a reconcile should run again even if nothing happens (a manager crosses
+    /// `dead_after`, a settle period ends).
+    pub requeue_after: Option<Duration>,
+}
+
+impl Plan {
+    /// Actions that may be carried out now.
+    pub fn runnable(&self) -> impl Iterator<Item = &PlannedAction> {
+        self.actions.iter().filter(|a| a.status == ActionStatus::Planned)
+    }
+
+    fn requeue_at_most(&mut self, after: Duration) {
+        self.requeue_after = Some(self.requeue_after.map_or(after, |d| d.min(after)));
+    }
+}
+
+/// Plans everything the policy enables for one snapshot.
+pub fn plan(snapshot: &Snapshot, policy: &Policy, memory: &Memory, now: SystemTime) -> Plan {
+    let mut plan = Plan {
+        cluster: ClusterSummary::of(snapshot),
+        findings: Vec::new(),
+        actions: Vec::new(),
+        requeue_after: None,
+    };
+    quorum::plan_managers(snapshot, &policy.managers, memory, now, &mut plan);
+    plan
+}
+
+/// A node as actions and findings name it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeRef {
+    /// Node ID.
+    pub id: String,
+    /// Hostname.
+    pub hostname: String,
+}
+
+impl fmt::Display for NodeRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.hostname, short_id(&self.id))
+    }
+}
+
+/// The first 12 characters of an ID, as the docker CLI prints them.
+pub fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+/// A change swarm-warden can make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Demote a dead manager, wait until it left the raft, then `node rm --force` it.
+    RemoveDeadManager(NodeRef),
+    /// Promote a healthy worker to manager.
+    PromoteWorker(NodeRef),
+}
+
+impl Action {
+    /// The kind, as reports and metrics name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::RemoveDeadManager(_) => "remove-dead-manager",
+            Action::PromoteWorker(_) => "promote-worker",
+        }
+    }
+
+    /// What the action changes: a node ID.
+    pub fn target(&self) -> &str {
+        match self {
+            Action::RemoveDeadManager(n) | Action::PromoteWorker(n) => &n.id,
+        }
+    }
+
+    /// The node the action is about.
+    pub fn node(&self) -> &NodeRef {
+        match self {
+            Action::RemoveDeadManager(n) | Action::PromoteWorker(n) => n,
+        }
+    }
+
+    /// Identifies the action across reconciles (for backoff and re-checks).
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.kind(), self.target())
+    }
+
+    /// Whether the action changes raft membership (one such change at a time).
+    pub fn is_membership_change(&self) -> bool {
+        matches!(self, Action::RemoveDeadManager(_) | Action::PromoteWorker(_))
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.kind(), self.node())
+    }
+}
+
+/// Where an action stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionStatus {
+    /// Would be (or is about to be) carried out.
+    Planned,
+    /// A guard stops it; `blocked_by` says which.
+    Blocked,
+    /// Carried out and converged.
+    Done,
+    /// Tried and failed; `detail` says why.
+    Failed,
+}
+
+impl fmt::Display for ActionStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ActionStatus::Planned => "planned",
+            ActionStatus::Blocked => "blocked",
+            ActionStatus::Done => "done",
+            ActionStatus::Failed => "failed",
+        })
+    }
+}
+
+/// An action with why it is wanted and whether it may run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedAction {
+    /// The change.
+    pub action: Action,
+    /// Why it is wanted.
+    pub reason: String,
+    /// Where it stands.
+    pub status: ActionStatus,
+    /// The guard that stops it, when blocked.
+    pub blocked_by: Option<String>,
+    /// What happened when it was carried out (or why it was not).
+    pub detail: Option<String>,
+}
+
+impl PlannedAction {
+    fn new(action: Action, reason: String, blocked_by: Option<String>) -> Self {
+        Self {
+            action,
+            reason,
+            status: if blocked_by.is_some() {
+                ActionStatus::Blocked
+            } else {
+                ActionStatus::Planned
+            },
+            blocked_by,
+            detail: None,
+        }
+    }
+}
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Worth knowing.
+    Info,
+    /// Needs attention soon.
+    Warning,
+    /// Needs attention now.
+    Critical,
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        })
+    }
+}
+
+/// Kinds of findings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FindingKind {
+    /// A manager has been Down and unreachable for at least `dead_after`.
+    DeadManager,
+    /// A manager is unreachable but not (yet) dead.
+    ManagerUnreachable,
+    /// No raft leader reachable: quorum lost, or this manager is in a minority.
+    QuorumLost,
+    /// An even number of managers tolerates no more failures than one fewer.
+    EvenManagerCount,
+    /// Losing one more manager would lose quorum.
+    NoFaultTolerance,
+    /// Fewer raft members than `managers.desired`.
+    ManagersBelowDesired,
+    /// More raft members than `managers.desired` (never reduced automatically).
+    ManagersAboveDesired,
+    /// A promotion is wanted but no worker qualifies.
+    NoPromotionCandidate,
+}
+
+impl FindingKind {
+    /// The kind as reports name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingKind::DeadManager => "dead-manager",
+            FindingKind::ManagerUnreachable => "manager-unreachable",
+            FindingKind::QuorumLost => "quorum-lost",
+            FindingKind::EvenManagerCount => "even-manager-count",
+            FindingKind::NoFaultTolerance => "no-fault-tolerance",
+            FindingKind::ManagersBelowDesired => "managers-below-desired",
+            FindingKind::ManagersAboveDesired => "managers-above-desired",
+            FindingKind::NoPromotionCandidate => "no-promotion-candidate",
+        }
+    }
+}
+
+impl fmt::Display for FindingKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// Something the planner noticed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// What kind.
+    pub kind: FindingKind,
+    /// How bad.
+    pub severity: Severity,
+    /// What it is about (a node ID, or `cluster`).
+    pub subject: String,
+    /// The explanation, for people.
+    pub message: String,
+}
+
+/// A duration as people read it, to the second.
+pub fn human(d: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+}
