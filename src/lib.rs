@@ -11,10 +11,10 @@
 //!
 //! [`controller`] runs that loop; `main.rs` is the CLI.
 
-// pub mod act;
+pub mod act;
 pub mod config;
 // pub mod controller;
 pub mod model;
-// pub mod observe;
+pub mod observe;
 pub mod plan;
-// pub mod report;
+pub mod report;

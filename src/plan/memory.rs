@@ -107,7 +107,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::plan::quorum::tests::{cluster, manager, t};
+    use crate::plan::quorum_test_support::{cluster, manager, t};
     use crate::model::Reachability;
 
     #[test]

@@ -4,6 +4,9 @@
 mod memory;
 mod quorum;
 
+#[cfg(test)]
+pub(crate) use quorum::tests as quorum_test_support;
+
 use std::fmt;
 use std::time::{Duration, SystemTime};
 

@@ -480,7 +480,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn dead(mut node: Node, since: u64) -> Node {
+    pub(crate) fn dead(mut node: Node, since: u64) -> Node {
         node.state = NodeState::Down;
         node.updated_at = Some(t(since));
         if let Some(m) = node.manager.as_mut() {

@@ -1,0 +1,232 @@
+//! Runs the runnable actions of a plan: re-plans on a fresh snapshot right before each
+//! one (so every guard is checked against the cluster as it is now), writes, and waits for
+//! the change to show in the node list before the next round may change anything.
+
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::backoff::Backoffs;
+use super::writer::{WriteError, Writer};
+use crate::config::Policy;
+use crate::model::{Node, Role, Snapshot};
+use crate::observe::{ObserveError, Observer};
+use crate::plan::{self, human, Action, ActionStatus, Memory, Plan, PlannedAction};
+
+/// How often convergence is polled.
+const CONVERGENCE_POLL: Duration = Duration::from_secs(1);
+
+/// Why an action did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum ActError {
+    /// The Engine refused or failed a write.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    /// The swarm could not be read while checking or waiting.
+    #[error("could not observe the swarm: {0}")]
+    Observe(#[from] ObserveError),
+    /// The change did not show in the node list in time.
+    #[error("{what} did not happen within {}", human(*after))]
+    NotConverged {
+        /// What was awaited.
+        what: String,
+        /// How long we waited.
+        after: Duration,
+    },
+    /// Shutdown was requested while waiting.
+    #[error("interrupted by shutdown while waiting for {0}")]
+    Interrupted(String),
+}
+
+/// Carries out plans against one swarm.
+#[derive(Debug)]
+pub struct Executor {
+    observer: Observer,
+    writer: Writer,
+    dry_run: bool,
+    backoffs: Backoffs,
+    cancel: CancellationToken,
+}
+
+impl Executor {
+    /// An executor; in `dry_run` it records what it would do and writes nothing.
+    pub fn new(observer: Observer, dry_run: bool, policy: &Policy, cancel: CancellationToken) -> Self {
+        let writer = Writer::new(observer.docker().clone());
+        Self {
+            observer,
+            writer,
+            dry_run,
+            backoffs: Backoffs::new(policy.controller.backoff_min, policy.controller.backoff_max),
+            cancel,
+        }
+    }
+
+    /// Whether this executor only records.
+    pub fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+
+    /// Carries out every runnable action of `plan`, updating each one's status.
+    pub async fn execute(&mut self, plan: &mut Plan, policy: &Policy, memory: &mut Memory) {
+        for i in 0..plan.actions.len() {
+            if plan.actions[i].status != ActionStatus::Planned {
+                continue;
+            }
+            let key = plan.actions[i].action.key();
+            let entry = &mut plan.actions[i];
+            if self.dry_run {
+                entry.detail = Some(format!("Dry run: would {}.", describe(&entry.action)));
+                tracing::info!(action = %entry.action, reason = %entry.reason, "Dry run: not carrying out");
+                continue;
+            }
+            if let Some(wait) = self.backoffs.remaining(&key, Instant::now()) {
+                entry.status = ActionStatus::Blocked;
+                entry.blocked_by = Some(format!(
+                    "Backing off after a failure: next attempt in {}.",
+                    human(wait)
+                ));
+                continue;
+            }
+            let outcome = self.recheck_and_run(entry, policy, memory).await;
+            match outcome {
+                Ok(Some(detail)) => {
+                    self.backoffs.succeeded(&key);
+                    tracing::info!(action = %entry.action, %detail, "Action done");
+                    entry.status = ActionStatus::Done;
+                    entry.detail = Some(detail);
+                }
+                Ok(None) => {} // blocked on re-check; the entry says why
+                Err(e) => {
+                    let wait = self.backoffs.failed(&key, Instant::now());
+                    tracing::warn!(action = %entry.action, error = %e, retry_in = ?wait, "Action failed");
+                    entry.status = ActionStatus::Failed;
+                    entry.detail = Some(format!("{e}; next attempt in {} at the earliest", human(wait)));
+                }
+            }
+        }
+    }
+
+    /// Re-plans on a fresh snapshot; runs the action only if it is still planned there.
+    /// `Ok(None)`: the fresh plan blocks or drops it (recorded on `entry`).
+    async fn recheck_and_run(
+        &mut self,
+        entry: &mut PlannedAction,
+        policy: &Policy,
+        memory: &mut Memory,
+    ) -> Result<Option<String>, ActError> {
+        let now = SystemTime::now();
+        let fresh = self.observer.snapshot(now).await?;
+        memory.observe(&fresh);
+        let replan = plan::plan(&fresh, policy, memory, now);
+        match replan.actions.iter().find(|a| a.action == entry.action) {
+            Some(again) if again.status == ActionStatus::Planned => {}
+            Some(again) => {
+                entry.status = ActionStatus::Blocked;
+                entry.blocked_by = again.blocked_by.as_ref().map(|b| format!("On re-check: {b}"));
+                return Ok(None);
+            }
+            None => {
+                entry.status = ActionStatus::Blocked;
+                entry.blocked_by = Some("On re-check: no longer needed.".into());
+                return Ok(None);
+            }
+        }
+        let Some(node) = fresh.nodes.iter().find(|n| n.id == entry.action.target()).cloned() else {
+            entry.status = ActionStatus::Blocked;
+            entry.blocked_by = Some("On re-check: the node is gone.".into());
+            return Ok(None);
+        };
+        tracing::info!(action = %entry.action, reason = %entry.reason, "Carrying out");
+        let result = match &entry.action {
+            Action::RemoveDeadManager(_) => self.remove_dead_manager(&node, policy).await,
+            Action::PromoteWorker(_) => self.promote(&node, policy).await,
+        };
+        // Even a half-done change (demoted, not yet removed) changed membership.
+        memory.record_membership_change(SystemTime::now());
+        result.map(Some)
+    }
+
+    async fn remove_dead_manager(&self, node: &Node, policy: &Policy) -> Result<String, ActError> {
+        let start = Instant::now();
+        if node.role == Role::Manager {
+            self.writer.set_role(node, Role::Worker).await?;
+        }
+        let id = node.id.clone();
+        self.wait_for(
+            &format!("{} leaving the raft", node.hostname),
+            policy.managers.convergence_timeout,
+            |s| s.nodes.iter().find(|n| n.id == id).is_none_or(|n| !n.is_manager()),
+        )
+        .await?;
+        let left_after = start.elapsed();
+        self.writer.remove_node(node).await?;
+        self.wait_for(
+            &format!("{} disappearing from the node list", node.hostname),
+            policy.managers.convergence_timeout,
+            |s| s.nodes.iter().all(|n| n.id != id),
+        )
+        .await?;
+        Ok(format!(
+            "Demoted {}; it left the raft after {:.1}s and was removed after {:.1}s.",
+            node.hostname,
+            left_after.as_secs_f64(),
+            start.elapsed().as_secs_f64()
+        ))
+    }
+
+    async fn promote(&self, node: &Node, policy: &Policy) -> Result<String, ActError> {
+        let start = Instant::now();
+        self.writer.set_role(node, Role::Manager).await?;
+        let id = node.id.clone();
+        self.wait_for(
+            &format!("{} becoming a reachable manager", node.hostname),
+            policy.managers.convergence_timeout,
+            |s| s.nodes.iter().any(|n| n.id == id && n.is_reachable_manager()),
+        )
+        .await?;
+        Ok(format!(
+            "Promoted {}; reachable manager after {:.1}s.",
+            node.hostname,
+            start.elapsed().as_secs_f64()
+        ))
+    }
+
+    /// Polls the node list until `done` holds. Snapshots without a leader (an election
+    /// during the change) just mean "not yet".
+    async fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&Snapshot) -> bool,
+    ) -> Result<(), ActError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.observer.snapshot(SystemTime::now()).await {
+                Ok(s) if s.control == crate::model::Control::Leader && done(&s) => return Ok(()),
+                Ok(_) => {}
+                Err(e) if e.is_transient() => tracing::debug!(error = %e, "Observation failed while waiting"),
+                Err(e) => return Err(e.into()),
+            }
+            if Instant::now() >= deadline {
+                return Err(ActError::NotConverged {
+                    what: what.to_owned(),
+                    after: timeout,
+                });
+            }
+            tokio::select! {
+                _ = self.cancel.cancelled() => return Err(ActError::Interrupted(what.to_owned())),
+                _ = tokio::time::sleep(CONVERGENCE_POLL) => {}
+            }
+        }
+    }
+}
+
+fn describe(action: &Action) -> String {
+    match action {
+        Action::RemoveDeadManager(n) => format!(
+            "demote {n}, wait until it has left the raft, then docker node rm --force it"
+        ),
+        Action::PromoteWorker(n) => format!("promote {n} to manager and wait until it is reachable"),
+    }
+}

@@ -1,0 +1,149 @@
+//! Docker Engine API types -> the planner's plain model.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use bollard::models;
+
+use crate::model::{
+    Availability, ManagerStatus, Node, NodeState, Reachability, Role, Service, ServiceMode, Task,
+};
+
+pub(super) fn node(n: &models::Node) -> Node {
+    let spec = n.spec.clone().unwrap_or_default();
+    let status = n.status.clone().unwrap_or_default();
+    Node {
+        id: n.id.clone().unwrap_or_default(),
+        version: version(n.version.as_ref()),
+        hostname: n
+            .description
+            .as_ref()
+            .and_then(|d| d.hostname.clone())
+            .unwrap_or_default(),
+        spec_name: spec.name,
+        role: match spec.role {
+            Some(models::NodeSpecRoleEnum::MANAGER) => Role::Manager,
+            _ => Role::Worker,
+        },
+        availability: match spec.availability {
+            Some(models::NodeSpecAvailabilityEnum::PAUSE) => Availability::Pause,
+            Some(models::NodeSpecAvailabilityEnum::DRAIN) => Availability::Drain,
+            _ => Availability::Active,
+        },
+        state: match status.state {
+            Some(models::NodeState::READY) => NodeState::Ready,
+            Some(models::NodeState::DOWN) => NodeState::Down,
+            Some(models::NodeState::DISCONNECTED) => NodeState::Disconnected,
+            _ => NodeState::Unknown,
+        },
+        message: status.message.unwrap_or_default(),
+        addr: status.addr.unwrap_or_default(),
+        manager: n.manager_status.as_ref().map(|m| ManagerStatus {
+            leader: m.leader.unwrap_or(false),
+            reachability: match m.reachability {
+                Some(models::Reachability::REACHABLE) => Reachability::Reachable,
+                Some(models::Reachability::UNREACHABLE) => Reachability::Unreachable,
+                _ => Reachability::Unknown,
+            },
+        }),
+        labels: labels(spec.labels),
+        updated_at: n.updated_at.as_deref().and_then(timestamp),
+    }
+}
+
+pub(super) fn service(s: &models::Service) -> Service {
+    let spec = s.spec.clone().unwrap_or_default();
+    let mode = spec.mode.unwrap_or_default();
+    Service {
+        id: s.id.clone().unwrap_or_default(),
+        version: version(s.version.as_ref()),
+        name: spec.name.unwrap_or_default(),
+        labels: labels(spec.labels),
+        mode: if mode.global.is_some() {
+            ServiceMode::Global
+        } else if mode.replicated_job.is_some() {
+            ServiceMode::ReplicatedJob
+        } else if mode.global_job.is_some() {
+            ServiceMode::GlobalJob
+        } else {
+            ServiceMode::Replicated {
+                replicas: mode
+                    .replicated
+                    .and_then(|r| r.replicas)
+                    .and_then(|r| u64::try_from(r).ok())
+                    .unwrap_or(1),
+            }
+        },
+        constraints: spec
+            .task_template
+            .and_then(|t| t.placement)
+            .and_then(|p| p.constraints)
+            .unwrap_or_default(),
+    }
+}
+
+pub(super) fn task(t: &models::Task) -> Task {
+    Task {
+        id: t.id.clone().unwrap_or_default(),
+        service_id: t.service_id.clone().unwrap_or_default(),
+        node_id: t.node_id.clone(),
+        state: t
+            .status
+            .as_ref()
+            .and_then(|s| s.state)
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+    }
+}
+
+fn version(v: Option<&models::ObjectVersion>) -> u64 {
+    v.and_then(|v| v.index).unwrap_or(0)
+}
+
+fn labels(l: Option<std::collections::HashMap<String, String>>) -> BTreeMap<String, String> {
+    l.unwrap_or_default().into_iter().collect()
+}
+
+/// An Engine timestamp (RFC 3339, up to nanoseconds). The zero time Docker uses for
+/// "never" (`0001-01-01T00:00:00Z`) and unparsable values give `None`.
+pub(super) fn timestamp(text: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339(text)
+        .ok()
+        .filter(|t| *t > SystemTime::UNIX_EPOCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+
+    #[test]
+    fn engine_timestamps_parse_with_nanoseconds_and_zero_means_none() {
+        let t = timestamp("2026-11-26T18:17:44.768722123Z").unwrap();
+        assert_eq!(t.duration_since(UNIX_EPOCH).unwrap().subsec_nanos(), 768_722_123);
+        assert!(timestamp("2026-11-26T18:17:44Z").is_some());
+        assert_eq!(timestamp("0001-01-01T00:00:00Z"), None);
+        assert_eq!(timestamp("yesterday"), None);
+        let _ = Duration::ZERO;
+    }
+
+    #[test]
+    fn a_manager_node_converts_with_its_raft_status() {
+        let raw: models::Node = serde_json::from_value(serde_json::json!({
+            "ID": "abc", "Version": {"Index": 42},
+            "UpdatedAt": "2026-11-26T18:17:44.1Z",
+            "Spec": {"Role": "manager", "Availability": "active", "Labels": {"zone": "a"}},
+            "Description": {"Hostname": "m1"},
+            "Status": {"State": "down", "Message": "heartbeat failure", "Addr": "10.0.0.1"},
+            "ManagerStatus": {"Leader": false, "Reachability": "unreachable", "Addr": "10.0.0.1:2377"}
+        }))
+        .unwrap();
+        let n = node(&raw);
+        assert_eq!((n.id.as_str(), n.version, n.hostname.as_str()), ("abc", 42, "m1"));
+        assert_eq!(n.role, Role::Manager);
+        assert!(n.is_down_and_unreachable());
+        assert_eq!(n.label("zone"), Some("a"));
+        assert!(n.updated_at.is_some());
+    }
+}

@@ -1,0 +1,11 @@
+//! Reading the swarm: one snapshot per reconcile from list calls, and the event stream
+//! that says when to take the next one.
+
+mod connect;
+mod convert;
+mod events;
+mod snapshot;
+
+pub use connect::{connect, ConnectError, DEFAULT_DOCKER_HOST};
+pub use events::{watch_events, Trigger};
+pub use snapshot::{ObserveError, Observer};

@@ -1,0 +1,84 @@
+//! The report for issues and wikis.
+
+use std::fmt::Write;
+
+use super::{cluster_line, requeue_line, Report};
+use crate::plan::short_id;
+
+/// Table cells must not break the table.
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|").replace('\n', "<br>")
+}
+
+pub(super) fn render(r: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "## swarm-warden report");
+    let _ = writeln!(out);
+    let mode = if r.dry_run { " Dry run: nothing is changed." } else { "" };
+    let _ = writeln!(out, "Observed {} via `{}`.{mode}", r.generated_at, short_id(&r.observed_via.node_id));
+    let _ = writeln!(out);
+    let _ = writeln!(out, "**Cluster:** {}", cluster_line(r));
+    if !r.nodes.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "| Node | ID | Role | State | Availability | Manager |");
+        let _ = writeln!(out, "|---|---|---|---|---|---|");
+        for n in &r.nodes {
+            let manager = if n.leader { "leader" } else { n.reachability.unwrap_or("") };
+            let _ = writeln!(
+                out,
+                "| {} | `{}` | {} | {} | {} | {manager} |",
+                cell(&n.hostname),
+                short_id(&n.id),
+                n.role,
+                n.state,
+                n.availability
+            );
+        }
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "### Findings");
+    let _ = writeln!(out);
+    if r.findings.is_empty() {
+        let _ = writeln!(out, "None.");
+    } else {
+        let _ = writeln!(out, "| Severity | Kind | Subject | Message |");
+        let _ = writeln!(out, "|---|---|---|---|");
+        for f in &r.findings {
+            let _ = writeln!(
+                out,
+                "| {} | `{}` | {} | {} |",
+                f.severity,
+                f.kind,
+                cell(&r.subject(&f.subject)),
+                cell(&f.message)
+            );
+        }
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "### Actions");
+    let _ = writeln!(out);
+    if r.actions.is_empty() {
+        let _ = writeln!(out, "None.");
+    } else {
+        let _ = writeln!(out, "| Status | Kind | Target | Reason | Blocked by | Result |");
+        let _ = writeln!(out, "|---|---|---|---|---|---|");
+        for a in &r.actions {
+            let _ = writeln!(
+                out,
+                "| {} | `{}` | {} (`{}`) | {} | {} | {} |",
+                a.status,
+                a.kind,
+                cell(&a.target_name),
+                short_id(&a.target),
+                cell(&a.reason),
+                cell(a.blocked_by.as_deref().unwrap_or("")),
+                cell(a.detail.as_deref().unwrap_or(""))
+            );
+        }
+    }
+    if let Some(line) = requeue_line(r) {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "{line}");
+    }
+    out
+}

@@ -1,0 +1,254 @@
+//! One plan, three renderings: text for people, Markdown for issues and wikis, JSON for
+//! machines (schema: `docs/report.schema.json`). `run` logs and `report` prints the same
+//! [`Report`].
+
+mod markdown;
+mod text;
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::model::{Availability, NodeState, Reachability, Snapshot};
+use crate::plan::{ActionStatus, Plan, Severity};
+
+/// Version of the JSON report's shape; bumped on incompatible changes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// How to render a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned text for terminals.
+    Text,
+    /// JSON following `docs/report.schema.json`.
+    Json,
+    /// Markdown tables.
+    Markdown,
+}
+
+/// Everything a report shows, in the JSON report's shape.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// When the observation was made (RFC 3339).
+    pub generated_at: String,
+    /// Whether nothing was (or would be) changed.
+    pub dry_run: bool,
+    /// The manager the observation came from.
+    pub observed_via: ObservedVia,
+    /// Raft arithmetic; counts are `null` when no leader answered.
+    pub cluster: ClusterView,
+    /// Every node.
+    pub nodes: Vec<NodeView>,
+    /// What was noticed.
+    pub findings: Vec<FindingView>,
+    /// What was planned or done.
+    pub actions: Vec<ActionView>,
+    /// When the next reconcile is due at the latest, in seconds, if the plan asked.
+    pub requeue_after_seconds: Option<u64>,
+}
+
+/// The local manager.
+#[derive(Debug, Clone, Serialize)]
+pub struct ObservedVia {
+    /// Its node ID.
+    pub node_id: String,
+    /// Its address.
+    pub addr: String,
+}
+
+/// Cluster summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterView {
+    /// All nodes.
+    pub nodes: Option<usize>,
+    /// Raft members.
+    pub managers: Option<usize>,
+    /// Raft members the leader reaches.
+    pub reachable_managers: Option<usize>,
+    /// Majority of the raft.
+    pub quorum: Option<usize>,
+    /// Manager losses the raft survives (negative: quorum lost).
+    pub fault_tolerance: Option<i64>,
+    /// Leader node ID.
+    pub leader: Option<String>,
+    /// Leader hostname.
+    pub leader_hostname: Option<String>,
+}
+
+/// One node.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeView {
+    /// Node ID.
+    pub id: String,
+    /// Hostname.
+    pub hostname: String,
+    /// `manager` (raft member) or `worker`.
+    pub role: &'static str,
+    /// `ready`, `down`, `unknown`, `disconnected`.
+    pub state: &'static str,
+    /// `active`, `pause`, `drain`.
+    pub availability: &'static str,
+    /// Managers only: `reachable`, `unreachable`, `unknown`.
+    pub reachability: Option<&'static str>,
+    /// Whether this is the raft leader.
+    pub leader: bool,
+    /// Status address.
+    pub addr: String,
+}
+
+/// One finding.
+#[derive(Debug, Clone, Serialize)]
+pub struct FindingView {
+    /// Kind, e.g. `dead-manager`.
+    pub kind: &'static str,
+    /// `info`, `warning`, `critical`.
+    pub severity: Severity,
+    /// Node ID, or `cluster`.
+    pub subject: String,
+    /// Explanation.
+    pub message: String,
+}
+
+/// One action.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActionView {
+    /// Kind, e.g. `remove-dead-manager`.
+    pub kind: &'static str,
+    /// Node ID.
+    pub target: String,
+    /// Its hostname.
+    pub target_name: String,
+    /// Why it is wanted.
+    pub reason: String,
+    /// `planned`, `blocked`, `done`, `failed`.
+    pub status: ActionStatus,
+    /// The guard that stops it.
+    pub blocked_by: Option<String>,
+    /// What happened (or would happen in a dry run).
+    pub detail: Option<String>,
+}
+
+impl Report {
+    /// The report of one reconcile.
+    pub fn new(snapshot: &Snapshot, plan: &Plan, dry_run: bool) -> Self {
+        let cluster = plan.cluster.as_ref();
+        Self {
+            schema_version: SCHEMA_VERSION,
+            generated_at: humantime::format_rfc3339_seconds(snapshot.observed_at).to_string(),
+            dry_run,
+            observed_via: ObservedVia {
+                node_id: snapshot.local.node_id.clone(),
+                addr: snapshot.local.addr.clone(),
+            },
+            cluster: ClusterView {
+                nodes: cluster.map(|c| c.nodes),
+                managers: cluster.map(|c| c.managers),
+                reachable_managers: cluster.map(|c| c.reachable_managers),
+                quorum: cluster.map(|c| c.quorum),
+                fault_tolerance: cluster.map(|c| c.fault_tolerance),
+                leader: cluster.and_then(|c| c.leader.as_ref()).map(|l| l.id.clone()),
+                leader_hostname: cluster.and_then(|c| c.leader.as_ref()).map(|l| l.hostname.clone()),
+            },
+            nodes: snapshot
+                .nodes
+                .iter()
+                .map(|n| NodeView {
+                    id: n.id.clone(),
+                    hostname: n.hostname.clone(),
+                    role: if n.is_manager() { "manager" } else { "worker" },
+                    state: match n.state {
+                        NodeState::Ready => "ready",
+                        NodeState::Down => "down",
+                        NodeState::Unknown => "unknown",
+                        NodeState::Disconnected => "disconnected",
+                    },
+                    availability: match n.availability {
+                        Availability::Active => "active",
+                        Availability::Pause => "pause",
+                        Availability::Drain => "drain",
+                    },
+                    reachability: n.manager.as_ref().map(|m| match m.reachability {
+                        Reachability::Reachable => "reachable",
+                        Reachability::Unreachable => "unreachable",
+                        Reachability::Unknown => "unknown",
+                    }),
+                    leader: n.is_leader(),
+                    addr: n.addr.clone(),
+                })
+                .collect(),
+            findings: plan
+                .findings
+                .iter()
+                .map(|f| FindingView {
+                    kind: f.kind.as_str(),
+                    severity: f.severity,
+                    subject: f.subject.clone(),
+                    message: f.message.clone(),
+                })
+                .collect(),
+            actions: plan
+                .actions
+                .iter()
+                .map(|a| ActionView {
+                    kind: a.action.kind(),
+                    target: a.action.target().to_owned(),
+                    target_name: a.action.node().hostname.clone(),
+                    reason: a.reason.clone(),
+                    status: a.status,
+                    blocked_by: a.blocked_by.clone(),
+                    detail: a.detail.clone(),
+                })
+                .collect(),
+            requeue_after_seconds: plan.requeue_after.map(|d| d.as_secs()),
+        }
+    }
+
+    /// Renders the report.
+    pub fn render(&self, format: Format) -> String {
+        match format {
+            Format::Text => text::render(self),
+            Format::Markdown => markdown::render(self),
+            Format::Json => {
+                let mut json = serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+                json.push('\n');
+                json
+            }
+        }
+    }
+
+    /// A hostname for a node ID, for findings that name nodes.
+    fn hostname_of(&self, id: &str) -> Option<&str> {
+        self.nodes.iter().find(|n| n.id == id).map(|n| n.hostname.as_str())
+    }
+
+    /// `cluster`, or `hostname (short id)` for a node subject.
+    fn subject(&self, subject: &str) -> String {
+        match self.hostname_of(subject) {
+            Some(h) => format!("{h} ({})", crate::plan::short_id(subject)),
+            None => subject.to_owned(),
+        }
+    }
+}
+
+/// One line of cluster arithmetic, shared by text and Markdown.
+fn cluster_line(r: &Report) -> String {
+    let c = &r.cluster;
+    match (c.nodes, c.managers, c.reachable_managers, c.quorum, c.fault_tolerance) {
+        (Some(nodes), Some(managers), Some(reachable), Some(quorum), Some(ft)) => format!(
+            "{nodes} nodes, {managers} managers ({reachable} reachable), quorum {quorum}, fault tolerance {ft}, leader {}",
+            c.leader_hostname.as_deref().unwrap_or("none")
+        ),
+        _ => "unknown: no raft leader answered".to_owned(),
+    }
+}
+
+/// A requeue hint for people.
+fn requeue_line(r: &Report) -> Option<String> {
+    r.requeue_after_seconds
+        .map(|s| format!("Next look due in {}.", crate::plan::human(Duration::from_secs(s))))
+}
+
+#[cfg(test)]
+mod tests;

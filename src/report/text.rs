@@ -1,0 +1,67 @@
+//! The report for terminals.
+
+use std::fmt::Write;
+
+use super::{cluster_line, requeue_line, Report};
+use crate::plan::short_id;
+
+pub(super) fn render(r: &Report) -> String {
+    let mut out = String::new();
+    let mode = if r.dry_run { " (dry run: nothing is changed)" } else { "" };
+    let _ = writeln!(out, "swarm-warden report{mode}, {}", r.generated_at);
+    let _ = writeln!(out, "Cluster: {}", cluster_line(r));
+    if !r.nodes.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "{:<16} {:<12} {:<8} {:<12} {:<7} MANAGER", "NODE", "ID", "ROLE", "STATE", "AVAIL");
+        for n in &r.nodes {
+            let manager = if n.leader { "leader" } else { n.reachability.unwrap_or("") };
+            let _ = writeln!(
+                out,
+                "{:<16} {:<12} {:<8} {:<12} {:<7} {manager}",
+                n.hostname,
+                short_id(&n.id),
+                n.role,
+                n.state,
+                n.availability
+            );
+        }
+    }
+    let _ = writeln!(out);
+    if r.findings.is_empty() {
+        let _ = writeln!(out, "Findings: none.");
+    } else {
+        let _ = writeln!(out, "Findings:");
+        for f in &r.findings {
+            let _ = writeln!(out, "  {:<8} {} {}", f.severity, f.kind, r.subject(&f.subject));
+            for line in f.message.lines() {
+                let _ = writeln!(out, "           {line}");
+            }
+        }
+    }
+    if r.actions.is_empty() {
+        let _ = writeln!(out, "Actions: none.");
+    } else {
+        let _ = writeln!(out, "Actions:");
+        for a in &r.actions {
+            let _ = writeln!(
+                out,
+                "  [{}] {} {} ({})",
+                a.status,
+                a.kind,
+                a.target_name,
+                short_id(&a.target)
+            );
+            let _ = writeln!(out, "      why: {}", a.reason);
+            if let Some(b) = &a.blocked_by {
+                let _ = writeln!(out, "      blocked by: {b}");
+            }
+            if let Some(d) = &a.detail {
+                let _ = writeln!(out, "      result: {d}");
+            }
+        }
+    }
+    if let Some(line) = requeue_line(r) {
+        let _ = writeln!(out, "{line}");
+    }
+    out
+}
