@@ -123,7 +123,9 @@ impl TryFrom<i64> for ManagerCount {
     fn try_from(n: i64) -> Result<Self, Self::Error> {
         match u32::try_from(n) {
             Ok(n @ 1..=9) => Ok(Self(n)),
-            _ => Err(format!("desired manager count must be 1 to 9 (3 or 5 is usual), not {n}")),
+            _ => Err(format!(
+                "desired manager count must be 1 to 9 (3 or 5 is usual), not {n}"
+            )),
         }
     }
 }
@@ -177,7 +179,10 @@ impl Policy {
         match parsed {
             Ok(policy) => Ok(policy.unwrap_or_default()),
             Err(e) => {
-                let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
+                let (line, column) = e
+                    .location()
+                    .map(|l| (l.line(), l.column()))
+                    .unwrap_or((1, 1));
                 let mut message = e.to_string();
                 // The location is in our prefix already.
                 if let Some(at) = message.rfind(" at line ") {
@@ -206,8 +211,11 @@ mod humantime_serde {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
-        humantime::parse_duration(&text)
-            .map_err(|e| D::Error::custom(format!("invalid duration {text:?} ({e}); write e.g. 30s, 5m, 1h")))
+        humantime::parse_duration(&text).map_err(|e| {
+            D::Error::custom(format!(
+                "invalid duration {text:?} ({e}); write e.g. 30s, 5m, 1h"
+            ))
+        })
     }
 }
 
@@ -240,35 +248,52 @@ mod tests {
         let p = parse("managers:\n  dead_after: 90s\n  leader_settle: 1m 30s\n").unwrap();
         assert_eq!(p.managers.dead_after, Duration::from_secs(90));
         assert_eq!(p.managers.leader_settle, Duration::from_secs(90));
-        assert_eq!(p.managers.stabilization, Duration::from_secs(30), "untouched keys keep defaults");
+        assert_eq!(
+            p.managers.stabilization,
+            Duration::from_secs(30),
+            "untouched keys keep defaults"
+        );
     }
 
     #[test]
     fn an_unknown_key_is_an_error_at_its_line_and_column() {
-        let err = parse("managers:\n  desired: 3\n  dead_afterr: 5m\n").unwrap_err().to_string();
+        let err = parse("managers:\n  desired: 3\n  dead_afterr: 5m\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("policy.yml:3:3: "), "{err}");
         assert!(err.contains("dead_afterr"), "{err}");
     }
 
     #[test]
     fn a_bad_duration_says_what_and_where() {
-        let err = parse("managers:\n  dead_after: soon\n").unwrap_err().to_string();
+        let err = parse("managers:\n  dead_after: soon\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("policy.yml:2:"), "{err}");
         assert!(err.contains("soon") && err.contains("5m"), "{err}");
     }
 
     #[test]
     fn a_bad_mode_or_count_is_refused() {
-        let err = parse("managers:\n  mode: sometimes\n").unwrap_err().to_string();
+        let err = parse("managers:\n  mode: sometimes\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("policy.yml:2:"), "{err}");
         let err = parse("managers:\n  desired: 0\n").unwrap_err().to_string();
-        assert!(err.starts_with("policy.yml:2:") && err.contains("1 to 9"), "{err}");
+        assert!(
+            err.starts_with("policy.yml:2:") && err.contains("1 to 9"),
+            "{err}"
+        );
     }
 
     #[test]
     fn the_committed_example_policy_is_valid_and_matches_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/policy.example.yml");
         let policy = Policy::load(&path).unwrap();
-        assert_eq!(policy, Policy::default(), "the example documents the defaults");
+        assert_eq!(
+            policy,
+            Policy::default(),
+            "the example documents the defaults"
+        );
     }
 }

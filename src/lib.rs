@@ -13,7 +13,7 @@
 
 pub mod act;
 pub mod config;
-// pub mod controller;
+pub mod controller;
 pub mod model;
 pub mod observe;
 pub mod plan;

@@ -74,11 +74,20 @@ mod tests {
         let mut b = Backoffs::new(Duration::from_secs(1), Duration::from_secs(8));
         let now = Instant::now();
         let first = b.failed("a", now);
-        assert!(first >= Duration::from_secs(1) && first < Duration::from_secs(2), "{first:?}");
+        assert!(
+            first >= Duration::from_secs(1) && first < Duration::from_secs(2),
+            "{first:?}"
+        );
         let second = b.failed("a", now);
-        assert!(second >= Duration::from_secs(2) && second < Duration::from_secs(4), "{second:?}");
+        assert!(
+            second >= Duration::from_secs(2) && second < Duration::from_secs(4),
+            "{second:?}"
+        );
         for _ in 0..10 {
-            assert!(b.failed("a", now) < Duration::from_secs(16), "capped at max plus jitter");
+            assert!(
+                b.failed("a", now) < Duration::from_secs(16),
+                "capped at max plus jitter"
+            );
         }
         assert_eq!(b.remaining("b", now), None, "other keys are unaffected");
         assert!(b.remaining("a", now).is_some());

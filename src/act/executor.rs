@@ -51,7 +51,12 @@ pub struct Executor {
 
 impl Executor {
     /// An executor; in `dry_run` it records what it would do and writes nothing.
-    pub fn new(observer: Observer, dry_run: bool, policy: &Policy, cancel: CancellationToken) -> Self {
+    pub fn new(
+        observer: Observer,
+        dry_run: bool,
+        policy: &Policy,
+        cancel: CancellationToken,
+    ) -> Self {
         let writer = Writer::new(observer.docker().clone());
         Self {
             observer,
@@ -101,7 +106,10 @@ impl Executor {
                     let wait = self.backoffs.failed(&key, Instant::now());
                     tracing::warn!(action = %entry.action, error = %e, retry_in = ?wait, "Action failed");
                     entry.status = ActionStatus::Failed;
-                    entry.detail = Some(format!("{e}; next attempt in {} at the earliest", human(wait)));
+                    entry.detail = Some(format!(
+                        "{e}; next attempt in {} at the earliest",
+                        human(wait)
+                    ));
                 }
             }
         }
@@ -123,7 +131,10 @@ impl Executor {
             Some(again) if again.status == ActionStatus::Planned => {}
             Some(again) => {
                 entry.status = ActionStatus::Blocked;
-                entry.blocked_by = again.blocked_by.as_ref().map(|b| format!("On re-check: {b}"));
+                entry.blocked_by = again
+                    .blocked_by
+                    .as_ref()
+                    .map(|b| format!("On re-check: {b}"));
                 return Ok(None);
             }
             None => {
@@ -132,7 +143,12 @@ impl Executor {
                 return Ok(None);
             }
         }
-        let Some(node) = fresh.nodes.iter().find(|n| n.id == entry.action.target()).cloned() else {
+        let Some(node) = fresh
+            .nodes
+            .iter()
+            .find(|n| n.id == entry.action.target())
+            .cloned()
+        else {
             entry.status = ActionStatus::Blocked;
             entry.blocked_by = Some("On re-check: the node is gone.".into());
             return Ok(None);
@@ -156,7 +172,12 @@ impl Executor {
         self.wait_for(
             &format!("{} leaving the raft", node.hostname),
             policy.managers.convergence_timeout,
-            |s| s.nodes.iter().find(|n| n.id == id).is_none_or(|n| !n.is_manager()),
+            |s| {
+                s.nodes
+                    .iter()
+                    .find(|n| n.id == id)
+                    .is_none_or(|n| !n.is_manager())
+            },
         )
         .await?;
         let left_after = start.elapsed();
@@ -182,7 +203,11 @@ impl Executor {
         self.wait_for(
             &format!("{} becoming a reachable manager", node.hostname),
             policy.managers.convergence_timeout,
-            |s| s.nodes.iter().any(|n| n.id == id && n.is_reachable_manager()),
+            |s| {
+                s.nodes
+                    .iter()
+                    .any(|n| n.id == id && n.is_reachable_manager())
+            },
         )
         .await?;
         Ok(format!(
@@ -205,7 +230,9 @@ impl Executor {
             match self.observer.snapshot(SystemTime::now()).await {
                 Ok(s) if s.control == crate::model::Control::Leader && done(&s) => return Ok(()),
                 Ok(_) => {}
-                Err(e) if e.is_transient() => tracing::debug!(error = %e, "Observation failed while waiting"),
+                Err(e) if e.is_transient() => {
+                    tracing::debug!(error = %e, "Observation failed while waiting")
+                }
                 Err(e) => return Err(e.into()),
             }
             if Instant::now() >= deadline {
@@ -224,9 +251,11 @@ impl Executor {
 
 fn describe(action: &Action) -> String {
     match action {
-        Action::RemoveDeadManager(n) => format!(
-            "demote {n}, wait until it has left the raft, then docker node rm --force it"
-        ),
-        Action::PromoteWorker(n) => format!("promote {n} to manager and wait until it is reachable"),
+        Action::RemoveDeadManager(n) => {
+            format!("demote {n}, wait until it has left the raft, then docker node rm --force it")
+        }
+        Action::PromoteWorker(n) => {
+            format!("promote {n} to manager and wait until it is reachable")
+        }
     }
 }

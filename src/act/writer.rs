@@ -51,7 +51,11 @@ impl Writer {
             .map_err(|e| WriteError {
                 what: format!(
                     "{} {}",
-                    if role == Role::Manager { "promote" } else { "demote" },
+                    if role == Role::Manager {
+                        "promote"
+                    } else {
+                        "demote"
+                    },
                     node.hostname
                 ),
                 message: message(&e),
@@ -72,7 +76,10 @@ impl Writer {
 
 fn message(e: &bollard::errors::Error) -> String {
     match e {
-        bollard::errors::Error::DockerResponseServerError { status_code, message } => {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code,
+            message,
+        } => {
             format!("{message} (HTTP {status_code})")
         }
         other => other.to_string(),

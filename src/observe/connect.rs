@@ -80,7 +80,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_socket_is_transient() {
-        let err = connect(Some("unix:///nonexistent/docker.sock")).await.unwrap_err();
+        let err = connect(Some("unix:///nonexistent/docker.sock"))
+            .await
+            .unwrap_err();
         assert!(err.is_transient(), "{err}");
     }
 }

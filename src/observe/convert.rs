@@ -121,7 +121,10 @@ mod tests {
     #[test]
     fn engine_timestamps_parse_with_nanoseconds_and_zero_means_none() {
         let t = timestamp("2026-11-26T18:17:44.768722123Z").unwrap();
-        assert_eq!(t.duration_since(UNIX_EPOCH).unwrap().subsec_nanos(), 768_722_123);
+        assert_eq!(
+            t.duration_since(UNIX_EPOCH).unwrap().subsec_nanos(),
+            768_722_123
+        );
         assert!(timestamp("2026-11-26T18:17:44Z").is_some());
         assert_eq!(timestamp("0001-01-01T00:00:00Z"), None);
         assert_eq!(timestamp("yesterday"), None);
@@ -140,7 +143,10 @@ mod tests {
         }))
         .unwrap();
         let n = node(&raw);
-        assert_eq!((n.id.as_str(), n.version, n.hostname.as_str()), ("abc", 42, "m1"));
+        assert_eq!(
+            (n.id.as_str(), n.version, n.hostname.as_str()),
+            ("abc", 42, "m1")
+        );
         assert_eq!(n.role, Role::Manager);
         assert!(n.is_down_and_unreachable());
         assert_eq!(n.label("zone"), Some("a"));

@@ -42,7 +42,11 @@ impl fmt::Display for Trigger {
             Trigger::Relist => f.write_str("event stream (re)connected"),
             Trigger::Resync => f.write_str("periodic resync"),
             Trigger::Requeue => f.write_str("requeue"),
-            Trigger::Event { kind, action, subject } => write!(f, "{kind} {action} {subject}"),
+            Trigger::Event {
+                kind,
+                action,
+                subject,
+            } => write!(f, "{kind} {action} {subject}"),
         }
     }
 }

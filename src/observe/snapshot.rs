@@ -64,9 +64,14 @@ impl Observer {
             .docker
             .info()
             .await
-            .map_err(|source| ObserveError::Api { call: "info", source })?;
+            .map_err(|source| ObserveError::Api {
+                call: "info",
+                source,
+            })?;
         let swarm = info.swarm.unwrap_or_default();
-        if swarm.local_node_state != Some(LocalNodeState::ACTIVE) || swarm.control_available != Some(true) {
+        if swarm.local_node_state != Some(LocalNodeState::ACTIVE)
+            || swarm.control_available != Some(true)
+        {
             return Err(ObserveError::NotAManager {
                 state: swarm
                     .local_node_state
@@ -90,14 +95,22 @@ impl Observer {
                     tasks: Vec::new(),
                 })
             }
-            Err(source) => return Err(ObserveError::Api { call: "list nodes", source }),
+            Err(source) => {
+                return Err(ObserveError::Api {
+                    call: "list nodes",
+                    source,
+                })
+            }
         };
         let nodes: Vec<_> = nodes.iter().map(convert::node).collect();
         let services = self
             .docker
             .list_services(None::<ListServicesOptions>)
             .await
-            .map_err(|source| ObserveError::Api { call: "list services", source })?;
+            .map_err(|source| ObserveError::Api {
+                call: "list services",
+                source,
+            })?;
         let manager_ids: Vec<&str> = nodes
             .iter()
             .filter(|n| n.is_manager())
@@ -106,11 +119,17 @@ impl Observer {
         let tasks = if manager_ids.is_empty() {
             Vec::new()
         } else {
-            let filters = HashMap::from([("desired-state", vec!["running"]), ("node", manager_ids)]);
+            let filters =
+                HashMap::from([("desired-state", vec!["running"]), ("node", manager_ids)]);
             self.docker
-                .list_tasks(Some(ListTasksOptionsBuilder::default().filters(&filters).build()))
+                .list_tasks(Some(
+                    ListTasksOptionsBuilder::default().filters(&filters).build(),
+                ))
                 .await
-                .map_err(|source| ObserveError::Api { call: "list tasks", source })?
+                .map_err(|source| ObserveError::Api {
+                    call: "list tasks",
+                    source,
+                })?
         };
         Ok(Snapshot {
             observed_at: now,

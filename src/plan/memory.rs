@@ -35,10 +35,19 @@ impl Memory {
             return;
         }
         let now = snapshot.observed_at;
-        let leader = snapshot.nodes.iter().find(|n| n.is_leader()).map(|n| n.id.clone());
+        let leader = snapshot
+            .nodes
+            .iter()
+            .find(|n| n.is_leader())
+            .map(|n| n.id.clone());
         match (&self.leader, leader) {
             (Some(seen), Some(id)) if seen.id == id => {}
-            (Some(_), Some(id)) => self.leader = Some(LeaderSeen { id, since: Some(now) }),
+            (Some(_), Some(id)) => {
+                self.leader = Some(LeaderSeen {
+                    id,
+                    since: Some(now),
+                })
+            }
             (None, Some(id)) => self.leader = Some(LeaderSeen { id, since: None }),
             (_, None) => {}
         }
@@ -82,7 +91,9 @@ impl Memory {
         if node.shows_life() {
             return None;
         }
-        let from_status = (node.state == NodeState::Down).then_some(node.updated_at).flatten();
+        let from_status = (node.state == NodeState::Down)
+            .then_some(node.updated_at)
+            .flatten();
         earliest(self.lifeless_since.get(&node.id).copied(), from_status)
     }
 
@@ -107,8 +118,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::plan::quorum_test_support::{cluster, manager, t};
     use crate::model::Reachability;
+    use crate::plan::quorum_test_support::{cluster, manager, t};
 
     #[test]
     fn the_first_leader_seen_has_no_change_time_and_a_new_one_does() {
@@ -167,7 +178,9 @@ mod tests {
         let mut snap = cluster(vec![manager("a", true)], t(100));
         memory.observe(&snap);
         let before = memory.clone();
-        snap.control = Control::NoLeader { error: "no leader".into() };
+        snap.control = Control::NoLeader {
+            error: "no leader".into(),
+        };
         snap.nodes.clear();
         memory.observe(&snap);
         assert_eq!(memory, before);

@@ -35,7 +35,9 @@ pub struct Plan {
 impl Plan {
     /// Actions that may be carried out now.
     pub fn runnable(&self) -> impl Iterator<Item = &PlannedAction> {
-        self.actions.iter().filter(|a| a.status == ActionStatus::Planned)
+        self.actions
+            .iter()
+            .filter(|a| a.status == ActionStatus::Planned)
     }
 
     fn requeue_at_most(&mut self, after: Duration) {
@@ -114,7 +116,10 @@ impl Action {
 
     /// Whether the action changes raft membership (one such change at a time).
     pub fn is_membership_change(&self) -> bool {
-        matches!(self, Action::RemoveDeadManager(_) | Action::PromoteWorker(_))
+        matches!(
+            self,
+            Action::RemoveDeadManager(_) | Action::PromoteWorker(_)
+        )
     }
 }
 

@@ -9,7 +9,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use super::{human, short_id, Action, Finding, FindingKind, NodeRef, Plan, PlannedAction, Severity};
+use super::{
+    human, short_id, Action, Finding, FindingKind, NodeRef, Plan, PlannedAction, Severity,
+};
 use crate::config::{ManagerPolicy, Mode};
 use crate::model::{quorum, Availability, Control, Node, NodeState, Role, Snapshot};
 use crate::plan::Memory;
@@ -41,7 +43,11 @@ impl ClusterSummary {
             return None;
         }
         let managers = snapshot.nodes.iter().filter(|n| n.is_manager()).count();
-        let reachable = snapshot.nodes.iter().filter(|n| n.is_reachable_manager()).count();
+        let reachable = snapshot
+            .nodes
+            .iter()
+            .filter(|n| n.is_reachable_manager())
+            .count();
         Some(Self {
             nodes: snapshot.nodes.len(),
             managers,
@@ -149,7 +155,9 @@ pub(super) fn plan_managers(
         return;
     }
     if members < policy.desired.get() {
-        plan_promotion(snapshot, policy, memory, now, members, reachable, &guards, plan);
+        plan_promotion(
+            snapshot, policy, memory, now, members, reachable, &guards, plan,
+        );
     }
 }
 
@@ -181,7 +189,9 @@ fn plan_removals(
                 members - 1
             ))
         } else if ft_after < ft_now {
-            Some(format!("Removing it would lower fault tolerance from {ft_now} to {ft_after}."))
+            Some(format!(
+                "Removing it would lower fault tolerance from {ft_now} to {ft_after}."
+            ))
         } else {
             guards.first().cloned()
         };
@@ -214,9 +224,16 @@ fn plan_promotion(
     let healthy: Vec<&Node> = workers
         .iter()
         .copied()
-        .filter(|n| n.state == NodeState::Ready && n.availability == Availability::Active && !opted_out(n))
+        .filter(|n| {
+            n.state == NodeState::Ready && n.availability == Availability::Active && !opted_out(n)
+        })
         .collect();
-    let stable_for = |n: &Node| memory.ready_since(n).map(|since| elapsed(now, since)).unwrap_or_default();
+    let stable_for = |n: &Node| {
+        memory
+            .ready_since(n)
+            .map(|since| elapsed(now, since))
+            .unwrap_or_default()
+    };
     let eligible: Vec<&Node> = healthy
         .iter()
         .copied()
@@ -224,7 +241,11 @@ fn plan_promotion(
         .collect();
 
     if eligible.is_empty() {
-        let message = if let Some(soonest) = healthy.iter().map(|n| policy.stabilization - stable_for(n)).min() {
+        let message = if let Some(soonest) = healthy
+            .iter()
+            .map(|n| policy.stabilization - stable_for(n))
+            .min()
+        {
             plan.requeue_at_most(soonest);
             format!(
                 "{members} of {desired} desired managers; the first Ready worker qualifies for promotion in {} (Ready for managers.stabilization {}).",
@@ -240,7 +261,12 @@ fn plan_promotion(
                 workers.iter().filter(|n| opted_out(n)).count(),
             )
         };
-        plan.findings.push(finding(FindingKind::NoPromotionCandidate, Severity::Warning, "cluster", message));
+        plan.findings.push(finding(
+            FindingKind::NoPromotionCandidate,
+            Severity::Warning,
+            "cluster",
+            message,
+        ));
         return;
     }
 
@@ -266,7 +292,11 @@ fn plan_promotion(
     let ft_after = fault_tolerance(members + 1, reachable + 1);
     let zone_note = match zone(chosen) {
         z if z.is_empty() => String::new(),
-        z => format!(", {}={z} with {} manager(s)", policy.spread_label, managers_in(chosen)),
+        z => format!(
+            ", {}={z} with {} manager(s)",
+            policy.spread_label,
+            managers_in(chosen)
+        ),
     };
     let reason = format!(
         "The raft has {members} of {desired} desired managers; promoting {} (Ready for {}{zone_note}) makes {} (fault tolerance {ft_now} -> {ft_after}).",
@@ -280,12 +310,17 @@ fn plan_promotion(
             "{unreachable} manager(s) unreachable: a promotion waits until they recover or are removed as dead."
         ))
     } else if ft_after < ft_now {
-        Some(format!("Promoting would lower fault tolerance from {ft_now} to {ft_after}."))
+        Some(format!(
+            "Promoting would lower fault tolerance from {ft_now} to {ft_after}."
+        ))
     } else {
         guards.first().cloned()
     };
-    plan.actions
-        .push(PlannedAction::new(Action::PromoteWorker(node_ref(chosen)), reason, blocked_by));
+    plan.actions.push(PlannedAction::new(
+        Action::PromoteWorker(node_ref(chosen)),
+        reason,
+        blocked_by,
+    ));
 }
 
 /// Reasons no membership change may happen now, most fundamental first.
@@ -302,7 +337,10 @@ fn membership_guards(
     if policy.mode == Mode::Audit {
         guards.push("managers.mode is audit: report only.".to_owned());
     }
-    let local = snapshot.nodes.iter().find(|n| n.id == snapshot.local.node_id);
+    let local = snapshot
+        .nodes
+        .iter()
+        .find(|n| n.id == snapshot.local.node_id);
     if !local.is_some_and(Node::is_reachable_manager) {
         guards.push(format!(
             "This manager ({}) is not a reachable raft member as the leader sees it: it may be cut off in a minority.",
@@ -326,7 +364,11 @@ fn membership_guards(
             ));
         }
     }
-    let unknown = snapshot.nodes.iter().filter(|n| n.state == NodeState::Unknown).count();
+    let unknown = snapshot
+        .nodes
+        .iter()
+        .filter(|n| n.state == NodeState::Unknown)
+        .count();
     if unknown > 0 {
         guards.push(format!(
             "{unknown} node(s) in state unknown, as after a leader election: waiting until every node has reported."
@@ -345,7 +387,11 @@ fn membership_guards(
     }
     // A dead manager mid-removal keeps its place until the removal finishes; anything
     // else in transition means the raft has not converged yet.
-    for node in snapshot.nodes.iter().filter(|n| !n.is_down_and_unreachable()) {
+    for node in snapshot
+        .nodes
+        .iter()
+        .filter(|n| !n.is_down_and_unreachable())
+    {
         let transition = match (node.role, node.is_manager()) {
             (Role::Manager, false) if node.state != NodeState::Down => Some("promotion"),
             (Role::Worker, true) => Some("demotion"),
@@ -490,7 +536,11 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn cluster(nodes: Vec<Node>, at: SystemTime) -> Snapshot {
-        let local = nodes.iter().find(|n| n.is_leader()).map(|n| n.id.clone()).unwrap_or_default();
+        let local = nodes
+            .iter()
+            .find(|n| n.is_leader())
+            .map(|n| n.id.clone())
+            .unwrap_or_default();
         Snapshot {
             observed_at: at,
             local: LocalNode {
@@ -526,13 +576,24 @@ pub(crate) mod tests {
     #[test]
     fn a_manager_down_longer_than_dead_after_is_removed() {
         let snap = cluster(
-            vec![manager("m1", true), manager("m2", false), dead(manager("m3", false), 0), worker("w1")],
+            vec![
+                manager("m1", true),
+                manager("m2", false),
+                dead(manager("m3", false), 0),
+                worker("w1"),
+            ],
             t(400),
         );
         let plan = plan_once(&snap, &policy());
         assert_eq!(plan.actions.len(), 1, "{:#?}", plan.actions);
         let a = &plan.actions[0];
-        assert_eq!(a.action, Action::RemoveDeadManager(NodeRef { id: "m3".into(), hostname: "m3".into() }));
+        assert_eq!(
+            a.action,
+            Action::RemoveDeadManager(NodeRef {
+                id: "m3".into(),
+                hostname: "m3".into()
+            })
+        );
         assert_eq!(a.status, ActionStatus::Planned, "{:?}", a.blocked_by);
         assert!(a.reason.contains("6m 40s"), "{}", a.reason);
         assert!(kinds(&plan).contains(&"dead-manager"));
@@ -541,7 +602,12 @@ pub(crate) mod tests {
     #[test]
     fn a_manager_down_for_less_than_dead_after_is_only_reported_and_requeued() {
         let snap = cluster(
-            vec![manager("m1", true), manager("m2", false), dead(manager("m3", false), 200), worker("w1")],
+            vec![
+                manager("m1", true),
+                manager("m2", false),
+                dead(manager("m3", false), 200),
+                worker("w1"),
+            ],
             t(260),
         );
         let plan = plan_once(&snap, &policy());
@@ -555,7 +621,10 @@ pub(crate) mod tests {
         let mut m3 = manager("m3", false);
         m3.manager.as_mut().unwrap().reachability = Reachability::Unreachable;
         m3.updated_at = Some(t(0));
-        let snap = cluster(vec![manager("m1", true), manager("m2", false), m3], t(10_000));
+        let snap = cluster(
+            vec![manager("m1", true), manager("m2", false), m3],
+            t(10_000),
+        );
         let plan = plan_once(&snap, &policy());
         assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
     }
@@ -565,14 +634,24 @@ pub(crate) mod tests {
         // 4 managers, one dead and left in the raft: 3 of 4 reachable, fault tolerance 0.
         // Removing it makes 3 of 3 (fault tolerance 1) before the next loss can hit.
         let snap = cluster(
-            vec![manager("m1", true), manager("m2", false), manager("m3", false), dead(manager("m4", false), 0), worker("w1")],
+            vec![
+                manager("m1", true),
+                manager("m2", false),
+                manager("m3", false),
+                dead(manager("m4", false), 0),
+                worker("w1"),
+            ],
             t(1000),
         );
         let plan = plan_once(&snap, &policy());
         let planned: Vec<_> = plan.runnable().collect();
         assert_eq!(planned.len(), 1);
         assert_eq!(planned[0].action.target(), "m4");
-        assert!(planned[0].reason.contains("fault tolerance 0 -> 1"), "{}", planned[0].reason);
+        assert!(
+            planned[0].reason.contains("fault tolerance 0 -> 1"),
+            "{}",
+            planned[0].reason
+        );
         assert!(kinds(&plan).contains(&"no-fault-tolerance"));
         assert!(kinds(&plan).contains(&"even-manager-count"));
     }
@@ -600,12 +679,19 @@ pub(crate) mod tests {
         let planned: Vec<_> = plan.runnable().map(|a| a.action.target()).collect();
         assert_eq!(planned, ["m5"]);
         assert_eq!(plan.actions.len(), 2);
-        assert!(plan.actions[1].blocked_by.as_deref().unwrap().contains("One membership change"));
+        assert!(plan.actions[1]
+            .blocked_by
+            .as_deref()
+            .unwrap()
+            .contains("One membership change"));
     }
 
     #[test]
     fn a_worker_is_promoted_when_the_raft_is_below_desired_and_everyone_is_reachable() {
-        let snap = cluster(vec![manager("m1", true), manager("m2", false), worker("w1")], t(100));
+        let snap = cluster(
+            vec![manager("m1", true), manager("m2", false), worker("w1")],
+            t(100),
+        );
         let plan = plan_once(&snap, &policy());
         let a = plan.runnable().next().expect("a promotion");
         assert_eq!(a.action.kind(), "promote-worker");
@@ -616,23 +702,39 @@ pub(crate) mod tests {
     #[test]
     fn promotion_waits_for_removal_of_dead_managers_first() {
         let snap = cluster(
-            vec![manager("m1", true), manager("m2", false), dead(manager("m3", false), 0), worker("w1")],
+            vec![
+                manager("m1", true),
+                manager("m2", false),
+                dead(manager("m3", false), 0),
+                worker("w1"),
+            ],
             t(400),
         );
         let plan = plan_once(&snap, &policy());
-        assert!(plan.actions.iter().all(|a| a.action.kind() == "remove-dead-manager"));
+        assert!(plan
+            .actions
+            .iter()
+            .all(|a| a.action.kind() == "remove-dead-manager"));
     }
 
     #[test]
     fn promotion_waits_while_a_manager_is_unreachable_but_not_dead() {
         let snap = cluster(
-            vec![manager("m1", true), dead(manager("m2", false), 390), worker("w1")],
+            vec![
+                manager("m1", true),
+                dead(manager("m2", false), 390),
+                worker("w1"),
+            ],
             t(400),
         );
         let plan = plan_once(&snap, &policy());
         let a = &plan.actions[0];
         assert_eq!(a.status, ActionStatus::Blocked);
-        assert!(a.blocked_by.as_deref().unwrap().contains("unreachable"), "{:?}", a.blocked_by);
+        assert!(
+            a.blocked_by.as_deref().unwrap().contains("unreachable"),
+            "{:?}",
+            a.blocked_by
+        );
     }
 
     #[test]
@@ -653,10 +755,23 @@ pub(crate) mod tests {
         let mut drained = worker("w2");
         drained.availability = Availability::Drain;
         let down = dead(worker("w3"), 0);
-        let snap = cluster(vec![manager("m1", true), manager("m2", false), opted, drained, down], t(100));
+        let snap = cluster(
+            vec![
+                manager("m1", true),
+                manager("m2", false),
+                opted,
+                drained,
+                down,
+            ],
+            t(100),
+        );
         let plan = plan_once(&snap, &policy());
         assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
-        let f = plan.findings.iter().find(|f| f.kind == FindingKind::NoPromotionCandidate).unwrap();
+        let f = plan
+            .findings
+            .iter()
+            .find(|f| f.kind == FindingKind::NoPromotionCandidate)
+            .unwrap();
         assert!(f.message.contains("1 labelled"), "{}", f.message);
     }
 
@@ -671,7 +786,10 @@ pub(crate) mod tests {
         m1.labels.insert("zone".into(), "a".into());
         let mut m2 = manager("m2", false);
         m2.labels.insert("zone".into(), "b".into());
-        let snap = cluster(vec![m1, m2, zoned("w1", "a"), zoned("w2", "b"), zoned("w3", "c")], t(100));
+        let snap = cluster(
+            vec![m1, m2, zoned("w1", "a"), zoned("w2", "b"), zoned("w3", "c")],
+            t(100),
+        );
         let plan = plan_once(&snap, &policy());
         assert_eq!(plan.runnable().next().unwrap().action.target(), "w3");
     }
@@ -680,7 +798,11 @@ pub(crate) mod tests {
     fn nothing_is_done_right_after_a_leader_change() {
         let mut memory = Memory::default();
         let mut snap = cluster(
-            vec![manager("m1", true), manager("m2", false), dead(manager("m3", false), 0)],
+            vec![
+                manager("m1", true),
+                manager("m2", false),
+                dead(manager("m3", false), 0),
+            ],
             t(1000),
         );
         memory.observe(&snap);
@@ -692,7 +814,11 @@ pub(crate) mod tests {
         let plan = plan(&snap, &policy(), &memory, t(1020));
         let a = &plan.actions[0];
         assert_eq!(a.status, ActionStatus::Blocked);
-        assert!(a.blocked_by.as_deref().unwrap().contains("leader changed"), "{:?}", a.blocked_by);
+        assert!(
+            a.blocked_by.as_deref().unwrap().contains("leader changed"),
+            "{:?}",
+            a.blocked_by
+        );
         assert_eq!(plan.requeue_after, Some(Duration::from_secs(35)));
     }
 
@@ -700,26 +826,52 @@ pub(crate) mod tests {
     fn nodes_in_unknown_state_block_membership_changes() {
         let mut w = worker("w1");
         w.state = NodeState::Unknown;
-        let snap = cluster(vec![manager("m1", true), manager("m2", false), dead(manager("m3", false), 0), w], t(400));
+        let snap = cluster(
+            vec![
+                manager("m1", true),
+                manager("m2", false),
+                dead(manager("m3", false), 0),
+                w,
+            ],
+            t(400),
+        );
         let plan = plan_once(&snap, &policy());
-        assert!(plan.actions[0].blocked_by.as_deref().unwrap().contains("unknown"));
+        assert!(plan.actions[0]
+            .blocked_by
+            .as_deref()
+            .unwrap()
+            .contains("unknown"));
     }
 
     #[test]
     fn audit_mode_reports_the_same_actions_as_blocked() {
         let mut p = policy();
         p.managers.mode = Mode::Audit;
-        let snap = cluster(vec![manager("m1", true), manager("m2", false), dead(manager("m3", false), 0)], t(400));
+        let snap = cluster(
+            vec![
+                manager("m1", true),
+                manager("m2", false),
+                dead(manager("m3", false), 0),
+            ],
+            t(400),
+        );
         let plan = plan_once(&snap, &p);
         assert_eq!(plan.actions.len(), 1);
-        assert!(plan.actions[0].blocked_by.as_deref().unwrap().contains("audit"));
+        assert!(plan.actions[0]
+            .blocked_by
+            .as_deref()
+            .unwrap()
+            .contains("audit"));
     }
 
     #[test]
     fn off_mode_plans_nothing() {
         let mut p = policy();
         p.managers.mode = Mode::Off;
-        let snap = cluster(vec![manager("m1", true), dead(manager("m3", false), 0)], t(400));
+        let snap = cluster(
+            vec![manager("m1", true), dead(manager("m3", false), 0)],
+            t(400),
+        );
         let plan = plan_once(&snap, &p);
         assert!(plan.actions.is_empty() && plan.findings.is_empty());
     }
@@ -727,12 +879,20 @@ pub(crate) mod tests {
     #[test]
     fn a_manager_that_is_not_a_reachable_member_never_acts() {
         let mut snap = cluster(
-            vec![manager("m1", true), manager("m2", false), dead(manager("m3", false), 0)],
+            vec![
+                manager("m1", true),
+                manager("m2", false),
+                dead(manager("m3", false), 0),
+            ],
             t(400),
         );
         snap.local.node_id = "m3".into();
         let plan = plan_once(&snap, &policy());
-        assert!(plan.actions[0].blocked_by.as_deref().unwrap().contains("minority"));
+        assert!(plan.actions[0]
+            .blocked_by
+            .as_deref()
+            .unwrap()
+            .contains("minority"));
     }
 
     #[test]
@@ -745,7 +905,10 @@ pub(crate) mod tests {
         assert!(plan.actions.is_empty());
         assert_eq!(kinds(&plan), ["quorum-lost"]);
         let message = &plan.findings[0].message;
-        assert!(message.contains("docker swarm init --force-new-cluster --advertise-addr 10.0.0.1"), "{message}");
+        assert!(
+            message.contains("docker swarm init --force-new-cluster --advertise-addr 10.0.0.1"),
+            "{message}"
+        );
         assert!(message.contains("docker node rm --force"), "{message}");
         assert!(ClusterSummary::of(&snap).is_none());
     }
@@ -753,23 +916,38 @@ pub(crate) mod tests {
     #[test]
     fn an_even_manager_count_is_a_finding() {
         let snap = cluster(
-            vec![manager("m1", true), manager("m2", false), manager("m3", false), manager("m4", false)],
+            vec![
+                manager("m1", true),
+                manager("m2", false),
+                manager("m3", false),
+                manager("m4", false),
+            ],
             t(0),
         );
         let plan = plan_once(&snap, &policy());
         assert!(kinds(&plan).contains(&"even-manager-count"));
         assert!(kinds(&plan).contains(&"managers-above-desired"));
-        assert!(plan.actions.is_empty(), "healthy managers are never demoted");
+        assert!(
+            plan.actions.is_empty(),
+            "healthy managers are never demoted"
+        );
     }
 
     #[test]
     fn a_recent_membership_change_holds_the_next_one_for_stabilization() {
-        let snap = cluster(vec![manager("m1", true), manager("m2", false), worker("w1")], t(100));
+        let snap = cluster(
+            vec![manager("m1", true), manager("m2", false), worker("w1")],
+            t(100),
+        );
         let mut memory = Memory::default();
         memory.observe(&snap);
         memory.record_membership_change(t(90));
         let plan = plan(&snap, &policy(), &memory, t(100));
-        assert!(plan.actions[0].blocked_by.as_deref().unwrap().contains("stabilization"));
+        assert!(plan.actions[0]
+            .blocked_by
+            .as_deref()
+            .unwrap()
+            .contains("stabilization"));
         assert_eq!(plan.requeue_after, Some(Duration::from_secs(20)));
     }
 
@@ -777,35 +955,58 @@ pub(crate) mod tests {
 
     fn arb_node(i: usize) -> impl Strategy<Value = Node> {
         (
-            any::<bool>(),                 // manager?
-            0..4u8,                        // state
-            0..3u8,                        // reachability
-            0..3u8,                        // availability
-            0..2000u64,                    // updated_at
-            prop::option::of(0..3u8),      // zone
-            prop::bool::weighted(0.1),     // opted out
-            prop::bool::weighted(0.1),     // role in transition
+            any::<bool>(),             // manager?
+            0..4u8,                    // state
+            0..3u8,                    // reachability
+            0..3u8,                    // availability
+            0..2000u64,                // updated_at
+            prop::option::of(0..3u8),  // zone
+            prop::bool::weighted(0.1), // opted out
+            prop::bool::weighted(0.1), // role in transition
         )
-            .prop_map(move |(is_manager, state, reach, avail, updated, zone, opted, transition)| {
-                let id = format!("n{i}");
-                let mut n = if is_manager { manager(&id, false) } else { worker(&id) };
-                n.state = [NodeState::Ready, NodeState::Down, NodeState::Unknown, NodeState::Disconnected][state as usize];
-                if let Some(m) = n.manager.as_mut() {
-                    m.reachability = [Reachability::Reachable, Reachability::Unreachable, Reachability::Unknown][reach as usize];
-                }
-                n.availability = [Availability::Active, Availability::Pause, Availability::Drain][avail as usize];
-                n.updated_at = Some(t(updated));
-                if let Some(z) = zone {
-                    n.labels.insert("zone".into(), format!("z{z}"));
-                }
-                if opted {
-                    n.labels.insert(NO_PROMOTE_LABEL.into(), "false".into());
-                }
-                if transition {
-                    n.role = if n.role == Role::Manager { Role::Worker } else { Role::Manager };
-                }
-                n
-            })
+            .prop_map(
+                move |(is_manager, state, reach, avail, updated, zone, opted, transition)| {
+                    let id = format!("n{i}");
+                    let mut n = if is_manager {
+                        manager(&id, false)
+                    } else {
+                        worker(&id)
+                    };
+                    n.state = [
+                        NodeState::Ready,
+                        NodeState::Down,
+                        NodeState::Unknown,
+                        NodeState::Disconnected,
+                    ][state as usize];
+                    if let Some(m) = n.manager.as_mut() {
+                        m.reachability = [
+                            Reachability::Reachable,
+                            Reachability::Unreachable,
+                            Reachability::Unknown,
+                        ][reach as usize];
+                    }
+                    n.availability = [
+                        Availability::Active,
+                        Availability::Pause,
+                        Availability::Drain,
+                    ][avail as usize];
+                    n.updated_at = Some(t(updated));
+                    if let Some(z) = zone {
+                        n.labels.insert("zone".into(), format!("z{z}"));
+                    }
+                    if opted {
+                        n.labels.insert(NO_PROMOTE_LABEL.into(), "false".into());
+                    }
+                    if transition {
+                        n.role = if n.role == Role::Manager {
+                            Role::Worker
+                        } else {
+                            Role::Manager
+                        };
+                    }
+                    n
+                },
+            )
     }
 
     prop_compose! {

@@ -14,8 +14,17 @@ pub(super) fn render(r: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "## swarm-warden report");
     let _ = writeln!(out);
-    let mode = if r.dry_run { " Dry run: nothing is changed." } else { "" };
-    let _ = writeln!(out, "Observed {} via `{}`.{mode}", r.generated_at, short_id(&r.observed_via.node_id));
+    let mode = if r.dry_run {
+        " Dry run: nothing is changed."
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        out,
+        "Observed {} via `{}`.{mode}",
+        r.generated_at,
+        short_id(&r.observed_via.node_id)
+    );
     let _ = writeln!(out);
     let _ = writeln!(out, "**Cluster:** {}", cluster_line(r));
     if !r.nodes.is_empty() {
@@ -23,7 +32,11 @@ pub(super) fn render(r: &Report) -> String {
         let _ = writeln!(out, "| Node | ID | Role | State | Availability | Manager |");
         let _ = writeln!(out, "|---|---|---|---|---|---|");
         for n in &r.nodes {
-            let manager = if n.leader { "leader" } else { n.reachability.unwrap_or("") };
+            let manager = if n.leader {
+                "leader"
+            } else {
+                n.reachability.unwrap_or("")
+            };
             let _ = writeln!(
                 out,
                 "| {} | `{}` | {} | {} | {} | {manager} |",
@@ -60,7 +73,10 @@ pub(super) fn render(r: &Report) -> String {
     if r.actions.is_empty() {
         let _ = writeln!(out, "None.");
     } else {
-        let _ = writeln!(out, "| Status | Kind | Target | Reason | Blocked by | Result |");
+        let _ = writeln!(
+            out,
+            "| Status | Kind | Target | Reason | Blocked by | Result |"
+        );
         let _ = writeln!(out, "|---|---|---|---|---|---|");
         for a in &r.actions {
             let _ = writeln!(

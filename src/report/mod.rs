@@ -148,12 +148,15 @@ impl Report {
                 reachable_managers: cluster.map(|c| c.reachable_managers),
                 quorum: cluster.map(|c| c.quorum),
                 fault_tolerance: cluster.map(|c| c.fault_tolerance),
-                leader: cluster.and_then(|c| c.leader.as_ref()).map(|l| l.id.clone()),
-                leader_hostname: cluster.and_then(|c| c.leader.as_ref()).map(|l| l.hostname.clone()),
+                leader: cluster
+                    .and_then(|c| c.leader.as_ref())
+                    .map(|l| l.id.clone()),
+                leader_hostname: cluster
+                    .and_then(|c| c.leader.as_ref())
+                    .map(|l| l.hostname.clone()),
             },
-            nodes: snapshot
-                .nodes
-                .iter()
+            nodes: sorted_nodes(snapshot)
+                .into_iter()
                 .map(|n| NodeView {
                     id: n.id.clone(),
                     hostname: n.hostname.clone(),
@@ -211,7 +214,8 @@ impl Report {
             Format::Text => text::render(self),
             Format::Markdown => markdown::render(self),
             Format::Json => {
-                let mut json = serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+                let mut json = serde_json::to_string_pretty(self)
+                    .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
                 json.push('\n');
                 json
             }
@@ -220,7 +224,10 @@ impl Report {
 
     /// A hostname for a node ID, for findings that name nodes.
     fn hostname_of(&self, id: &str) -> Option<&str> {
-        self.nodes.iter().find(|n| n.id == id).map(|n| n.hostname.as_str())
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .map(|n| n.hostname.as_str())
     }
 
     /// `cluster`, or `hostname (short id)` for a node subject.
@@ -230,6 +237,18 @@ impl Report {
             None => subject.to_owned(),
         }
     }
+}
+
+/// Managers first, then by hostname: how people scan a node list.
+fn sorted_nodes(snapshot: &Snapshot) -> Vec<&crate::model::Node> {
+    let mut nodes: Vec<_> = snapshot.nodes.iter().collect();
+    nodes.sort_by(|a, b| {
+        b.is_manager()
+            .cmp(&a.is_manager())
+            .then_with(|| a.hostname.cmp(&b.hostname))
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    nodes
 }
 
 /// One line of cluster arithmetic, shared by text and Markdown.
@@ -246,8 +265,12 @@ fn cluster_line(r: &Report) -> String {
 
 /// A requeue hint for people.
 fn requeue_line(r: &Report) -> Option<String> {
-    r.requeue_after_seconds
-        .map(|s| format!("Next look due in {}.", crate::plan::human(Duration::from_secs(s))))
+    r.requeue_after_seconds.map(|s| {
+        format!(
+            "Next look due in {}.",
+            crate::plan::human(Duration::from_secs(s))
+        )
+    })
 }
 
 #[cfg(test)]

@@ -9,11 +9,18 @@ use crate::plan::{plan, Memory};
 
 fn sample(control_lost: bool) -> Report {
     let mut snap = cluster(
-        vec![manager("m1", true), manager("m2", false), dead(manager("m3", false), 0), worker("w1")],
+        vec![
+            manager("m1", true),
+            manager("m2", false),
+            dead(manager("m3", false), 0),
+            worker("w1"),
+        ],
         t(1000),
     );
     if control_lost {
-        snap.control = Control::NoLeader { error: "The swarm does not have a leader.".into() };
+        snap.control = Control::NoLeader {
+            error: "The swarm does not have a leader.".into(),
+        };
         snap.nodes.clear();
     }
     let mut memory = Memory::default();
@@ -31,15 +38,20 @@ fn schema() -> serde_json::Value {
 fn json_reports_validate_against_the_committed_schema() {
     let validator = jsonschema::validator_for(&schema()).unwrap();
     for lost in [false, true] {
-        let json: serde_json::Value = serde_json::from_str(&sample(lost).render(Format::Json)).unwrap();
-        let errors: Vec<String> = validator.iter_errors(&json).map(|e| format!("{e} at {}", e.instance_path())).collect();
+        let json: serde_json::Value =
+            serde_json::from_str(&sample(lost).render(Format::Json)).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&json)
+            .map(|e| format!("{e} at {}", e.instance_path()))
+            .collect();
         assert!(errors.is_empty(), "{errors:#?}\n{json:#}");
     }
 }
 
 #[test]
 fn the_json_report_has_the_documented_fields() {
-    let json: serde_json::Value = serde_json::from_str(&sample(false).render(Format::Json)).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&sample(false).render(Format::Json)).unwrap();
     assert_eq!(json["schema_version"], 1);
     assert_eq!(json["dry_run"], true);
     assert_eq!(json["cluster"]["managers"], 3);
@@ -51,7 +63,11 @@ fn the_json_report_has_the_documented_fields() {
     assert_eq!(action["kind"], "remove-dead-manager");
     assert_eq!(action["target"], "m3");
     assert_eq!(action["status"], "planned");
-    assert!(json["findings"].as_array().unwrap().iter().any(|f| f["kind"] == "dead-manager"));
+    assert!(json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["kind"] == "dead-manager"));
 }
 
 #[test]
@@ -66,7 +82,12 @@ fn text_and_markdown_show_the_same_findings_and_actions() {
     let r = sample(false);
     let text = r.render(Format::Text);
     let md = r.render(Format::Markdown);
-    for needle in ["dead-manager", "remove-dead-manager", "fault tolerance 0", "m3"] {
+    for needle in [
+        "dead-manager",
+        "remove-dead-manager",
+        "fault tolerance 0",
+        "m3",
+    ] {
         assert!(text.contains(needle), "text lacks {needle}:\n{text}");
         assert!(md.contains(needle), "markdown lacks {needle}:\n{md}");
     }

@@ -7,14 +7,26 @@ use crate::plan::short_id;
 
 pub(super) fn render(r: &Report) -> String {
     let mut out = String::new();
-    let mode = if r.dry_run { " (dry run: nothing is changed)" } else { "" };
+    let mode = if r.dry_run {
+        " (dry run: nothing is changed)"
+    } else {
+        ""
+    };
     let _ = writeln!(out, "swarm-warden report{mode}, {}", r.generated_at);
     let _ = writeln!(out, "Cluster: {}", cluster_line(r));
     if !r.nodes.is_empty() {
         let _ = writeln!(out);
-        let _ = writeln!(out, "{:<16} {:<12} {:<8} {:<12} {:<7} MANAGER", "NODE", "ID", "ROLE", "STATE", "AVAIL");
+        let _ = writeln!(
+            out,
+            "{:<16} {:<12} {:<8} {:<12} {:<7} MANAGER",
+            "NODE", "ID", "ROLE", "STATE", "AVAIL"
+        );
         for n in &r.nodes {
-            let manager = if n.leader { "leader" } else { n.reachability.unwrap_or("") };
+            let manager = if n.leader {
+                "leader"
+            } else {
+                n.reachability.unwrap_or("")
+            };
             let _ = writeln!(
                 out,
                 "{:<16} {:<12} {:<8} {:<12} {:<7} {manager}",
@@ -32,7 +44,13 @@ pub(super) fn render(r: &Report) -> String {
     } else {
         let _ = writeln!(out, "Findings:");
         for f in &r.findings {
-            let _ = writeln!(out, "  {:<8} {} {}", f.severity, f.kind, r.subject(&f.subject));
+            let _ = writeln!(
+                out,
+                "  {:<8} {} {}",
+                f.severity,
+                f.kind,
+                r.subject(&f.subject)
+            );
             for line in f.message.lines() {
                 let _ = writeln!(out, "           {line}");
             }

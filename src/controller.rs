@@ -1,0 +1,216 @@
+//! The control loop, in the style of kube-runtime's controller: triggers (events, a relist
+//! on every stream reconnect, a periodic resync, requeues the plan asks for) are coalesced
+//! into one reconcile at a time; observation failures back off; cancellation stops it
+//! between (or inside the waits of) reconciles.
+
+use std::collections::BTreeSet;
+use std::time::SystemTime;
+
+use bollard::Docker;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::act::{Backoffs, Executor};
+use crate::config::Policy;
+use crate::model::Snapshot;
+use crate::observe::{watch_events, ObserveError, Observer, Trigger};
+use crate::plan::{self, Memory, Plan, Severity};
+use crate::report::Report;
+
+/// Backoff key of observation failures.
+const OBSERVE_KEY: &str = "observe";
+
+/// What one reconcile saw and did.
+#[derive(Debug, Clone)]
+pub struct Reconciled {
+    /// The snapshot it planned from.
+    pub snapshot: Snapshot,
+    /// The plan, with each action's outcome.
+    pub plan: Plan,
+    /// Whether it only recorded.
+    pub dry_run: bool,
+}
+
+impl Reconciled {
+    /// The report of this reconcile.
+    pub fn report(&self) -> Report {
+        Report::new(&self.snapshot, &self.plan, self.dry_run)
+    }
+}
+
+/// Observes, plans and acts on one swarm.
+#[derive(Debug)]
+pub struct Controller {
+    observer: Observer,
+    executor: Executor,
+    policy: Policy,
+    memory: Memory,
+    backoffs: Backoffs,
+    cancel: CancellationToken,
+    reconciles: u64,
+    last_findings: BTreeSet<(String, String)>,
+}
+
+impl Controller {
+    /// A controller for the swarm behind `docker`; `dry_run` records instead of acting.
+    pub fn new(docker: Docker, policy: Policy, dry_run: bool, cancel: CancellationToken) -> Self {
+        let observer = Observer::new(docker);
+        Self {
+            executor: Executor::new(observer.clone(), dry_run, &policy, cancel.clone()),
+            observer,
+            backoffs: Backoffs::new(policy.controller.backoff_min, policy.controller.backoff_max),
+            policy,
+            memory: Memory::default(),
+            cancel,
+            reconciles: 0,
+            last_findings: BTreeSet::new(),
+        }
+    }
+
+    /// One reconcile: observe, plan, act (waiting for a membership change to converge).
+    pub async fn reconcile(&mut self) -> Result<Reconciled, ObserveError> {
+        let now = SystemTime::now();
+        let snapshot = self.observer.snapshot(now).await?;
+        self.memory.observe(&snapshot);
+        let mut plan = plan::plan(&snapshot, &self.policy, &self.memory, now);
+        self.log_findings(&plan);
+        self.executor
+            .execute(&mut plan, &self.policy, &mut self.memory)
+            .await;
+        Ok(Reconciled {
+            snapshot,
+            plan,
+            dry_run: self.executor.dry_run(),
+        })
+    }
+
+    /// Runs until cancelled. `on_reconcile` sees every completed reconcile.
+    pub async fn run(mut self, mut on_reconcile: impl FnMut(&Reconciled)) {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let events = tokio::spawn(watch_events(
+            self.observer.docker().clone(),
+            tx.clone(),
+            Backoffs::builder(
+                self.policy.controller.backoff_min,
+                self.policy.controller.backoff_max,
+            ),
+            self.cancel.child_token(),
+        ));
+        let _ = tx.send(Trigger::Start);
+        let mut resync = tokio::time::interval_at(
+            Instant::now() + self.policy.controller.resync,
+            self.policy.controller.resync,
+        );
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut requeue_at: Option<Instant> = None;
+        loop {
+            let first = tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                Some(t) = rx.recv() => t,
+                _ = resync.tick() => Trigger::Resync,
+                _ = sleep_until(requeue_at) => Trigger::Requeue,
+            };
+            // Coalesce: everything that arrived while we were busy is one reconcile.
+            let mut triggers = vec![first];
+            while let Ok(t) = rx.try_recv() {
+                triggers.push(t);
+            }
+            if let Some(wait) = self.backoffs.remaining(OBSERVE_KEY, Instant::now()) {
+                requeue_at = Some(Instant::now() + wait);
+                continue;
+            }
+            self.reconciles += 1;
+            let span = tracing::info_span!("reconcile", n = self.reconciles, trigger = %summarize(&triggers));
+            match self.reconcile().instrument(span).await {
+                Ok(done) => {
+                    self.backoffs.succeeded(OBSERVE_KEY);
+                    requeue_at = done.plan.requeue_after.map(|d| Instant::now() + d);
+                    on_reconcile(&done);
+                }
+                Err(e) => {
+                    let wait = self.backoffs.failed(OBSERVE_KEY, Instant::now());
+                    if e.is_transient() {
+                        tracing::warn!(error = %e, retry_in = ?wait, "Could not observe the swarm");
+                    } else {
+                        tracing::error!(error = %e, retry_in = ?wait, "Cannot work with this Docker Engine");
+                    }
+                    requeue_at = Some(Instant::now() + wait);
+                }
+            }
+        }
+        tracing::info!("Stopping");
+        self.cancel.cancel();
+        let _ = events.await;
+    }
+
+    /// Logs findings when they change, so a steady state does not flood the log.
+    fn log_findings(&mut self, plan: &Plan) {
+        let current: BTreeSet<(String, String)> = plan
+            .findings
+            .iter()
+            .map(|f| (f.kind.as_str().to_owned(), f.subject.clone()))
+            .collect();
+        if current == self.last_findings {
+            return;
+        }
+        for f in &plan.findings {
+            match f.severity {
+                Severity::Critical | Severity::Warning => {
+                    tracing::warn!(kind = %f.kind, severity = %f.severity, subject = %f.subject, "{}", f.message)
+                }
+                Severity::Info => {
+                    tracing::info!(kind = %f.kind, subject = %f.subject, "{}", f.message)
+                }
+            }
+        }
+        if let Some(c) = &plan.cluster {
+            tracing::info!(
+                managers = c.managers,
+                reachable = c.reachable_managers,
+                quorum = c.quorum,
+                fault_tolerance = c.fault_tolerance,
+                "Cluster state changed"
+            );
+        }
+        self.last_findings = current;
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn summarize(triggers: &[Trigger]) -> String {
+    let mut names: Vec<String> = triggers.iter().map(Trigger::to_string).collect();
+    names.dedup();
+    match names.len() {
+        0 => String::new(),
+        1..=3 => names.join(", "),
+        n => format!("{}, and {} more", names[..3].join(", "), n - 3),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn many_triggers_are_summarized_in_one_line() {
+        let t = |s: &str| Trigger::Event {
+            kind: "node".into(),
+            action: "update".into(),
+            subject: s.into(),
+        };
+        let s = summarize(&[t("a"), t("b"), t("c"), t("d"), t("e")]);
+        assert_eq!(s, "node update a, node update b, node update c, and 2 more");
+        assert_eq!(
+            summarize(&[Trigger::Resync, Trigger::Resync]),
+            "periodic resync"
+        );
+    }
+}
