@@ -23,6 +23,7 @@
 pub mod cgroup;
 mod cmd;
 mod daemon;
+pub mod demo;
 pub mod error;
 pub mod image;
 mod lab;

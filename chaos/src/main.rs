@@ -40,6 +40,13 @@ enum Cmd {
         #[arg(long, default_value = "lab")]
         name: String,
     },
+    /// Replay the talk's incident (a dead manager left in a 4-manager raft, then a second
+    /// loss) without and with swarm-warden, with a live timeline; tears its labs down.
+    Demo {
+        /// The swarm-warden binary (default: next to this one, else on PATH).
+        #[arg(long)]
+        warden: Option<PathBuf>,
+    },
     /// Show labs, their nodes' processes and the swarm's node table.
     Status {
         #[arg(long)]
@@ -159,6 +166,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let lab = Lab::start(spec).await?;
             print_lab(&lab).await;
             lab.detach()?;
+        }
+        Cmd::Demo { warden } => {
+            let warden = warden.or_else(swarm_chaos::demo::find_warden).context(
+                "swarm-warden binary not found next to swarm-chaos or on PATH: build it (cargo build --workspace) or pass --warden",
+            )?;
+            swarm_chaos::demo::run(&swarm_chaos::demo::DemoOptions {
+                warden,
+                root: root.clone(),
+            })
+            .await?;
         }
         Cmd::Status { name } => {
             let labs = match name {

@@ -3,7 +3,8 @@
 //! (a 2,000-node swarm has ~100,000 tasks; the planner needs a handful).
 
 use std::collections::HashMap;
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use bollard::errors::Error as DockerError;
 use bollard::models::LocalNodeState;
@@ -40,16 +41,28 @@ impl ObserveError {
     }
 }
 
+/// Longest wait for one list call. A manager cut off from its leader answers only after
+/// the Engine's own 20 s request deadline (and `info` waits as long): a reconcile must find
+/// out sooner that there is no leader. A slow but healthy swarm hitting this limit is
+/// reported as leaderless, which blocks actions: the safe side.
+const LIST_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Takes snapshots through one Docker client.
 #[derive(Debug, Clone)]
 pub struct Observer {
     docker: Docker,
+    /// The local node never changes while it stays in the swarm: read once, not per
+    /// reconcile (`info` itself needs the leader and is slow without one).
+    local: Arc<Mutex<Option<LocalNode>>>,
 }
 
 impl Observer {
     /// An observer using `docker`.
     pub fn new(docker: Docker) -> Self {
-        Self { docker }
+        Self {
+            docker,
+            local: Arc::new(Mutex::new(None)),
+        }
     }
 
     /// The client, for the writers.
@@ -60,31 +73,21 @@ impl Observer {
     /// Reads the swarm. `now` is stamped on the snapshot (the planner's clock).
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn snapshot(&self, now: SystemTime) -> Result<Snapshot, ObserveError> {
-        let info = self
-            .docker
-            .info()
-            .await
-            .map_err(|source| ObserveError::Api {
-                call: "info",
-                source,
-            })?;
-        let swarm = info.swarm.unwrap_or_default();
-        if swarm.local_node_state != Some(LocalNodeState::ACTIVE)
-            || swarm.control_available != Some(true)
-        {
-            return Err(ObserveError::NotAManager {
-                state: swarm
-                    .local_node_state
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|| "unknown".into()),
-            });
-        }
-        let local = LocalNode {
-            node_id: swarm.node_id.unwrap_or_default(),
-            addr: swarm.node_addr.unwrap_or_default(),
-        };
-        let nodes = match self.docker.list_nodes(None::<ListNodesOptions>).await {
+        let local = self.local_node().await?;
+        let listed = tokio::time::timeout(
+            LIST_TIMEOUT,
+            self.docker.list_nodes(None::<ListNodesOptions>),
+        )
+        .await
+        .unwrap_or(Err(DockerError::RequestTimeoutError));
+        let nodes = match listed {
             Ok(nodes) => nodes,
+            Err(e) if is_not_a_manager(&e) => {
+                self.forget_local_node();
+                return Err(ObserveError::NotAManager {
+                    state: "no longer a manager".into(),
+                });
+            }
             Err(e) if is_no_leader(&e) => {
                 return Ok(Snapshot {
                     observed_at: now,
@@ -140,6 +143,52 @@ impl Observer {
             tasks: tasks.iter().map(convert::task).collect(),
         })
     }
+}
+
+impl Observer {
+    async fn local_node(&self) -> Result<LocalNode, ObserveError> {
+        if let Some(local) = self.local.lock().ok().and_then(|l| l.clone()) {
+            return Ok(local);
+        }
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(|source| ObserveError::Api {
+                call: "info",
+                source,
+            })?;
+        let swarm = info.swarm.unwrap_or_default();
+        if swarm.local_node_state != Some(LocalNodeState::ACTIVE)
+            || swarm.control_available != Some(true)
+        {
+            return Err(ObserveError::NotAManager {
+                state: swarm
+                    .local_node_state
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "unknown".into()),
+            });
+        }
+        let local = LocalNode {
+            node_id: swarm.node_id.unwrap_or_default(),
+            addr: swarm.node_addr.unwrap_or_default(),
+        };
+        if let Ok(mut cached) = self.local.lock() {
+            *cached = Some(local.clone());
+        }
+        Ok(local)
+    }
+
+    fn forget_local_node(&self) {
+        if let Ok(mut cached) = self.local.lock() {
+            *cached = None;
+        }
+    }
+}
+
+/// A worker (a demoted manager) refuses cluster calls.
+fn is_not_a_manager(e: &DockerError) -> bool {
+    matches!(e, DockerError::DockerResponseServerError { message, .. } if message.contains("not a swarm manager"))
 }
 
 /// A manager without a raft leader answers list calls with a server error ("The swarm

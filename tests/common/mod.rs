@@ -1,0 +1,178 @@
+//! Helpers for end-to-end tests: the real `swarm-warden` binary against a real lab swarm.
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use swarm_chaos::{Lab, NodeTable};
+
+/// The binary under test.
+pub fn warden_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_swarm-warden")
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("swarm_chaos=info")
+        .with_test_writer()
+        .try_init();
+}
+
+/// Writes a policy file for this test and returns its path.
+pub fn policy_file(lab: &Lab, yaml: &str) -> PathBuf {
+    let path = lab.paths().dir().join("policy.yml");
+    std::fs::write(&path, yaml).expect("write policy");
+    path
+}
+
+/// Runs `swarm-warden ARGS` to completion against `node`'s Docker API.
+pub fn warden_once(lab: &Lab, node: &str, args: &[&str]) -> Output {
+    Command::new(warden_bin())
+        .args(args)
+        .env("DOCKER_HOST", lab.docker_host(node).expect("docker host"))
+        .env("LOG_LEVEL", "swarm_warden=debug")
+        .output()
+        .expect("run swarm-warden")
+}
+
+/// A `swarm-warden run` in the background; stopped with SIGTERM on drop.
+pub struct Warden {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Warden {
+    /// Starts `swarm-warden run --config POLICY` against `node`.
+    pub fn start(lab: &Lab, node: &str, policy: &PathBuf, extra: &[&str]) -> Self {
+        let log = lab
+            .paths()
+            .dir()
+            .join(format!("warden-{node}-{}.log", std::process::id()));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(warden_bin())
+            .arg("run")
+            .arg("--config")
+            .arg(policy)
+            .args(extra)
+            .env("DOCKER_HOST", lab.docker_host(node).expect("docker host"))
+            .env("LOG_LEVEL", "swarm_warden=debug")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log"))
+            .stderr(file)
+            .spawn()
+            .expect("start swarm-warden");
+        Self {
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// What it logged so far.
+    pub fn log(&self) -> String {
+        strip_ansi(&std::fs::read_to_string(&self.log).unwrap_or_default())
+    }
+
+    /// How many actions it carried out (started) so far.
+    pub fn actions_started(&self) -> usize {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("Carrying out"))
+            .count()
+    }
+
+    /// Stops it with SIGTERM and returns its log; fails if it does not stop in time.
+    pub fn stop(mut self) -> String {
+        self.terminate();
+        self.log()
+    }
+
+    fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("swarm-warden did not stop within 20s of SIGTERM");
+        }
+    }
+}
+
+impl Drop for Warden {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- swarm-warden log ----\n{}\n---- end ----", self.log());
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Reachable managers (leader included) in a node table.
+pub fn reachable_managers(t: &NodeTable) -> usize {
+    t.managers()
+        .filter(|m| m.is_reachable_manager() || m.leader)
+        .count()
+}
+
+/// Node IDs and versions, to prove nothing was changed.
+pub async fn node_versions(lab: &Lab, node: &str) -> Vec<(String, u64)> {
+    let nodes = lab
+        .client(node)
+        .await
+        .expect("client")
+        .list_nodes(None::<bollard::query_parameters::ListNodesOptions>)
+        .await
+        .expect("list nodes");
+    let mut v: Vec<(String, u64)> = nodes
+        .iter()
+        .map(|n| {
+            (
+                n.id.clone().unwrap_or_default(),
+                n.version.as_ref().and_then(|v| v.index).unwrap_or(0),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Tears the lab down and fails if anything of it is left on the host.
+pub fn teardown_leaving_nothing(lab: Lab) {
+    let paths = lab.paths().clone();
+    lab.teardown().expect("teardown");
+    let left = swarm_chaos::reap::leftovers(&paths);
+    assert!(
+        left.is_empty(),
+        "lab {} left behind: {left:#?}",
+        paths.lab()
+    );
+}

@@ -1,0 +1,384 @@
+//! swarm-warden's manager slice end to end: the real binary against real lab swarms.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bollard::query_parameters::ListServicesOptions;
+use common::*;
+use swarm_chaos::{Lab, LabSpec, NodeTable};
+
+const DEAD_AFTER: Duration = Duration::from_secs(20);
+
+/// A fast policy for the lab: the same rules, shorter clocks.
+fn fast_policy(dead_after: Duration) -> String {
+    format!(
+        "managers:\n  dead_after: {}s\n  stabilization: 5s\n  leader_settle: 10s\ncontroller:\n  resync: 5s\n  backoff_min: 1s\n  backoff_max: 10s\n",
+        dead_after.as_secs()
+    )
+}
+
+/// A manager other than `except` that is not the leader.
+fn follower(t: &NodeTable, except: &[&str]) -> (String, String) {
+    let row = t
+        .managers()
+        .find(|m| !m.leader && !except.contains(&m.hostname.as_str()))
+        .unwrap_or_else(|| panic!("no follower besides {except:?}:\n{t}"));
+    (row.hostname.clone(), row.id.clone())
+}
+
+/// Polls the node table (every 500 ms) until `goal` holds, counting samples in which no
+/// manager could answer with a leader.
+async fn watch_until(
+    lab: &Lab,
+    what: &str,
+    timeout: Duration,
+    goal: impl Fn(&NodeTable) -> bool,
+) -> (NodeTable, Instant, usize) {
+    let start = Instant::now();
+    let mut leaderless = 0;
+    let mut last: String;
+    loop {
+        match lab.node_table().await {
+            Ok(t) if goal(&t) => return (t, Instant::now(), leaderless),
+            Ok(t) => last = t.to_string(),
+            Err(e) => {
+                leaderless += 1;
+                last = e.to_string();
+            }
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}; last:\n{last}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_killed_manager_is_removed_about_dead_after_later_and_a_worker_is_promoted() {
+    init_tracing();
+    let lab = Lab::start(LabSpec::new(3, 2)).await.expect("lab");
+    let policy = policy_file(&lab, &fast_policy(DEAD_AFTER));
+    let warden = Warden::start(&lab, "m1", &policy, &[]);
+
+    let (victim, victim_id) = follower(&lab.node_table().await.expect("table"), &["m1"]);
+    lab.kill(&victim).await.expect("kill");
+    let (_, down_seen, _) = watch_until(&lab, "victim Down", Duration::from_secs(60), |t| {
+        t.by_hostname(&victim).any(|r| r.is_down())
+    })
+    .await;
+    let (_, removed, _) = watch_until(
+        &lab,
+        "victim removed",
+        DEAD_AFTER + Duration::from_secs(60),
+        |t| t.rows.iter().all(|r| r.id != victim_id),
+    )
+    .await;
+    let after_down = removed - down_seen;
+    println!(
+        "reaction time (Down seen -> removal done, minus dead_after {DEAD_AFTER:?}): {:.1}s",
+        after_down.as_secs_f64() - DEAD_AFTER.as_secs_f64()
+    );
+    // Never early (the lab sees Down up to one poll late), and not much later either.
+    assert!(
+        after_down >= DEAD_AFTER - Duration::from_secs(2),
+        "removed after only {after_down:?}"
+    );
+    assert!(
+        after_down <= DEAD_AFTER + Duration::from_secs(20),
+        "removed only after {after_down:?}"
+    );
+
+    let (table, _, _) = watch_until(
+        &lab,
+        "3 reachable managers again",
+        Duration::from_secs(60),
+        |t| reachable_managers(t) == 3 && t.managers().count() == 3,
+    )
+    .await;
+    assert!(
+        table.managers().any(|m| m.hostname.starts_with('w')),
+        "a worker was promoted:\n{table}"
+    );
+    let log = warden.stop();
+    assert!(
+        log.contains("remove-dead-manager") && log.contains("promote-worker"),
+        "{log}"
+    );
+    teardown_leaving_nothing(lab);
+}
+
+#[tokio::test]
+async fn the_talks_incident_without_swarm_warden_loses_the_leader() {
+    init_tracing();
+    let lab = Lab::start(LabSpec::new(4, 2)).await.expect("lab");
+    let (first, _) = follower(&lab.node_table().await.expect("table"), &["m1"]);
+    lab.kill(&first).await.expect("kill");
+    watch_until(&lab, "first loss Down", Duration::from_secs(60), |t| {
+        t.by_hostname(&first).any(|r| r.is_down())
+    })
+    .await;
+    // The dead manager stays in the raft: 3 of 4. The next loss leaves 2 of 4.
+    let (second, _) = follower(&lab.node_table().await.expect("table"), &["m1", &first]);
+    lab.kill(&second).await.expect("kill");
+    swarm_chaos::wait_until(
+        "the swarm to lose its leader",
+        Duration::from_secs(60),
+        || async {
+            match lab.node_table().await {
+                Err(e) => swarm_chaos::Probe::Done(e.to_string()),
+                Ok(t) => swarm_chaos::Probe::Pending(t.to_string()),
+            }
+        },
+    )
+    .await
+    .expect("without swarm-warden, 2 of 4 managers have no quorum");
+    teardown_leaving_nothing(lab);
+}
+
+#[tokio::test]
+async fn the_talks_incident_with_swarm_warden_never_loses_quorum_and_ends_with_three_managers() {
+    init_tracing();
+    let lab = Lab::start(LabSpec::new(4, 2)).await.expect("lab");
+    let policy = policy_file(&lab, &fast_policy(DEAD_AFTER));
+    let warden = Warden::start(&lab, "m1", &policy, &[]);
+
+    let (first, first_id) = follower(&lab.node_table().await.expect("table"), &["m1"]);
+    lab.kill(&first).await.expect("kill");
+    let (_, _, leaderless_1) =
+        watch_until(&lab, "first loss removed", Duration::from_secs(120), |t| {
+            t.rows.iter().all(|r| r.id != first_id) && reachable_managers(t) == 3
+        })
+        .await;
+
+    let (second, second_id) = follower(&lab.node_table().await.expect("table"), &["m1"]);
+    lab.kill(&second).await.expect("kill");
+    let (table, _, leaderless_2) = watch_until(
+        &lab,
+        "second loss removed, 3 reachable managers",
+        Duration::from_secs(150),
+        |t| {
+            t.rows.iter().all(|r| r.id != second_id)
+                && reachable_managers(t) == 3
+                && t.managers().count() == 3
+        },
+    )
+    .await;
+    assert_eq!(
+        leaderless_1 + leaderless_2,
+        0,
+        "the swarm had no leader at some point"
+    );
+    assert!(table.leader().is_some(), "{table}");
+    let log = warden.stop();
+    assert_eq!(
+        log.matches("Action done").count(),
+        3,
+        "two removals and one promotion:\n{log}"
+    );
+    teardown_leaving_nothing(lab);
+}
+
+#[tokio::test]
+async fn a_manager_frozen_for_less_than_dead_after_is_not_removed() {
+    init_tracing();
+    let lab = Lab::start(LabSpec::new(3, 1)).await.expect("lab");
+    let policy = policy_file(&lab, &fast_policy(Duration::from_secs(90)));
+    let warden = Warden::start(&lab, "m1", &policy, &[]);
+    let (victim, victim_id) = follower(&lab.node_table().await.expect("table"), &["m1"]);
+
+    lab.freeze(&victim).await.expect("freeze");
+    watch_until(&lab, "frozen manager Down", Duration::from_secs(60), |t| {
+        t.by_hostname(&victim).any(|r| r.is_down())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    lab.thaw(&victim).await.expect("thaw");
+    watch_until(
+        &lab,
+        "thawed manager reachable",
+        Duration::from_secs(90),
+        |t| {
+            t.node(&victim)
+                .is_some_and(|r| r.id == victim_id && (r.is_reachable_manager() || r.leader))
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let log = warden.stop();
+    assert!(
+        log.contains("manager-unreachable"),
+        "the outage was seen:\n{log}"
+    );
+    assert!(!log.contains("Carrying out"), "nothing may be done:\n{log}");
+    teardown_leaving_nothing(lab);
+}
+
+#[tokio::test]
+async fn a_swarm_warden_on_a_manager_cut_off_in_a_minority_does_nothing() {
+    init_tracing();
+    let lab = Lab::start(LabSpec::new(3, 1)).await.expect("lab");
+    let before = lab.node_table().await.expect("table");
+    let (isolated, _) = follower(&before, &[]);
+    let policy = policy_file(&lab, &fast_policy(Duration::from_secs(10)));
+    let warden = Warden::start(&lab, &isolated, &policy, &[]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    lab.partition(&isolated).await.expect("partition");
+    watch_until(
+        &lab,
+        "the majority sees the isolated manager down",
+        Duration::from_secs(60),
+        |t| t.by_hostname(&isolated).any(|r| r.is_down()),
+    )
+    .await;
+    // Well past dead_after: from the majority's side it looks dead, but swarm-warden
+    // runs on the minority side and must not act. Wait until it has noticed.
+    swarm_chaos::wait_until(
+        "swarm-warden to report quorum-lost",
+        Duration::from_secs(90),
+        || async {
+            let log = warden.log();
+            if log.contains("quorum-lost") {
+                swarm_chaos::Probe::Done(())
+            } else {
+                swarm_chaos::Probe::Pending(log)
+            }
+        },
+    )
+    .await
+    .expect("the minority was noticed");
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    lab.heal().await.expect("heal");
+    watch_until(
+        &lab,
+        "all three managers reachable again",
+        Duration::from_secs(120),
+        |t| reachable_managers(t) == 3,
+    )
+    .await;
+    let after = lab.node_table().await.expect("table");
+    let ids = |t: &NodeTable| {
+        let mut v: Vec<String> = t.rows.iter().map(|r| r.id.clone()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ids(&after), ids(&before), "no node removed");
+    let log = warden.stop();
+    assert!(!log.contains("Carrying out"), "nothing may be done:\n{log}");
+    teardown_leaving_nothing(lab);
+}
+
+async fn service_versions(lab: &Lab) -> Vec<(String, u64)> {
+    let services = lab
+        .client("m1")
+        .await
+        .expect("client")
+        .list_services(None::<ListServicesOptions>)
+        .await
+        .expect("services");
+    services
+        .iter()
+        .map(|s| {
+            (
+                s.id.clone().unwrap_or_default(),
+                s.version.as_ref().and_then(|v| v.index).unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn report_and_dry_run_change_nothing_while_a_real_run_acts() {
+    init_tracing();
+    let lab = Lab::start(LabSpec::new(3, 1)).await.expect("lab");
+    let created = lab
+        .docker_cli("m1")
+        .expect("cli")
+        .args([
+            "service",
+            "create",
+            "-d",
+            "--no-resolve-image",
+            "--name",
+            "web",
+            "--replicas",
+            "2",
+        ])
+        .args(["busybox", "sleep", "1d"])
+        .output()
+        .expect("docker service create");
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let policy = policy_file(&lab, &fast_policy(Duration::from_secs(5)));
+    let policy = policy.to_str().expect("utf-8 path");
+    let (victim, victim_id) = follower(&lab.node_table().await.expect("table"), &["m1"]);
+    lab.kill(&victim).await.expect("kill");
+    watch_until(&lab, "victim Down", Duration::from_secs(60), |t| {
+        t.by_hostname(&victim).any(|r| r.is_down())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+
+    let nodes_before = node_versions(&lab, "m1").await;
+    let services_before = service_versions(&lab).await;
+    for args in [
+        vec!["report", "--config", policy, "--format", "json"],
+        vec![
+            "run",
+            "--once",
+            "--dry-run",
+            "--config",
+            policy,
+            "--format",
+            "json",
+        ],
+    ] {
+        let out = warden_once(&lab, "m1", &args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
+        assert_eq!(json["dry_run"], true);
+        let action = &json["actions"][0];
+        assert_eq!(action["kind"], "remove-dead-manager", "{json:#}");
+        assert_eq!(action["target"], victim_id.as_str());
+        assert_eq!(action["status"], "planned", "{json:#}");
+        assert_eq!(json["cluster"]["fault_tolerance"], 0);
+    }
+    assert_eq!(
+        node_versions(&lab, "m1").await,
+        nodes_before,
+        "report/dry-run changed a node"
+    );
+    assert_eq!(
+        service_versions(&lab).await,
+        services_before,
+        "report/dry-run changed a service"
+    );
+
+    let out = warden_once(
+        &lab,
+        "m1",
+        &["run", "--once", "--config", policy, "--format", "json"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
+    assert_eq!(json["actions"][0]["status"], "done", "{json:#}");
+    let table = lab.node_table().await.expect("table");
+    assert!(
+        table.rows.iter().all(|r| r.id != victim_id),
+        "--once removed it:\n{table}"
+    );
+    teardown_leaving_nothing(lab);
+}
