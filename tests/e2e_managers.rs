@@ -171,12 +171,26 @@ async fn the_talks_incident_with_swarm_warden_never_loses_quorum_and_ends_with_t
         "the swarm had no leader at some point"
     );
     assert!(table.leader().is_some(), "{table}");
+    // The lab may see the promotion converge a moment before swarm-warden's own wait does.
+    swarm_chaos::wait_until(
+        "swarm-warden to finish its third action",
+        Duration::from_secs(30),
+        || async {
+            match warden.log().matches("Action done").count() {
+                3 => swarm_chaos::Probe::Done(()),
+                n => swarm_chaos::Probe::Pending(format!("{n} actions done")),
+            }
+        },
+    )
+    .await
+    .expect("two removals and one promotion");
     let log = warden.stop();
     assert_eq!(
         log.matches("Action done").count(),
         3,
         "two removals and one promotion:\n{log}"
     );
+    assert!(!log.contains("Action failed"), "{log}");
     teardown_leaving_nothing(lab);
 }
 

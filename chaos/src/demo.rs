@@ -75,17 +75,18 @@ pub async fn run(options: &DemoOptions) -> Result<()> {
         ("swarm-warden actions", &without.actions, &with.actions),
     ];
     println!(
-        "{:<22} {:<28} {}",
-        "", "without swarm-warden", "with swarm-warden"
+        "{:<22} {:<28} with swarm-warden",
+        "", "without swarm-warden"
     );
     for (label, a, b) in rows {
         println!("{label:<22} {a:<28} {b}");
     }
+    let took = |o: &Outcome| format!("{:.0}s", o.duration.as_secs_f64());
     println!(
         "{:<22} {:<28} {}",
         "replay took",
-        format!("{:.0}s", without.duration.as_secs_f64()),
-        format!("{:.0}s", with.duration.as_secs_f64())
+        took(&without),
+        took(&with)
     );
     Ok(())
 }
@@ -402,7 +403,7 @@ impl WardenProcess {
                 let message = fields["message"].as_str().unwrap_or_default();
                 let action = fields["action"].as_str().unwrap_or_default();
                 match message {
-                    "Carrying out" => out.push(format!("{action}")),
+                    "Carrying out" => out.push(action.to_owned()),
                     "Action done" => {
                         self.done.push(action.to_owned());
                         out.push(format!(
