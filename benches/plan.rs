@@ -39,7 +39,7 @@ fn snapshot(now: SystemTime) -> Snapshot {
                 },
                 message: String::new(),
                 addr: format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256),
-                manager: manager.then(|| ManagerStatus {
+                manager: manager.then_some(ManagerStatus {
                     leader: i == 0,
                     reachability: if dead {
                         Reachability::Unreachable
