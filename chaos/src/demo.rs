@@ -157,19 +157,29 @@ async fn replay(options: &DemoOptions, with_warden: bool) -> Result<Outcome> {
                 },
             )
             .await?;
-        let actions = warden.as_mut().map(|w| w.done.len()).unwrap_or(0);
+        // The lab may see the last change before swarm-warden's own wait does.
+        if let Some(w) = warden.as_mut() {
+            w.settle(&timeline).await;
+        }
+        let done = warden.as_ref().map(|w| w.done.clone()).unwrap_or_default();
+        let count = |kind: &str| done.iter().filter(|a| a.starts_with(kind)).count();
+        let members = table.managers().count();
+        let reachable = table
+            .managers()
+            .filter(|m| m.is_reachable_manager() || m.leader)
+            .count();
         Outcome {
-            managers: format!(
-                "{} ({} reachable)",
-                table.managers().count(),
-                table.managers().count()
-            ),
+            managers: format!("{members} ({reachable} reachable)"),
             leader: table
                 .leader()
                 .map(|l| l.hostname.clone())
                 .unwrap_or_default(),
-            fault_tolerance: "1".into(),
-            actions: format!("{actions} (removals and promotion)"),
+            fault_tolerance: (reachable as i64 - (members / 2 + 1) as i64).to_string(),
+            actions: format!(
+                "{} removal(s), {} promotion(s)",
+                count("remove-dead-manager"),
+                count("promote-worker")
+            ),
             duration: Duration::ZERO,
         }
     } else {
@@ -293,6 +303,7 @@ impl Watcher {
 fn status(row: &crate::table::NodeRow) -> String {
     match (row.is_manager(), row.leader) {
         (_, true) => format!("{} leader", row.state),
+        (true, false) if row.reachability.is_empty() => format!("{} joining the raft", row.state),
         (true, false) => format!("{} {}", row.state, row.reachability),
         (false, _) => format!("{} worker", row.state),
     }
@@ -350,7 +361,9 @@ struct WardenProcess {
     child: Child,
     log: PathBuf,
     offset: u64,
+    started: usize,
     done: Vec<String>,
+    failed: usize,
 }
 
 impl WardenProcess {
@@ -378,7 +391,9 @@ impl WardenProcess {
             child,
             log,
             offset: 0,
+            started: 0,
             done: Vec::new(),
+            failed: 0,
         })
     }
 
@@ -403,7 +418,10 @@ impl WardenProcess {
                 let message = fields["message"].as_str().unwrap_or_default();
                 let action = fields["action"].as_str().unwrap_or_default();
                 match message {
-                    "Carrying out" => out.push(action.to_owned()),
+                    "Carrying out" => {
+                        self.started += 1;
+                        out.push(action.to_owned());
+                    }
                     "Action done" => {
                         self.done.push(action.to_owned());
                         out.push(format!(
@@ -411,16 +429,33 @@ impl WardenProcess {
                             fields["detail"].as_str().unwrap_or(action)
                         ));
                     }
-                    "Action failed" => out.push(format!(
-                        "FAILED {action}: {}",
-                        fields["error"].as_str().unwrap_or_default()
-                    )),
+                    "Action failed" => {
+                        self.failed += 1;
+                        out.push(format!(
+                            "FAILED {action}: {}",
+                            fields["error"].as_str().unwrap_or_default()
+                        ));
+                    }
                     _ => {}
                 }
             }
             line.clear();
         }
         out
+    }
+
+    /// Waits (up to 30 s) until every action it started has finished, printing them.
+    async fn settle(&mut self, timeline: &Timeline) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            for line in self.new_actions() {
+                timeline.say(&format!("swarm-warden: {line}"));
+            }
+            if self.started <= self.done.len() + self.failed || Instant::now() > deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     fn stop(mut self) {
