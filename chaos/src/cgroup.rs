@@ -11,6 +11,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::error::{LabError, Result};
+use crate::remove::remove_retrying;
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 const FREEZER: &str = "/sys/fs/cgroup/freezer";
@@ -232,18 +233,5 @@ fn subtree(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn remove_dir_retrying(dir: &Path) -> Result<()> {
-    // The kernel refuses rmdir (EBUSY) for a moment after the last task of a cgroup exits.
-    let mut attempts = 0;
-    loop {
-        match std::fs::remove_dir(dir) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) if attempts < 50 => {
-                attempts += 1;
-                tracing::debug!(dir = %dir.display(), error = %e, "Retrying cgroup removal");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Err(e) => return Err(LabError::io("remove cgroup", dir)(e)),
-        }
-    }
+    remove_retrying("remove cgroup", dir, |d| std::fs::remove_dir(d))
 }

@@ -32,6 +32,7 @@ pub mod names;
 mod net;
 pub mod partition;
 pub mod reap;
+mod remove;
 pub mod state;
 mod swarm;
 pub mod table;

@@ -124,7 +124,11 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo prints its own timeline: lab chatter only when asked for.
-    let default_level = if matches!(cli.command, Cmd::Demo { .. }) { "warn" } else { "info" };
+    let default_level = if matches!(cli.command, Cmd::Demo { .. }) {
+        "warn"
+    } else {
+        "info"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -3,13 +3,13 @@
 //! serves a normal teardown, `down --all` and the clean-up of labs whose owner crashed.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::cgroup::{list_cgroups, NodeCgroup};
 use crate::cmd::run;
-use crate::error::{LabError, Result};
+use crate::error::Result;
 use crate::names::{LabName, LabPaths, HOST_PREFIX};
 use crate::net::{delete_netns, list_netns};
+use crate::remove::remove_retrying;
 use crate::state::{list_labs, LabState};
 
 /// Removes everything of one lab. Idempotent.
@@ -155,18 +155,5 @@ fn loop_devices_under(dir: &Path) -> Vec<(String, String)> {
 }
 
 fn remove_dir_retrying(dir: &Path) -> Result<()> {
-    // Mounts of a node's namespace may take a moment to go after its last process.
-    let mut attempts = 0;
-    loop {
-        match std::fs::remove_dir_all(dir) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) if attempts < 50 => {
-                attempts += 1;
-                tracing::debug!(dir = %dir.display(), error = %e, "Retrying lab folder removal");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Err(e) => return Err(LabError::io("remove lab folder", dir)(e)),
-        }
-    }
+    remove_retrying("remove lab folder", dir, |d| std::fs::remove_dir_all(d))
 }
