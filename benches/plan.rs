@@ -7,8 +7,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use swarm_warden::config::Policy;
 use swarm_warden::model::{
-    Availability, Control, LocalNode, ManagerStatus, Node, NodeState, Reachability, Role, Service,
-    ServiceMode, Snapshot, Task,
+    Availability, Control, LocalNode, ManagerStatus, Node, NodeState, Platform, Reachability,
+    Resources, Role, Service, ServiceMode, Snapshot, Task,
 };
 use swarm_warden::plan::{plan, Memory};
 
@@ -49,6 +49,15 @@ fn snapshot(now: SystemTime) -> Snapshot {
                 }),
                 labels: BTreeMap::from([("zone".to_owned(), format!("zone-{}", i % 3))]),
                 updated_at: Some(long_ago),
+                platform: Platform {
+                    os: "linux".to_owned(),
+                    architecture: "x86_64".to_owned(),
+                },
+                resources: Resources {
+                    nano_cpus: 8_000_000_000,
+                    memory_bytes: 32 << 30,
+                },
+                engine_labels: BTreeMap::new(),
             }
         })
         .collect();
@@ -66,6 +75,18 @@ fn snapshot(now: SystemTime) -> Snapshot {
             } else {
                 ServiceMode::Replicated { replicas: 10 }
             },
+            image: "registry.example/app:1".to_owned(),
+            reservations: if i % 4 == 0 {
+                Resources {
+                    nano_cpus: 100_000_000,
+                    memory_bytes: 64 << 20,
+                }
+            } else {
+                Resources::default()
+            },
+            max_replicas_per_node: 0,
+            platforms: Vec::new(),
+            update: None,
             constraints: if i % 3 == 0 {
                 vec!["node.role != manager".to_owned()]
             } else {

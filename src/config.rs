@@ -36,6 +36,8 @@ impl fmt::Display for Mode {
 pub struct Policy {
     /// Manager health and quorum.
     pub managers: ManagerPolicy,
+    /// Keeping workloads off manager nodes.
+    pub placement: PlacementPolicy,
     /// The control loop itself.
     pub controller: ControllerPolicy,
 }
@@ -79,6 +81,88 @@ impl Default for ManagerPolicy {
             convergence_timeout: Duration::from_secs(120),
         }
     }
+}
+
+/// How workloads are kept off managers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlacementPolicy {
+    /// `enforce`, `audit` (report only) or `off`.
+    pub mode: Mode,
+    /// Most services updated per reconcile; each update completes before the next.
+    pub max_updates_per_cycle: usize,
+    /// Global services (monitoring agents) may run on managers.
+    pub exempt_global: bool,
+    /// When not empty, only services it selects are considered.
+    pub include: Selector,
+    /// Services it selects are exempt.
+    pub exclude: Selector,
+    /// How long a service's rolling update may take before it counts as failed.
+    #[serde(with = "humantime_serde")]
+    pub update_timeout: Duration,
+}
+
+impl Default for PlacementPolicy {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Enforce,
+            max_updates_per_cycle: 1,
+            exempt_global: true,
+            include: Selector::default(),
+            exclude: Selector::default(),
+            update_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Selects services by name (globs with `*` and `?`) or by label (`key` or `key=value`).
+/// A service is selected when any name or any label entry matches.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Selector {
+    /// Service name globs.
+    pub names: Vec<String>,
+    /// `key` (present) or `key=value` service labels.
+    pub labels: Vec<String>,
+}
+
+impl Selector {
+    /// Whether the selector names nothing.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty() && self.labels.is_empty()
+    }
+
+    /// Whether a service with this name and these labels is selected.
+    pub fn selects(&self, name: &str, labels: &std::collections::BTreeMap<String, String>) -> bool {
+        self.names.iter().any(|g| glob_match(g, name))
+            || self.labels.iter().any(|entry| match entry.split_once('=') {
+                Some((k, v)) => labels.get(k).is_some_and(|actual| actual == v),
+                None => labels.contains_key(entry.as_str()),
+            })
+    }
+}
+
+/// `*` matches any run of characters, `?` any one character.
+fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
 }
 
 /// How the control loop runs.
@@ -284,6 +368,24 @@ mod tests {
             err.starts_with("policy.yml:2:") && err.contains("1 to 9"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn selectors_match_name_globs_and_labels() {
+        let sel = Selector {
+            names: vec!["monitoring_*".into(), "db-?".into()],
+            labels: vec!["team=data".into(), "critical".into()],
+        };
+        let none = std::collections::BTreeMap::new();
+        assert!(sel.selects("monitoring_cadvisor", &none));
+        assert!(sel.selects("db-1", &none) && !sel.selects("db-12", &none));
+        let labels = std::collections::BTreeMap::from([("team".to_string(), "data".to_string())]);
+        assert!(sel.selects("web", &labels));
+        let other = std::collections::BTreeMap::from([("team".to_string(), "web".to_string())]);
+        assert!(!sel.selects("web", &other));
+        let flagged = std::collections::BTreeMap::from([("critical".to_string(), String::new())]);
+        assert!(sel.selects("web", &flagged));
+        assert!(Selector::default().is_empty());
     }
 
     #[test]

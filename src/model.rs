@@ -70,6 +70,37 @@ pub struct Node {
     /// Last change of the node object: status changes move it, so it bounds how long the
     /// current state has lasted (from below).
     pub updated_at: Option<SystemTime>,
+    /// Operating system and architecture the node reports.
+    pub platform: Platform,
+    /// CPU and memory the node offers to reservations.
+    pub resources: Resources,
+    /// Labels of the node's Docker Engine (`engine.labels.*` constraints).
+    pub engine_labels: BTreeMap<String, String>,
+}
+
+/// An OS / architecture pair, as nodes report it and services may require it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Platform {
+    /// `linux`, `windows`; empty when unknown or unconstrained.
+    pub os: String,
+    /// `x86_64`, `amd64`, `aarch64`, ...; empty when unknown or unconstrained.
+    pub architecture: String,
+}
+
+/// CPU (in billionths of a CPU) and memory (bytes), as Swarm counts reservations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Resources {
+    /// CPU in units of 10^-9 CPUs.
+    pub nano_cpus: i64,
+    /// Memory in bytes.
+    pub memory_bytes: i64,
+}
+
+impl Resources {
+    /// Whether nothing is reserved.
+    pub fn is_zero(&self) -> bool {
+        self.nano_cpus <= 0 && self.memory_bytes <= 0
+    }
 }
 
 /// A raft member's status.
@@ -178,6 +209,61 @@ pub struct Service {
     pub mode: ServiceMode,
     /// Placement constraints, as written.
     pub constraints: Vec<String>,
+    /// The image, as written in the spec.
+    pub image: String,
+    /// CPU and memory each task reserves.
+    pub reservations: Resources,
+    /// Most tasks of this service per node; 0 = no limit.
+    pub max_replicas_per_node: u64,
+    /// Platforms the image runs on; empty = any.
+    pub platforms: Vec<Platform>,
+    /// The state of its latest rolling update, if it had one.
+    pub update: Option<UpdateStatus>,
+}
+
+/// Where a service's rolling update stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateStatus {
+    /// The update's state.
+    pub state: UpdateState,
+    /// What SwarmKit said about it.
+    pub message: String,
+}
+
+/// `UpdateStatus.State`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateState {
+    /// Tasks are being replaced.
+    Updating,
+    /// Stopped after failures (`update_config.failure_action: pause`).
+    Paused,
+    /// Done.
+    Completed,
+    /// Rolling back.
+    RollbackStarted,
+    /// Rollback stopped after failures.
+    RollbackPaused,
+    /// Rolled back to the previous spec.
+    RollbackCompleted,
+}
+
+/// Label `docker stack deploy` puts on the services of a stack.
+pub const STACK_LABEL: &str = "com.docker.stack.namespace";
+
+impl Service {
+    /// The stack the service belongs to, if it was deployed with `docker stack deploy`.
+    pub fn stack(&self) -> Option<&str> {
+        self.labels.get(STACK_LABEL).map(String::as_str)
+    }
+
+    /// How many tasks must run at once: replicas, or a job's concurrency.
+    pub fn concurrent_tasks(&self) -> Option<u64> {
+        match self.mode {
+            ServiceMode::Replicated { replicas } => Some(replicas),
+            ServiceMode::ReplicatedJob { max_concurrent } => Some(max_concurrent),
+            ServiceMode::Global | ServiceMode::GlobalJob => None,
+        }
+    }
 }
 
 /// How a service schedules its tasks.
@@ -191,7 +277,10 @@ pub enum ServiceMode {
     /// One task per eligible node.
     Global,
     /// Run to completion, a number of times.
-    ReplicatedJob,
+    ReplicatedJob {
+        /// Tasks running at once.
+        max_concurrent: u64,
+    },
     /// Run to completion on every eligible node.
     GlobalJob,
 }

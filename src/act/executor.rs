@@ -10,8 +10,10 @@ use tokio_util::sync::CancellationToken;
 use super::backoff::Backoffs;
 use super::writer::{WriteError, Writer};
 use crate::config::Policy;
-use crate::model::{Node, Role, Snapshot};
+use crate::model::{Node, Role, Service, Snapshot, UpdateState};
+use crate::observe::Rollout;
 use crate::observe::{ObserveError, Observer};
+use crate::plan::constraint::NOT_ON_MANAGERS;
 use crate::plan::{self, human, Action, ActionStatus, Memory, Plan, PlannedAction};
 
 /// How often convergence is polled.
@@ -33,6 +35,16 @@ pub enum ActError {
         what: String,
         /// How long we waited.
         after: Duration,
+    },
+    /// A service's rolling update paused or rolled back.
+    #[error("the rolling update of {service} ended {state}: {message}")]
+    UpdateFailed {
+        /// The service.
+        service: String,
+        /// `Paused`, `RollbackCompleted`, ...
+        state: String,
+        /// What SwarmKit said.
+        message: String,
     },
     /// Shutdown was requested while waiting.
     #[error("interrupted by shutdown while waiting for {0}")]
@@ -143,24 +155,107 @@ impl Executor {
                 return Ok(None);
             }
         }
-        let Some(node) = fresh
-            .nodes
-            .iter()
-            .find(|n| n.id == entry.action.target())
-            .cloned()
-        else {
-            entry.status = ActionStatus::Blocked;
-            entry.blocked_by = Some("On re-check: the node is gone.".into());
-            return Ok(None);
-        };
         tracing::info!(action = %entry.action, reason = %entry.reason, "Carrying out");
-        let result = match &entry.action {
-            Action::RemoveDeadManager(_) => self.remove_dead_manager(&node, policy).await,
-            Action::PromoteWorker(_) => self.promote(&node, policy).await,
-        };
-        // Even a half-done change (demoted, not yet removed) changed membership.
-        memory.record_membership_change(SystemTime::now());
-        result.map(Some)
+        match &entry.action {
+            Action::RemoveDeadManager(n) | Action::PromoteWorker(n) => {
+                let Some(node) = fresh.nodes.iter().find(|x| x.id == n.id).cloned() else {
+                    entry.status = ActionStatus::Blocked;
+                    entry.blocked_by = Some("On re-check: the node is gone.".into());
+                    return Ok(None);
+                };
+                let result = if matches!(entry.action, Action::RemoveDeadManager(_)) {
+                    self.remove_dead_manager(&node, policy).await
+                } else {
+                    self.promote(&node, policy).await
+                };
+                // Even a half-done change (demoted, not yet removed) changed membership.
+                memory.record_membership_change(SystemTime::now());
+                result.map(Some)
+            }
+            Action::EnforcePlacement(s) => {
+                let Some(service) = fresh.services.iter().find(|x| x.id == s.id).cloned() else {
+                    entry.status = ActionStatus::Blocked;
+                    entry.blocked_by = Some("On re-check: the service is gone.".into());
+                    return Ok(None);
+                };
+                let managers: Vec<String> = fresh
+                    .nodes
+                    .iter()
+                    .filter(|n| n.is_manager())
+                    .map(|n| n.id.clone())
+                    .collect();
+                let result = self.enforce_placement(&service, &managers, policy).await;
+                if result.is_ok() {
+                    memory.record_placement_fix(&service.id, SystemTime::now());
+                }
+                result.map(Some)
+            }
+        }
+    }
+
+    async fn enforce_placement(
+        &self,
+        service: &Service,
+        managers: &[String],
+        policy: &Policy,
+    ) -> Result<String, ActError> {
+        let start = Instant::now();
+        let before = self
+            .observer
+            .rollout(&service.id, managers)
+            .await?
+            .started_at;
+        self.writer
+            .add_constraint(&service.id, &service.name, service.version, NOT_ON_MANAGERS)
+            .await?;
+        let deadline = start + policy.placement.update_timeout;
+        let what = format!("the rolling update of {}", service.name);
+        // SwarmKit may take a moment to start the update: done means a new update has
+        // started and is no longer running, and no task is left on a manager.
+        loop {
+            match self.observer.rollout(&service.id, managers).await {
+                Ok(r) if r.started_at == before => {}
+                Ok(Rollout {
+                    state:
+                        Some(
+                            state @ (UpdateState::Paused
+                            | UpdateState::RollbackStarted
+                            | UpdateState::RollbackPaused
+                            | UpdateState::RollbackCompleted),
+                        ),
+                    message,
+                    ..
+                }) => {
+                    return Err(ActError::UpdateFailed {
+                        service: service.name.clone(),
+                        state: format!("{state:?}"),
+                        message,
+                    })
+                }
+                Ok(r) if r.tasks_on == 0 && r.state != Some(UpdateState::Updating) => {
+                    return Ok(format!(
+                        "Added `{NOT_ON_MANAGERS}` to {}; its rolling update finished after {:.1}s with no task left on a manager.",
+                        service.name,
+                        start.elapsed().as_secs_f64()
+                    ))
+                }
+                Ok(_) => {}
+                Err(e) if e.is_transient() => {
+                    tracing::debug!(error = %e, "Observation failed while waiting")
+                }
+                Err(e) => return Err(e.into()),
+            }
+            if Instant::now() >= deadline {
+                return Err(ActError::NotConverged {
+                    what,
+                    after: policy.placement.update_timeout,
+                });
+            }
+            tokio::select! {
+                _ = self.cancel.cancelled() => return Err(ActError::Interrupted(what)),
+                _ = tokio::time::sleep(CONVERGENCE_POLL) => {}
+            }
+        }
     }
 
     async fn remove_dead_manager(&self, node: &Node, policy: &Policy) -> Result<String, ActError> {
@@ -257,5 +352,8 @@ fn describe(action: &Action) -> String {
         Action::PromoteWorker(n) => {
             format!("promote {n} to manager and wait until it is reachable")
         }
+        Action::EnforcePlacement(s) => format!(
+            "add `{NOT_ON_MANAGERS}` to service {s} (version-checked update) and wait for its rolling update"
+        ),
     }
 }

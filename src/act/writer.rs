@@ -2,7 +2,9 @@
 //! (optimistic concurrency: a concurrent change makes the write fail, not clobber it).
 
 use bollard::models::{NodeSpec, NodeSpecAvailabilityEnum, NodeSpecRoleEnum};
-use bollard::query_parameters::{DeleteNodeOptions, UpdateNodeOptions};
+use bollard::query_parameters::{
+    DeleteNodeOptions, InspectServiceOptions, UpdateNodeOptions, UpdateServiceOptions,
+};
 use bollard::Docker;
 
 use crate::model::{Availability, Node, Role};
@@ -58,6 +60,63 @@ impl Writer {
                     },
                     node.hostname
                 ),
+                message: message(&e),
+            })
+    }
+
+    /// Adds `constraint` to a service's placement constraints, keeping the rest of its spec,
+    /// if the service is still at `expected_version` (else nothing is written: the next
+    /// reconcile reads it again).
+    pub async fn add_constraint(
+        &self,
+        service_id: &str,
+        name: &str,
+        expected_version: u64,
+        constraint: &str,
+    ) -> Result<(), WriteError> {
+        let what = || format!("add `{constraint}` to service {name}");
+        let current = self
+            .docker
+            .inspect_service(service_id, None::<InspectServiceOptions>)
+            .await
+            .map_err(|e| WriteError {
+                what: what(),
+                message: message(&e),
+            })?;
+        let version = current.version.and_then(|v| v.index).unwrap_or(0);
+        if version != expected_version {
+            return Err(WriteError {
+                what: what(),
+                message: format!(
+                    "the service changed since it was read (version {expected_version} -> {version}); it is read again next time"
+                ),
+            });
+        }
+        let mut spec = current.spec.unwrap_or_default();
+        let constraints = spec
+            .task_template
+            .get_or_insert_with(Default::default)
+            .placement
+            .get_or_insert_with(Default::default)
+            .constraints
+            .get_or_insert_with(Vec::new);
+        if !constraints
+            .iter()
+            .any(|c| c.replace(' ', "") == constraint.replace(' ', ""))
+        {
+            constraints.push(constraint.to_owned());
+        }
+        let options = UpdateServiceOptions {
+            version: i32::try_from(version).unwrap_or(i32::MAX),
+            registry_auth_from: "spec".into(),
+            rollback: None,
+        };
+        self.docker
+            .update_service(service_id, spec, options, None)
+            .await
+            .map(|_| ())
+            .map_err(|e| WriteError {
+                what: what(),
                 message: message(&e),
             })
     }

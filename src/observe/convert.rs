@@ -6,7 +6,8 @@ use std::time::SystemTime;
 use bollard::models;
 
 use crate::model::{
-    Availability, ManagerStatus, Node, NodeState, Reachability, Role, Service, ServiceMode, Task,
+    Availability, ManagerStatus, Node, NodeState, Platform, Reachability, Resources, Role, Service,
+    ServiceMode, Task, UpdateState, UpdateStatus,
 };
 
 pub(super) fn node(n: &models::Node) -> Node {
@@ -48,12 +49,48 @@ pub(super) fn node(n: &models::Node) -> Node {
         }),
         labels: labels(spec.labels),
         updated_at: n.updated_at.as_deref().and_then(timestamp),
+        platform: n
+            .description
+            .as_ref()
+            .and_then(|d| d.platform.as_ref())
+            .map(platform)
+            .unwrap_or_default(),
+        resources: n
+            .description
+            .as_ref()
+            .and_then(|d| d.resources.as_ref())
+            .map(resources)
+            .unwrap_or_default(),
+        engine_labels: labels(
+            n.description
+                .as_ref()
+                .and_then(|d| d.engine.as_ref())
+                .and_then(|e| e.labels.clone()),
+        ),
+    }
+}
+
+fn platform(p: &models::Platform) -> Platform {
+    Platform {
+        os: p.os.clone().unwrap_or_default(),
+        architecture: p.architecture.clone().unwrap_or_default(),
+    }
+}
+
+fn resources(r: &models::ResourceObject) -> Resources {
+    Resources {
+        nano_cpus: r.nano_cpus.unwrap_or(0),
+        memory_bytes: r.memory_bytes.unwrap_or(0),
     }
 }
 
 pub(super) fn service(s: &models::Service) -> Service {
     let spec = s.spec.clone().unwrap_or_default();
     let mode = spec.mode.unwrap_or_default();
+    let template = spec.task_template.unwrap_or_default();
+    let placement = template.placement.unwrap_or_default();
+    let count =
+        |n: Option<i64>, default: u64| n.and_then(|n| u64::try_from(n).ok()).unwrap_or(default);
     Service {
         id: s.id.clone().unwrap_or_default(),
         version: version(s.version.as_ref()),
@@ -61,24 +98,55 @@ pub(super) fn service(s: &models::Service) -> Service {
         labels: labels(spec.labels),
         mode: if mode.global.is_some() {
             ServiceMode::Global
-        } else if mode.replicated_job.is_some() {
-            ServiceMode::ReplicatedJob
+        } else if let Some(job) = mode.replicated_job {
+            ServiceMode::ReplicatedJob {
+                max_concurrent: count(job.max_concurrent, 1),
+            }
         } else if mode.global_job.is_some() {
             ServiceMode::GlobalJob
         } else {
             ServiceMode::Replicated {
-                replicas: mode
-                    .replicated
-                    .and_then(|r| r.replicas)
-                    .and_then(|r| u64::try_from(r).ok())
-                    .unwrap_or(1),
+                replicas: count(mode.replicated.and_then(|r| r.replicas), 1),
             }
         },
-        constraints: spec
-            .task_template
-            .and_then(|t| t.placement)
-            .and_then(|p| p.constraints)
+        constraints: placement.constraints.unwrap_or_default(),
+        image: template
+            .container_spec
+            .and_then(|c| c.image)
             .unwrap_or_default(),
+        reservations: template
+            .resources
+            .and_then(|r| r.reservations)
+            .map(|r| resources(&r))
+            .unwrap_or_default(),
+        max_replicas_per_node: count(placement.max_replicas, 0),
+        platforms: placement
+            .platforms
+            .unwrap_or_default()
+            .iter()
+            .map(platform)
+            .collect(),
+        update: s.update_status.as_ref().and_then(|u| {
+            let state = match u.state? {
+                models::ServiceUpdateStatusStateEnum::UPDATING => UpdateState::Updating,
+                models::ServiceUpdateStatusStateEnum::PAUSED => UpdateState::Paused,
+                models::ServiceUpdateStatusStateEnum::COMPLETED => UpdateState::Completed,
+                models::ServiceUpdateStatusStateEnum::ROLLBACK_STARTED => {
+                    UpdateState::RollbackStarted
+                }
+                models::ServiceUpdateStatusStateEnum::ROLLBACK_PAUSED => {
+                    UpdateState::RollbackPaused
+                }
+                models::ServiceUpdateStatusStateEnum::ROLLBACK_COMPLETED => {
+                    UpdateState::RollbackCompleted
+                }
+                models::ServiceUpdateStatusStateEnum::EMPTY => return None,
+            };
+            Some(UpdateStatus {
+                state,
+                message: u.message.clone().unwrap_or_default(),
+            })
+        }),
     }
 }
 

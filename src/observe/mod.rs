@@ -8,4 +8,4 @@ mod snapshot;
 
 pub use connect::{connect, ConnectError, DEFAULT_DOCKER_HOST};
 pub use events::{watch_events, Trigger};
-pub use snapshot::{ObserveError, Observer};
+pub use snapshot::{ObserveError, Observer, Rollout};

@@ -114,17 +114,27 @@ impl Observer {
                 call: "list services",
                 source,
             })?;
+        let services: Vec<_> = services.iter().map(convert::service).collect();
+        // Two narrow task lists instead of all tasks: those on managers (placement
+        // verdicts), and those of services that reserve resources (free capacity).
         let manager_ids: Vec<&str> = nodes
             .iter()
             .filter(|n| n.is_manager())
             .map(|n| n.id.as_str())
             .collect();
-        let tasks = if manager_ids.is_empty() {
-            Vec::new()
-        } else {
-            let filters =
-                HashMap::from([("desired-state", vec!["running"]), ("node", manager_ids)]);
-            self.docker
+        let reserving: Vec<&str> = services
+            .iter()
+            .filter(|s| !s.reservations.is_zero())
+            .map(|s| s.id.as_str())
+            .collect();
+        let mut tasks = Vec::new();
+        for (key, values) in [("node", manager_ids), ("service", reserving)] {
+            if values.is_empty() {
+                continue;
+            }
+            let filters = HashMap::from([("desired-state", vec!["running"]), (key, values)]);
+            let listed = self
+                .docker
                 .list_tasks(Some(
                     ListTasksOptionsBuilder::default().filters(&filters).build(),
                 ))
@@ -132,15 +142,81 @@ impl Observer {
                 .map_err(|source| ObserveError::Api {
                     call: "list tasks",
                     source,
-                })?
-        };
+                })?;
+            tasks.extend(listed.iter().map(convert::task));
+        }
+        tasks.sort_by(|a, b| a.id.cmp(&b.id));
+        tasks.dedup_by(|a, b| a.id == b.id);
         Ok(Snapshot {
             observed_at: now,
             local,
             control: Control::Leader,
             nodes,
-            services: services.iter().map(convert::service).collect(),
-            tasks: tasks.iter().map(convert::task).collect(),
+            services,
+            tasks,
+        })
+    }
+}
+
+/// How a service's rolling update is going, for the executor's wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rollout {
+    /// The update's state, if it has one.
+    pub state: Option<crate::model::UpdateState>,
+    /// What SwarmKit said about it.
+    pub message: String,
+    /// When its latest update started, as the Engine wrote it.
+    pub started_at: Option<String>,
+    /// Its tasks that should run on the given nodes.
+    pub tasks_on: usize,
+}
+
+impl Observer {
+    /// One service's update state and how many of its tasks should run on `nodes`. Per
+    /// object on purpose: only the executor calls it, for the one service it just updated.
+    pub async fn rollout(
+        &self,
+        service_id: &str,
+        nodes: &[String],
+    ) -> Result<Rollout, ObserveError> {
+        let service = self
+            .docker
+            .inspect_service(
+                service_id,
+                None::<bollard::query_parameters::InspectServiceOptions>,
+            )
+            .await
+            .map_err(|source| ObserveError::Api {
+                call: "inspect service",
+                source,
+            })?;
+        let started_at = service
+            .update_status
+            .as_ref()
+            .and_then(|u| u.started_at.clone());
+        let update = convert::service(&service).update;
+        let filters = HashMap::from([
+            ("service", vec![service_id]),
+            ("desired-state", vec!["running"]),
+        ]);
+        let tasks = self
+            .docker
+            .list_tasks(Some(
+                ListTasksOptionsBuilder::default().filters(&filters).build(),
+            ))
+            .await
+            .map_err(|source| ObserveError::Api {
+                call: "list tasks",
+                source,
+            })?;
+        Ok(Rollout {
+            state: update.as_ref().map(|u| u.state),
+            message: update.map(|u| u.message).unwrap_or_default(),
+            started_at,
+            tasks_on: tasks
+                .iter()
+                .filter(|t| t.node_id.as_ref().is_some_and(|n| nodes.contains(n)))
+                .count(),
         })
     }
 }

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::time::SystemTime;
 
 use crate::model::{Control, Node, NodeState, Snapshot};
+use crate::plan::PlacementFix;
 
 /// Observations carried from one reconcile to the next.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -18,6 +19,8 @@ pub struct Memory {
     /// First observation of each node as Ready, reset when it is not.
     ready_since: HashMap<String, SystemTime>,
     last_membership_change: Option<SystemTime>,
+    /// Services swarm-warden added the placement constraint to.
+    placement_fixes: HashMap<String, PlacementFix>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +58,8 @@ impl Memory {
             .retain(|id, _| snapshot.nodes.iter().any(|n| &n.id == id));
         self.ready_since
             .retain(|id, _| snapshot.nodes.iter().any(|n| &n.id == id));
+        self.placement_fixes
+            .retain(|id, _| snapshot.services.iter().any(|s| &s.id == id));
         for node in &snapshot.nodes {
             if node.shows_life() {
                 self.lifeless_since.remove(&node.id);
@@ -72,6 +77,22 @@ impl Memory {
     /// Records that swarm-warden changed raft membership at `at`.
     pub fn record_membership_change(&mut self, at: SystemTime) {
         self.last_membership_change = Some(at);
+    }
+
+    /// Records that swarm-warden added the placement constraint to a service at `at`; a fix
+    /// of a service fixed before counts as one more drift.
+    pub fn record_placement_fix(&mut self, service_id: &str, at: SystemTime) {
+        let drifts = self
+            .placement_fixes
+            .get(service_id)
+            .map_or(0, |f| f.drifts + 1);
+        self.placement_fixes
+            .insert(service_id.to_owned(), PlacementFix { at, drifts });
+    }
+
+    /// The last placement fix swarm-warden made to a service, if any.
+    pub fn placement_fix(&self, service_id: &str) -> Option<PlacementFix> {
+        self.placement_fixes.get(service_id).copied()
     }
 
     /// When swarm-warden last changed membership, if it did.

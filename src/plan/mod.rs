@@ -1,7 +1,9 @@
 //! The planner: pure functions from what was observed (and remembered) to findings and
 //! actions, each with its reason. No I/O and no clock reads: the time is passed in.
 
+pub mod constraint;
 mod memory;
+mod placement;
 mod quorum;
 
 #[cfg(test)]
@@ -13,6 +15,10 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 pub use memory::Memory;
+pub use placement::{
+    compose_snippet, strands, PlacementFix, PlacementStatus, ServicePlacement, ServiceRef,
+    TaskOnManager, ALLOW_MANAGERS_LABEL, SELF_LABEL,
+};
 pub use quorum::{can_remove_member, ClusterSummary};
 
 use crate::config::Policy;
@@ -27,6 +33,8 @@ pub struct Plan {
     pub findings: Vec<Finding>,
     /// What to do about it, in order; at most one membership change is `planned`.
     pub actions: Vec<PlannedAction>,
+    /// The placement verdict of every service (empty when placement is off).
+    pub services: Vec<ServicePlacement>,
     /// When a reconcile should run again even if nothing happens (a manager crosses
     /// `dead_after`, a settle period ends).
     pub requeue_after: Option<Duration>,
@@ -51,9 +59,11 @@ pub fn plan(snapshot: &Snapshot, policy: &Policy, memory: &Memory, now: SystemTi
         cluster: ClusterSummary::of(snapshot),
         findings: Vec::new(),
         actions: Vec::new(),
+        services: Vec::new(),
         requeue_after: None,
     };
     quorum::plan_managers(snapshot, &policy.managers, memory, now, &mut plan);
+    placement::plan_placement(snapshot, policy, memory, now, &mut plan);
     plan
 }
 
@@ -84,6 +94,8 @@ pub enum Action {
     RemoveDeadManager(NodeRef),
     /// Promote a healthy worker to manager.
     PromoteWorker(NodeRef),
+    /// Add `node.role != manager` to a service's placement constraints.
+    EnforcePlacement(ServiceRef),
 }
 
 impl Action {
@@ -92,26 +104,33 @@ impl Action {
         match self {
             Action::RemoveDeadManager(_) => "remove-dead-manager",
             Action::PromoteWorker(_) => "promote-worker",
+            Action::EnforcePlacement(_) => "enforce-placement",
         }
     }
 
-    /// What the action changes: a node ID.
+    /// What the action changes, as reports name it: a node ID, or a service name.
     pub fn target(&self) -> &str {
         match self {
             Action::RemoveDeadManager(n) | Action::PromoteWorker(n) => &n.id,
+            Action::EnforcePlacement(s) => &s.name,
         }
     }
 
-    /// The node the action is about.
-    pub fn node(&self) -> &NodeRef {
+    /// A readable name of the target: hostname or service name.
+    pub fn target_name(&self) -> &str {
         match self {
-            Action::RemoveDeadManager(n) | Action::PromoteWorker(n) => n,
+            Action::RemoveDeadManager(n) | Action::PromoteWorker(n) => &n.hostname,
+            Action::EnforcePlacement(s) => &s.name,
         }
     }
 
-    /// Identifies the action across reconciles (for backoff and re-checks).
+    /// Identifies the action across reconciles (for backoff and re-checks), by object ID.
     pub fn key(&self) -> String {
-        format!("{}/{}", self.kind(), self.target())
+        let id = match self {
+            Action::RemoveDeadManager(n) | Action::PromoteWorker(n) => &n.id,
+            Action::EnforcePlacement(s) => &s.id,
+        };
+        format!("{}/{id}", self.kind())
     }
 
     /// Whether the action changes raft membership (one such change at a time).
@@ -125,7 +144,12 @@ impl Action {
 
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.kind(), self.node())
+        match self {
+            Action::RemoveDeadManager(n) | Action::PromoteWorker(n) => {
+                write!(f, "{} {n}", self.kind())
+            }
+            Action::EnforcePlacement(s) => write!(f, "{} {s}", self.kind()),
+        }
     }
 }
 
@@ -227,6 +251,10 @@ pub enum FindingKind {
     ManagersAboveDesired,
     /// A promotion is wanted but no worker qualifies.
     NoPromotionCandidate,
+    /// A workload service may run (or runs) on managers.
+    WorkloadOnManager,
+    /// A stack service lost the constraint swarm-warden added (a stack deploy overwrote it).
+    StackDrift,
 }
 
 impl FindingKind {
@@ -241,6 +269,8 @@ impl FindingKind {
             FindingKind::ManagersBelowDesired => "managers-below-desired",
             FindingKind::ManagersAboveDesired => "managers-above-desired",
             FindingKind::NoPromotionCandidate => "no-promotion-candidate",
+            FindingKind::WorkloadOnManager => "workload-on-manager",
+            FindingKind::StackDrift => "stack-drift",
         }
     }
 }

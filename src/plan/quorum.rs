@@ -14,7 +14,7 @@ use super::{
 };
 use crate::config::{ManagerPolicy, Mode};
 use crate::model::{quorum, Availability, Control, Node, NodeState, Role, Snapshot};
-use crate::plan::Memory;
+use crate::plan::{strands, Memory};
 
 /// Label that keeps a worker from ever being promoted.
 pub const NO_PROMOTE_LABEL: &str = "swarm-warden.promote";
@@ -278,13 +278,36 @@ fn plan_promotion(
         *per_zone.entry(zone(manager)).or_default() += 1;
     }
     let managers_in = |n: &Node| per_zone.get(&zone(n)).copied().unwrap_or(0);
-    let Some(chosen) = eligible.iter().copied().min_by(|a, b| {
+    let mut ranked = eligible;
+    ranked.sort_by(|a, b| {
         managers_in(a)
             .cmp(&managers_in(b))
             .then_with(|| stable_for(b).cmp(&stable_for(a)))
             .then_with(|| a.hostname.cmp(&b.hostname))
             .then_with(|| a.id.cmp(&b.id))
-    }) else {
+    });
+    // A promoted worker sheds the tasks kept off managers: never promote the one worker
+    // such a task can run on. Checked in preference order, so usually once.
+    let mut stranding = Vec::new();
+    let Some(chosen) = ranked
+        .into_iter()
+        .find(|candidate| match strands(snapshot, candidate) {
+            Some(why) => {
+                stranding.push(format!("{}: {why}", candidate.hostname));
+                false
+            }
+            None => true,
+        })
+    else {
+        plan.findings.push(finding(
+            FindingKind::NoPromotionCandidate,
+            Severity::Warning,
+            "cluster",
+            format!(
+                "{members} of {desired} desired managers; promoting any eligible worker would strand a service. {}",
+                stranding.join(" ")
+            ),
+        ));
         return;
     };
 
@@ -491,7 +514,7 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::config::{ManagerCount, Policy};
-    use crate::model::{LocalNode, ManagerStatus, Reachability};
+    use crate::model::{LocalNode, ManagerStatus, Platform, Reachability, Resources};
     use crate::plan::{plan, ActionStatus};
 
     pub(crate) fn t(secs: u64) -> SystemTime {
@@ -515,6 +538,15 @@ pub(crate) mod tests {
             }),
             labels: BTreeMap::new(),
             updated_at: Some(t(0)),
+            platform: Platform {
+                os: "linux".into(),
+                architecture: "x86_64".into(),
+            },
+            resources: Resources {
+                nano_cpus: 2_000_000_000,
+                memory_bytes: 4 << 30,
+            },
+            engine_labels: BTreeMap::new(),
         }
     }
 
@@ -1057,7 +1089,7 @@ pub(crate) mod tests {
             if let Some(at) = last_change { memory.record_membership_change(t(at)); }
             let now = snap.observed_at;
             let plan = plan(&snap, &p, &memory, now);
-            let runnable: Vec<&PlannedAction> = plan.runnable().collect();
+            let runnable: Vec<&PlannedAction> = plan.runnable().filter(|a| a.action.is_membership_change()).collect();
 
             // At most one membership change may run.
             prop_assert!(runnable.len() <= 1, "{:#?}", runnable);
@@ -1096,6 +1128,7 @@ pub(crate) mod tests {
                     prop_assert!(elapsed(now, ready) >= p.managers.stabilization);
                     prop_assert!(fault_tolerance(members + 1, reachable + 1) >= fault_tolerance(members, reachable));
                 }
+                Action::EnforcePlacement(_) => {}
             }
         }
 

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::{cluster_line, requeue_line, Report};
+use super::{cluster_line, requeue_line, services_of_note, Report};
 use crate::plan::short_id;
 
 /// Table cells must not break the table.
@@ -68,6 +68,37 @@ pub(super) fn render(r: &Report) -> String {
         }
     }
     let _ = writeln!(out);
+    let (noted, compliant) = services_of_note(r);
+    if !r.services.is_empty() {
+        let _ = writeln!(out, "### Services");
+        let _ = writeln!(out);
+        let _ = writeln!(out, "{compliant} compliant.");
+        if !noted.is_empty() {
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
+                "| Service | Stack | Status | Tasks on managers | Reason |"
+            );
+            let _ = writeln!(out, "|---|---|---|---|---|");
+            for s in noted {
+                let hosts: Vec<&str> = s
+                    .tasks_on_managers
+                    .iter()
+                    .map(|t| t.hostname.as_str())
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} |",
+                    cell(&s.name),
+                    cell(s.stack.as_deref().unwrap_or("")),
+                    s.status,
+                    cell(&hosts.join(", ")),
+                    cell(s.reason.as_deref().unwrap_or(""))
+                );
+            }
+        }
+        let _ = writeln!(out);
+    }
     let _ = writeln!(out, "### Actions");
     let _ = writeln!(out);
     if r.actions.is_empty() {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::model::{Availability, NodeState, Reachability, Snapshot};
-use crate::plan::{ActionStatus, Plan, Severity};
+use crate::plan::{ActionStatus, PlacementStatus, Plan, Severity};
 
 /// Version of the JSON report's shape; bumped on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -45,6 +45,8 @@ pub struct Report {
     pub findings: Vec<FindingView>,
     /// What was planned or done.
     pub actions: Vec<ActionView>,
+    /// Placement verdict of every service (empty when placement is off).
+    pub services: Vec<ServiceView>,
     /// When the next reconcile is due at the latest, in seconds, if the plan asked.
     pub requeue_after_seconds: Option<u64>,
 }
@@ -109,6 +111,34 @@ pub struct FindingView {
     pub subject: String,
     /// Explanation.
     pub message: String,
+}
+
+/// One service's placement verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceView {
+    /// Service ID.
+    pub id: String,
+    /// Service name.
+    pub name: String,
+    /// Its stack, if deployed with `docker stack deploy`.
+    pub stack: Option<String>,
+    /// `compliant`, `exempt`, `violating` or `blocked`.
+    pub status: &'static str,
+    /// Why exempt or blocked.
+    pub reason: Option<String>,
+    /// Its tasks that should be running on managers now.
+    pub tasks_on_managers: Vec<TaskView>,
+}
+
+/// A task on a manager.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskView {
+    /// Task ID.
+    pub task: String,
+    /// Node ID.
+    pub node: String,
+    /// Node hostname.
+    pub hostname: String,
 }
 
 /// One action.
@@ -197,11 +227,39 @@ impl Report {
                 .map(|a| ActionView {
                     kind: a.action.kind(),
                     target: a.action.target().to_owned(),
-                    target_name: a.action.node().hostname.clone(),
+                    target_name: a.action.target_name().to_owned(),
                     reason: a.reason.clone(),
                     status: a.status,
                     blocked_by: a.blocked_by.clone(),
                     detail: a.detail.clone(),
+                })
+                .collect(),
+            services: plan
+                .services
+                .iter()
+                .map(|v| {
+                    let (status, reason) = match &v.status {
+                        PlacementStatus::Compliant => ("compliant", None),
+                        PlacementStatus::Exempt(r) => ("exempt", Some(r.clone())),
+                        PlacementStatus::Violating => ("violating", None),
+                        PlacementStatus::Blocked(r) => ("blocked", Some(r.clone())),
+                    };
+                    ServiceView {
+                        id: v.service.id.clone(),
+                        name: v.service.name.clone(),
+                        stack: v.stack.clone(),
+                        status,
+                        reason,
+                        tasks_on_managers: v
+                            .tasks_on_managers
+                            .iter()
+                            .map(|t| TaskView {
+                                task: t.task_id.clone(),
+                                node: t.node_id.clone(),
+                                hostname: t.hostname.clone(),
+                            })
+                            .collect(),
+                    }
                 })
                 .collect(),
             requeue_after_seconds: plan.requeue_after.map(|d| d.as_secs()),
@@ -261,6 +319,22 @@ fn cluster_line(r: &Report) -> String {
         ),
         _ => "unknown: no raft leader answered".to_owned(),
     }
+}
+
+/// Services that need a look (violating, blocked, exempt) and a count of the compliant.
+fn services_of_note(r: &Report) -> (Vec<&ServiceView>, usize) {
+    let noted: Vec<&ServiceView> = r
+        .services
+        .iter()
+        .filter(|s| s.status != "compliant")
+        .collect();
+    (
+        noted,
+        r.services
+            .iter()
+            .filter(|s| s.status == "compliant")
+            .count(),
+    )
 }
 
 /// A requeue hint for people.

@@ -17,6 +17,25 @@ fn sample(control_lost: bool) -> Report {
         ],
         t(1000),
     );
+    snap.services = vec![crate::model::Service {
+        id: "svc1".into(),
+        version: 3,
+        name: "web".into(),
+        labels: Default::default(),
+        mode: crate::model::ServiceMode::Replicated { replicas: 2 },
+        constraints: Vec::new(),
+        image: "busybox:latest".into(),
+        reservations: Default::default(),
+        max_replicas_per_node: 0,
+        platforms: Vec::new(),
+        update: None,
+    }];
+    snap.tasks = vec![crate::model::Task {
+        id: "task1".into(),
+        service_id: "svc1".into(),
+        node_id: Some("m1".into()),
+        state: "running".into(),
+    }];
     if control_lost {
         snap.control = Control::NoLeader {
             error: "The swarm does not have a leader.".into(),

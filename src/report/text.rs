@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::{cluster_line, requeue_line, Report};
+use super::{cluster_line, requeue_line, services_of_note, Report};
 use crate::plan::short_id;
 
 pub(super) fn render(r: &Report) -> String {
@@ -53,6 +53,30 @@ pub(super) fn render(r: &Report) -> String {
             );
             for line in f.message.lines() {
                 let _ = writeln!(out, "           {line}");
+            }
+        }
+    }
+    let (noted, compliant) = services_of_note(r);
+    if !r.services.is_empty() {
+        let _ = writeln!(
+            out,
+            "Services: {compliant} compliant, {} to note.",
+            noted.len()
+        );
+        for s in noted {
+            let tasks = if s.tasks_on_managers.is_empty() {
+                String::new()
+            } else {
+                let hosts: Vec<&str> = s
+                    .tasks_on_managers
+                    .iter()
+                    .map(|t| t.hostname.as_str())
+                    .collect();
+                format!(" - tasks on {}", hosts.join(", "))
+            };
+            let _ = writeln!(out, "  {:<10} {}{tasks}", s.status, s.name);
+            if let Some(reason) = &s.reason {
+                let _ = writeln!(out, "             {reason}");
             }
         }
     }
