@@ -210,11 +210,12 @@ impl Executor {
             .await?;
         let deadline = start + policy.placement.update_timeout;
         let what = format!("the rolling update of {}", service.name);
-        // SwarmKit may take a moment to start the update: done means a new update has
-        // started and is no longer running, and no task is left on a manager.
+        // Done: no update running (a new one finished, or SwarmKit found no task to
+        // replace and left no update status) and no task left on a manager — seen twice in
+        // a row, since the write resets the status before the updater picks it up.
+        let mut settled = 0;
         loop {
             match self.observer.rollout(&service.id, managers).await {
-                Ok(r) if r.started_at == before => {}
                 Ok(Rollout {
                     state:
                         Some(
@@ -224,22 +225,31 @@ impl Executor {
                             | UpdateState::RollbackCompleted),
                         ),
                     message,
+                    started_at,
                     ..
-                }) => {
+                }) if started_at != before => {
                     return Err(ActError::UpdateFailed {
                         service: service.name.clone(),
                         state: format!("{state:?}"),
                         message,
                     })
                 }
-                Ok(r) if r.tasks_on == 0 && r.state != Some(UpdateState::Updating) => {
-                    return Ok(format!(
-                        "Added `{NOT_ON_MANAGERS}` to {}; its rolling update finished after {:.1}s with no task left on a manager.",
-                        service.name,
-                        start.elapsed().as_secs_f64()
-                    ))
+                Ok(r)
+                    if r.tasks_on == 0
+                        && (r.state.is_none()
+                            || (r.state == Some(UpdateState::Completed)
+                                && r.started_at != before)) =>
+                {
+                    settled += 1;
+                    if settled >= 2 {
+                        return Ok(format!(
+                            "Added `{NOT_ON_MANAGERS}` to {}; its rolling update finished after {:.1}s with no task left on a manager.",
+                            service.name,
+                            start.elapsed().as_secs_f64()
+                        ));
+                    }
                 }
-                Ok(_) => {}
+                Ok(_) => settled = 0,
                 Err(e) if e.is_transient() => {
                     tracing::debug!(error = %e, "Observation failed while waiting")
                 }

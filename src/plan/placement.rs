@@ -904,4 +904,113 @@ mod tests {
         assert!(strands(&snap, w1).unwrap().contains("db"));
         assert_eq!(strands(&snap, w2), None);
     }
+
+    // ---- properties -------------------------------------------------------------------
+
+    use proptest::prelude::*;
+
+    const CONSTRAINTS: [&str; 6] = [
+        "node.role==manager",
+        "node.role!=manager",
+        "node.labels.disk==ssd",
+        "node.hostname==w1",
+        "node.platform.os==linux",
+        "node.labels.zone!=a",
+    ];
+
+    fn arb_service(i: usize) -> impl Strategy<Value = Service> {
+        (
+            0..4u8,
+            0..6u64,
+            prop::collection::vec(0..CONSTRAINTS.len(), 0..3),
+            prop::bool::weighted(0.15),
+            0..3i64,
+            0..3u64,
+        )
+            .prop_map(
+                move |(mode, replicas, constraints, allow, cpu, max_per_node)| {
+                    let mode = match mode {
+                        0 | 1 => ServiceMode::Replicated { replicas },
+                        2 => ServiceMode::Global,
+                        _ => ServiceMode::ReplicatedJob {
+                            max_concurrent: replicas,
+                        },
+                    };
+                    let names: Vec<&str> = constraints.iter().map(|c| CONSTRAINTS[*c]).collect();
+                    let mut s = service(&format!("s{i}"), mode, &names);
+                    if allow {
+                        s.labels.insert(ALLOW_MANAGERS_LABEL.into(), "true".into());
+                    }
+                    s.reservations.nano_cpus = cpu * 700_000_000;
+                    s.max_replicas_per_node = max_per_node;
+                    s
+                },
+            )
+    }
+
+    fn arb_swarm() -> impl Strategy<Value = Snapshot> {
+        (
+            prop::collection::vec((any::<bool>(), any::<bool>(), any::<bool>()), 0..4),
+            (1..8usize).prop_flat_map(|k| (0..k).map(arb_service).collect::<Vec<_>>()),
+        )
+            .prop_map(|(workers, services)| {
+                let mut nodes = vec![
+                    manager("m1", true),
+                    manager("m2", false),
+                    manager("m3", false),
+                ];
+                for (i, (ready, ssd, drained)) in workers.into_iter().enumerate() {
+                    let mut w = worker(&format!("w{}", i + 1));
+                    if !ready {
+                        w.state = NodeState::Down;
+                    }
+                    if ssd {
+                        w.labels.insert("disk".into(), "ssd".into());
+                    }
+                    if drained {
+                        w.availability = Availability::Drain;
+                    }
+                    nodes.push(w);
+                }
+                let mut snap = cluster(nodes, t(100));
+                snap.services = services;
+                snap
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn placement_fixes_only_what_it_may_and_only_where_workers_can_host_it(snap in arb_swarm(), budget in 0..3usize) {
+            let mut policy = Policy::default();
+            policy.placement.max_updates_per_cycle = budget;
+            let plan = plan_of(&snap, &policy);
+            let fixes: Vec<&PlannedAction> = plan
+                .runnable()
+                .filter(|a| matches!(a.action, Action::EnforcePlacement(_)))
+                .collect();
+            prop_assert!(fixes.len() <= budget);
+            let workers = ready_workers(&snap);
+            for fix in fixes {
+                let service = snap.services.iter().find(|s| s.name == fix.action.target()).unwrap();
+                let constraints = Constraints::parse(&service.constraints);
+                // Never an exempt service.
+                prop_assert!(exemption(service, &constraints, &policy).is_none());
+                // Only when a manager could run it now.
+                prop_assert!(snap.nodes.iter().any(|n| n.is_manager() && constraints.allow(n)));
+                // Only when workers can take every task.
+                let hosts = eligible(service, &constraints, &workers);
+                prop_assert!(!hosts.is_empty());
+                if let Some(need) = service.concurrent_tasks() {
+                    let services_by_id: HashMap<&str, &Service> = snap.services.iter().map(|s| (s.id.as_str(), s)).collect();
+                    let usage = Usage::of(&snap, &services_by_id);
+                    let room = hosts.iter().map(|h| slots(usage.free_for(h, service), service)).fold(0u64, u64::saturating_add);
+                    prop_assert!(room >= need, "room {} < need {}", room, need);
+                }
+            }
+            // Every service gets exactly one verdict.
+            prop_assert_eq!(plan.services.len(), snap.services.len());
+        }
+    }
 }
