@@ -193,7 +193,28 @@ fn capacity(
     workers: &[&Node],
     usage: &Usage,
 ) -> Result<String, String> {
-    let hosts = eligible(service, constraints, workers);
+    // Scan lazily: in a big swarm the first few workers usually settle it.
+    let need = service.concurrent_tasks();
+    let mut hosts: Vec<&Node> = Vec::new();
+    let mut room: u64 = 0;
+    for worker in workers
+        .iter()
+        .copied()
+        .filter(|w| constraints.allow(w) && platform_allows(&service.platforms, &w.platform))
+    {
+        hosts.push(worker);
+        room = room.saturating_add(slots(usage.free_for(worker, service), service));
+        if need.is_none_or(|need| room >= need) {
+            let names: Vec<&str> = hosts.iter().take(5).map(|h| h.hostname.as_str()).collect();
+            let more = if hosts.len() > 5 { ", ..." } else { "" };
+            let room = match need {
+                None => String::new(),
+                Some(_) if room == u64::MAX => " with room for any number of tasks".to_owned(),
+                Some(_) => format!(" with room for {room} task(s)"),
+            };
+            return Ok(format!("eligible workers {}{more}{room}", names.join(", ")));
+        }
+    }
     if hosts.is_empty() {
         return Err(format!(
             "No Ready, Active worker satisfies its other constraints {:?}{}: {} Ready, Active worker(s) in the swarm.",
@@ -202,32 +223,7 @@ fn capacity(
             workers.len()
         ));
     }
-    let names = || {
-        hosts
-            .iter()
-            .map(|h| h.hostname.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let Some(need) = service.concurrent_tasks() else {
-        return Ok(format!("{} eligible worker(s): {}", hosts.len(), names()));
-    };
-    let room: u64 = hosts
-        .iter()
-        .map(|h| slots(usage.free_for(h, service), service))
-        .fold(0u64, u64::saturating_add);
-    if room >= need {
-        let room = if room == u64::MAX {
-            "any number of".to_owned()
-        } else {
-            room.to_string()
-        };
-        return Ok(format!(
-            "{} eligible worker(s) ({}) with room for {room} task(s)",
-            hosts.len(),
-            names()
-        ));
-    }
+    let need = need.unwrap_or(0);
     let res = service.reservations;
     let mut why = format!("{need} task(s)");
     if !res.is_zero() {
