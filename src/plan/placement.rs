@@ -165,18 +165,6 @@ fn ready_workers(snapshot: &Snapshot) -> Vec<&Node> {
         .collect()
 }
 
-fn eligible<'a>(
-    service: &Service,
-    constraints: &Constraints,
-    workers: &[&'a Node],
-) -> Vec<&'a Node> {
-    workers
-        .iter()
-        .copied()
-        .filter(|w| constraints.allow(w) && platform_allows(&service.platforms, &w.platform))
-        .collect()
-}
-
 fn cpus(nano: i64) -> String {
     format!("{:.2} CPU", nano as f64 / 1e9)
 }
@@ -902,6 +890,18 @@ mod tests {
     }
 
     // ---- properties -------------------------------------------------------------------
+
+    fn eligible<'a>(
+        service: &Service,
+        constraints: &Constraints,
+        workers: &[&'a Node],
+    ) -> Vec<&'a Node> {
+        workers
+            .iter()
+            .copied()
+            .filter(|w| constraints.allow(w) && platform_allows(&service.platforms, &w.platform))
+            .collect()
+    }
 
     use proptest::prelude::*;
 
