@@ -24,6 +24,7 @@ pub mod cgroup;
 mod cmd;
 mod daemon;
 pub mod demo;
+pub mod efs_model;
 pub mod error;
 pub mod image;
 mod lab;
