@@ -101,6 +101,19 @@ impl EfsModel {
         }
     }
 
+    /// The rate to enforce over the next `dt`: the burst rate as far as the credits can pay
+    /// for it within `dt`, never below the baseline. (With coarse steps, "burst while credits
+    /// remain" would let a whole step burst on the credits earned in one quiet step.)
+    /// Credits worth less than one step at the baseline buy no burst: they carry over, so
+    /// the enforced rate does not flicker around an empty balance.
+    pub fn rate_for_next(&self, dt: Duration) -> f64 {
+        let secs = dt.as_secs_f64();
+        if secs <= 0.0 || self.credits < self.baseline() * secs {
+            return self.baseline();
+        }
+        (self.baseline() + self.credits / secs).min(self.burst())
+    }
+
     /// How long until the credits run out at the current metered rate; `None` when they
     /// do not fall.
     pub fn time_to_exhaustion(&self) -> Option<Duration> {
@@ -238,6 +251,22 @@ mod tests {
             3.0 * MIB,
             1e-9
         ));
+    }
+
+    #[test]
+    fn a_step_may_burst_only_as_far_as_the_credits_pay_for_it() {
+        let mut fs = EfsModel::new(0.0, GIB, METERING_LAG);
+        assert_eq!(fs.rate_for_next(Duration::from_secs(1)), MIB);
+        fs.credits = 0.4 * MIB;
+        assert_eq!(
+            fs.rate_for_next(Duration::from_millis(500)),
+            MIB,
+            "less than a step's worth"
+        );
+        fs.credits = 1.0 * MIB;
+        assert_eq!(fs.rate_for_next(Duration::from_millis(500)), 3.0 * MIB);
+        fs.credits = 10.0 * GIB;
+        assert_eq!(fs.rate_for_next(Duration::from_secs(1)), 100.0 * MIB);
     }
 
     #[test]

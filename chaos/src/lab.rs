@@ -359,6 +359,11 @@ impl Lab {
         Ok(record)
     }
 
+    /// Creates an EFS-like volume (see [`crate::efs`]) in this lab.
+    pub fn create_efs(&self, options: crate::efs::EfsOptions) -> Result<crate::efs::EfsVolume> {
+        crate::efs::EfsVolume::create(&self.paths, options)
+    }
+
     /// The node table as the first manager that answers sees it.
     pub async fn node_table(&self) -> Result<NodeTable> {
         self.answering_manager().await.map(|(_, _, table)| table)

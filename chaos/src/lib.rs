@@ -24,6 +24,7 @@ pub mod cgroup;
 mod cmd;
 mod daemon;
 pub mod demo;
+pub mod efs;
 pub mod efs_model;
 pub mod error;
 pub mod image;
@@ -40,6 +41,7 @@ pub mod table;
 pub mod wait;
 
 pub use cgroup::ProcessState;
+pub use efs::{EfsOptions, EfsVolume};
 pub use error::{LabError, Result};
 pub use image::BUSYBOX_IMAGE;
 pub use lab::{default_root, Lab, LabSpec, ROOT_ENV};

@@ -75,6 +75,10 @@ fn release_files_under(dir: &Path) -> Result<()> {
         )?;
     }
     for (device, _) in loop_devices_under(dir) {
+        // A throttle left on the device number would slow down whoever gets it next.
+        if let Ok(maj_min) = run("lsblk", ["-dno", "MAJ:MIN", &device]) {
+            crate::efs::set_throttle(maj_min.trim(), 0, 0);
+        }
         run("losetup", ["-d", &device])?;
     }
     Ok(())

@@ -1,0 +1,119 @@
+//! The lab's EFS-like volume on a real swarm: a service's writes spend the burst credits,
+//! then the volume crawls at the baseline, as the model says and the metrics show.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use swarm_chaos::efs_model::MIB;
+use swarm_chaos::reap::leftovers;
+use swarm_chaos::{wait_until, EfsOptions, Lab, LabSpec, Probe};
+
+fn get_metrics(addr: std::net::SocketAddr) -> String {
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect exporter");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    response
+}
+
+#[tokio::test]
+async fn a_writer_spends_the_burst_credits_then_crawls_at_the_baseline() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("swarm_chaos=info")
+        .with_test_writer()
+        .try_init();
+    let lab = Lab::start(LabSpec::new(1, 1)).await.expect("lab");
+    let mut options = EfsOptions::new("fs-0123abcd");
+    options.initial_credits = 48.0 * MIB;
+    options.size = 512 << 20;
+    let efs = lab.create_efs(options).expect("efs volume");
+
+    let mount = format!(
+        "type=volume,source=efsdata,target=/data,volume-driver=local,volume-opt=type=ext4,volume-opt=device={}",
+        efs.device()
+    );
+    let out = lab
+        .docker_cli("m1")
+        .expect("cli")
+        .args(["service", "create", "-d", "--no-resolve-image", "--name", "writer"])
+        .args(["--constraint", "node.role==worker", "--mount", &mount])
+        .args([
+            "busybox",
+            "sh",
+            "-c",
+            "while true; do dd if=/dev/zero of=/data/log bs=1M count=1 conv=fsync,notrunc oflag=append 2>/dev/null; done",
+        ])
+        .output()
+        .expect("service create");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let model = wait_until(
+        "the burst credits to run out",
+        Duration::from_secs(120),
+        || async {
+            let m = efs.model();
+            if m.credits == 0.0 {
+                Probe::Done(m)
+            } else {
+                Probe::Pending(format!(
+                    "credits {:.1} MiB, metered {:.1} MiB/s",
+                    m.credits / MIB,
+                    m.metered_rate / MIB
+                ))
+            }
+        },
+    )
+    .await
+    .expect("credits spent");
+    assert_eq!(
+        model.permitted_rate(),
+        model.baseline(),
+        "throttled to the baseline"
+    );
+    assert_eq!(
+        model.baseline(),
+        MIB,
+        "a small file system gets the 1 MiB/s floor"
+    );
+
+    // Measured over several seconds, once what the burst left in flight has drained, the
+    // writer gets about the baseline.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let before = efs.model().written_total;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let rate = (efs.model().written_total - before) / 8.0;
+    assert!(
+        rate <= 1.5 * MIB,
+        "writes at {:.2} MiB/s while throttled to 1 MiB/s",
+        rate / MIB
+    );
+    assert!(
+        rate >= 0.3 * MIB,
+        "the writer still makes progress: {:.2} MiB/s",
+        rate / MIB
+    );
+
+    let metrics = get_metrics(efs.metrics_addr());
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(
+        metrics
+            .contains("aws_efs_burst_credit_balance_average{file_system_id=\"fs-0123abcd\"} 0\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains(&format!(
+        "aws_efs_permitted_throughput_average{{file_system_id=\"fs-0123abcd\"}} {}\n",
+        MIB as u64
+    )));
+
+    drop(efs);
+    let paths = lab.paths().clone();
+    lab.teardown().expect("teardown");
+    let left = leftovers(&paths);
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}
