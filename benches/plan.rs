@@ -87,6 +87,7 @@ fn snapshot(now: SystemTime) -> Snapshot {
             max_replicas_per_node: 0,
             platforms: Vec::new(),
             update: None,
+            mounts: Vec::new(),
             constraints: if i % 3 == 0 {
                 vec!["node.role != manager".to_owned()]
             } else {
@@ -112,6 +113,7 @@ fn snapshot(now: SystemTime) -> Snapshot {
         nodes,
         services,
         tasks,
+        telemetry: Vec::new(),
     }
 }
 

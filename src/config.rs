@@ -38,6 +38,8 @@ pub struct Policy {
     pub managers: ManagerPolicy,
     /// Keeping workloads off manager nodes.
     pub placement: PlacementPolicy,
+    /// Watching volume throughput (EFS burst credits).
+    pub volumes: VolumesPolicy,
     /// The control loop itself.
     pub controller: ControllerPolicy,
 }
@@ -163,6 +165,106 @@ fn glob_match(pattern: &str, text: &str) -> bool {
         }
     }
     p[pi..].iter().all(|c| *c == '*')
+}
+
+/// How volumes are watched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VolumesPolicy {
+    /// `enforce`, `audit` (report only) or `off`.
+    pub mode: Mode,
+    /// Prometheus HTTP API holding the volumes' CloudWatch metrics; empty = no telemetry.
+    pub prometheus_url: String,
+    /// PromQL for each quantity; `{fs}` is replaced by the file-system ID, `{node}` by the
+    /// hostname of the node running the service's task.
+    pub queries: VolumeQueries,
+    /// How long a volume must be out of credits and near its permitted rate to count as
+    /// throttled.
+    #[serde(with = "humantime_serde")]
+    pub throttled_for: Duration,
+    /// Time to credit exhaustion below which credits are reported low (warning).
+    #[serde(with = "humantime_serde")]
+    pub credits_warning: Duration,
+    /// ... and critical.
+    #[serde(with = "humantime_serde")]
+    pub credits_critical: Duration,
+    /// Image name fragments of services that do not support NFS for their storage
+    /// (Prometheus's own docs say NFS/EFS is unsupported).
+    pub nfs_unsupported_images: Vec<String>,
+    /// Volumes to watch.
+    pub watch: Vec<WatchedVolume>,
+}
+
+impl Default for VolumesPolicy {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Enforce,
+            prometheus_url: String::new(),
+            queries: VolumeQueries::default(),
+            throttled_for: Duration::from_secs(300),
+            credits_warning: Duration::from_secs(180 * 60),
+            credits_critical: Duration::from_secs(60 * 60),
+            nfs_unsupported_images: vec!["prometheus".into()],
+            watch: Vec::new(),
+        }
+    }
+}
+
+/// PromQL per quantity; the defaults fit cloudwatch_exporter's `AWS/EFS` names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VolumeQueries {
+    /// Burst credit balance, bytes.
+    pub credits: String,
+    /// Permitted throughput, bytes/s.
+    pub permitted: String,
+    /// Metered throughput, bytes/s.
+    pub metered_rate: String,
+    /// Metered size, bytes.
+    pub storage: String,
+    /// I/O wait of a node, 0..1 (node_exporter).
+    pub iowait: String,
+}
+
+impl Default for VolumeQueries {
+    fn default() -> Self {
+        Self {
+            credits: r#"aws_efs_burst_credit_balance_average{file_system_id="{fs}"}"#.into(),
+            permitted: r#"aws_efs_permitted_throughput_average{file_system_id="{fs}"}"#.into(),
+            metered_rate: r#"aws_efs_metered_iobytes_sum{file_system_id="{fs}"} / 60"#.into(),
+            storage: r#"aws_efs_storage_bytes_average{file_system_id="{fs}",storage_class="Total"}"#.into(),
+            iowait: r#"avg(rate(node_cpu_seconds_total{mode="iowait",instance=~"{node}(:[0-9]+)?"}[1m]))"#.into(),
+        }
+    }
+}
+
+/// What to do when a watched volume runs out of credits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Remediation {
+    /// Report only.
+    #[default]
+    Report,
+    /// Pad the file system so its baseline reaches a target.
+    EfsPadding,
+    /// Move the data to a block volume.
+    EbsMigration,
+}
+
+/// One watched volume: by volume name, or by service and mount target.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchedVolume {
+    /// Volume name (the mount's source).
+    pub volume: String,
+    /// Service name (with `target`, instead of `volume`).
+    pub service: String,
+    /// Mount target in the service's containers.
+    pub target: String,
+    /// EFS file-system ID.
+    pub efs_id: String,
+    /// What to do about it.
+    pub remediation: Remediation,
 }
 
 /// How the control loop runs.

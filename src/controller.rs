@@ -56,7 +56,7 @@ pub struct Controller {
 impl Controller {
     /// A controller for the swarm behind `docker`; `dry_run` records instead of acting.
     pub fn new(docker: Docker, policy: Policy, dry_run: bool, cancel: CancellationToken) -> Self {
-        let observer = Observer::new(docker);
+        let observer = Observer::new(docker).watching(&policy);
         Self {
             executor: Executor::new(observer.clone(), dry_run, &policy, cancel.clone()),
             observer,

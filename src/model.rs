@@ -17,8 +17,30 @@ pub struct Snapshot {
     pub nodes: Vec<Node>,
     /// Every service.
     pub services: Vec<Service>,
-    /// Tasks that should be running on manager nodes (the only ones the planner needs).
+    /// Tasks that should be running: those on managers, those of services that reserve
+    /// resources and those of services with watched volumes.
     pub tasks: Vec<Task>,
+    /// Telemetry of the watched EFS volumes (from Prometheus).
+    pub telemetry: Vec<VolumeTelemetry>,
+}
+
+/// What Prometheus says about one EFS file system.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct VolumeTelemetry {
+    /// File-system ID.
+    pub efs_id: String,
+    /// Burst credit balance, bytes.
+    pub credits: Option<f64>,
+    /// Permitted throughput, bytes/s.
+    pub permitted: Option<f64>,
+    /// Metered throughput, bytes/s.
+    pub metered_rate: Option<f64>,
+    /// Metered size, bytes.
+    pub storage: Option<f64>,
+    /// I/O wait (0..1) by node hostname, where node_exporter data exists.
+    pub iowait: BTreeMap<String, f64>,
+    /// Why some quantity is missing.
+    pub error: Option<String>,
 }
 
 /// The manager swarm-warden's Docker API belongs to.
@@ -219,6 +241,27 @@ pub struct Service {
     pub platforms: Vec<Platform>,
     /// The state of its latest rolling update, if it had one.
     pub update: Option<UpdateStatus>,
+    /// Its mounts.
+    pub mounts: Vec<Mount>,
+}
+
+/// A mount of a service's containers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Mount {
+    /// `volume`, `bind`, `tmpfs`, ...
+    pub kind: String,
+    /// Volume name or host path.
+    pub source: String,
+    /// Path in the container.
+    pub target: String,
+    /// Volume driver (`local` when empty).
+    pub driver: String,
+    /// Volume driver options (`type=nfs`, `device=...`).
+    pub driver_options: BTreeMap<String, String>,
+    /// Volume labels (`swarm-warden.*` settings).
+    pub labels: BTreeMap<String, String>,
+    /// Whether it is mounted read-only.
+    pub read_only: bool,
 }
 
 /// Where a service's rolling update stands.

@@ -364,6 +364,15 @@ impl Lab {
         crate::efs::EfsVolume::create(&self.paths, options)
     }
 
+    /// Starts a Prometheus server for this lab, scraping `targets` every `interval`.
+    pub fn start_prometheus(
+        &self,
+        targets: &[crate::prometheus::Target],
+        interval: Duration,
+    ) -> Result<crate::prometheus::Prometheus> {
+        crate::prometheus::Prometheus::start(&self.paths, targets, interval)
+    }
+
     /// The node table as the first manager that answers sees it.
     pub async fn node_table(&self) -> Result<NodeTable> {
         self.answering_manager().await.map(|(_, _, table)| table)

@@ -33,6 +33,7 @@ mod live;
 pub mod names;
 mod net;
 pub mod partition;
+pub mod prometheus;
 pub mod reap;
 mod remove;
 pub mod state;

@@ -29,6 +29,15 @@ async fn a_writer_spends_the_burst_credits_then_crawls_at_the_baseline() {
     options.initial_credits = 48.0 * MIB;
     options.size = 512 << 20;
     let efs = lab.create_efs(options).expect("efs volume");
+    let prometheus = lab
+        .start_prometheus(
+            &[swarm_chaos::prometheus::Target {
+                job: "efs".into(),
+                addr: efs.metrics_addr(),
+            }],
+            Duration::from_secs(1),
+        )
+        .expect("prometheus");
 
     let mount = format!(
         "type=volume,source=efsdata,target=/data,volume-driver=local,volume-opt=type=ext4,volume-opt=device={}",
@@ -111,6 +120,27 @@ async fn a_writer_spends_the_burst_credits_then_crawls_at_the_baseline() {
         MIB as u64
     )));
 
+    // Prometheus scraped the same numbers.
+    let answer = wait_until(
+        "Prometheus to see the empty balance",
+        Duration::from_secs(30),
+        || async {
+            match prometheus
+                .query("aws_efs_burst_credit_balance_average{file_system_id=\"fs-0123abcd\"}")
+            {
+                Ok(body) if body.contains("\"value\":[") && body.contains(",\"0\"]") => {
+                    Probe::Done(body)
+                }
+                Ok(body) => Probe::Pending(body),
+                Err(e) => Probe::Pending(e.to_string()),
+            }
+        },
+    )
+    .await
+    .expect("scraped");
+    assert!(answer.contains("\"status\":\"success\""), "{answer}");
+
+    drop(prometheus);
     drop(efs);
     let paths = lab.paths().clone();
     lab.teardown().expect("teardown");

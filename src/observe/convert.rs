@@ -6,8 +6,8 @@ use std::time::SystemTime;
 use bollard::models;
 
 use crate::model::{
-    Availability, ManagerStatus, Node, NodeState, Platform, Reachability, Resources, Role, Service,
-    ServiceMode, Task, UpdateState, UpdateStatus,
+    Availability, ManagerStatus, Mount, Node, NodeState, Platform, Reachability, Resources, Role,
+    Service, ServiceMode, Task, UpdateState, UpdateStatus,
 };
 
 pub(super) fn node(n: &models::Node) -> Node {
@@ -112,8 +112,16 @@ pub(super) fn service(s: &models::Service) -> Service {
         constraints: placement.constraints.unwrap_or_default(),
         image: template
             .container_spec
-            .and_then(|c| c.image)
+            .as_ref()
+            .and_then(|c| c.image.clone())
             .unwrap_or_default(),
+        mounts: template
+            .container_spec
+            .and_then(|c| c.mounts)
+            .unwrap_or_default()
+            .iter()
+            .map(mount)
+            .collect(),
         reservations: template
             .resources
             .and_then(|r| r.reservations)
@@ -161,6 +169,23 @@ pub(super) fn task(t: &models::Task) -> Task {
             .and_then(|s| s.state)
             .map(|s| s.to_string())
             .unwrap_or_default(),
+    }
+}
+
+fn mount(m: &models::Mount) -> Mount {
+    let volume = m.volume_options.clone().unwrap_or_default();
+    let driver = volume.driver_config.unwrap_or_default();
+    Mount {
+        kind: m
+            .typ
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "volume".into()),
+        source: m.source.clone().unwrap_or_default(),
+        target: m.target.clone().unwrap_or_default(),
+        driver: driver.name.unwrap_or_default(),
+        driver_options: labels(driver.options),
+        labels: labels(volume.labels),
+        read_only: m.read_only.unwrap_or(false),
     }
 }
 

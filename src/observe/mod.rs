@@ -5,7 +5,9 @@ mod connect;
 mod convert;
 mod events;
 mod snapshot;
+mod telemetry;
 
 pub use connect::{connect, ConnectError, DEFAULT_DOCKER_HOST};
 pub use events::{watch_events, Trigger};
 pub use snapshot::{ObserveError, Observer, Rollout};
+pub use telemetry::Telemetry;

@@ -12,6 +12,8 @@ use bollard::query_parameters::{ListNodesOptions, ListServicesOptions, ListTasks
 use bollard::Docker;
 
 use super::convert;
+use super::Telemetry;
+use crate::config::Policy;
 use crate::model::{Control, LocalNode, Snapshot};
 
 /// Why no snapshot could be taken.
@@ -51,6 +53,8 @@ const LIST_TIMEOUT: Duration = Duration::from_secs(15);
 #[derive(Debug, Clone)]
 pub struct Observer {
     docker: Docker,
+    policy: Option<Arc<Policy>>,
+    telemetry: Option<Telemetry>,
     /// The local node never changes while it stays in the swarm: read once, not per
     /// reconcile (`info` itself needs the leader and is slow without one).
     local: Arc<Mutex<Option<LocalNode>>>,
@@ -61,8 +65,18 @@ impl Observer {
     pub fn new(docker: Docker) -> Self {
         Self {
             docker,
+            policy: None,
+            telemetry: None,
             local: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// Also reads what `policy` watches: the tasks of services with watched volumes and
+    /// their telemetry from Prometheus.
+    pub fn watching(mut self, policy: &Policy) -> Self {
+        self.telemetry = Telemetry::new(&policy.volumes);
+        self.policy = Some(Arc::new(policy.clone()));
+        self
     }
 
     /// The client, for the writers.
@@ -96,6 +110,7 @@ impl Observer {
                     nodes: Vec::new(),
                     services: Vec::new(),
                     tasks: Vec::new(),
+                    telemetry: Vec::new(),
                 })
             }
             Err(source) => {
@@ -122,11 +137,19 @@ impl Observer {
             .filter(|n| n.is_manager())
             .map(|n| n.id.as_str())
             .collect();
-        let reserving: Vec<&str> = services
+        let watched = self
+            .policy
+            .as_ref()
+            .map(|p| crate::plan::volumes::watched(&services, p))
+            .unwrap_or_default();
+        let mut reserving: Vec<&str> = services
             .iter()
             .filter(|s| !s.reservations.is_zero())
             .map(|s| s.id.as_str())
+            .chain(watched.iter().map(|w| w.service_id.as_str()))
             .collect();
+        reserving.sort_unstable();
+        reserving.dedup();
         let mut tasks = Vec::new();
         for (key, values) in [("node", manager_ids), ("service", reserving)] {
             if values.is_empty() {
@@ -147,6 +170,23 @@ impl Observer {
         }
         tasks.sort_by(|a, b| a.id.cmp(&b.id));
         tasks.dedup_by(|a, b| a.id == b.id);
+        let mut telemetry = Vec::new();
+        if let Some(reader) = &self.telemetry {
+            let mut ids: Vec<&str> = watched.iter().map(|w| w.efs_id.as_str()).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            for id in ids {
+                let hosts: Vec<String> = watched
+                    .iter()
+                    .filter(|w| w.efs_id == id)
+                    .flat_map(|w| tasks.iter().filter(move |t| t.service_id == w.service_id))
+                    .filter_map(|t| t.node_id.as_deref())
+                    .filter_map(|n| nodes.iter().find(|x| x.id == n))
+                    .map(|n| n.hostname.clone())
+                    .collect();
+                telemetry.push(reader.volume(id, &hosts).await);
+            }
+        }
         Ok(Snapshot {
             observed_at: now,
             local,
@@ -154,6 +194,7 @@ impl Observer {
             nodes,
             services,
             tasks,
+            telemetry,
         })
     }
 }

@@ -21,6 +21,8 @@ pub struct Memory {
     last_membership_change: Option<SystemTime>,
     /// Services swarm-warden added the placement constraint to.
     placement_fixes: HashMap<String, PlacementFix>,
+    /// First observation of each EFS volume out of credits at its permitted rate.
+    throttled_since: HashMap<String, SystemTime>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +62,17 @@ impl Memory {
             .retain(|id, _| snapshot.nodes.iter().any(|n| &n.id == id));
         self.placement_fixes
             .retain(|id, _| snapshot.services.iter().any(|s| &s.id == id));
+        for t in &snapshot.telemetry {
+            let throttled = matches!(
+                (t.credits, t.metered_rate, t.permitted),
+                (Some(c), Some(m), Some(p)) if c < 1.0 && m >= 0.8 * p
+            );
+            if throttled {
+                self.throttled_since.entry(t.efs_id.clone()).or_insert(now);
+            } else {
+                self.throttled_since.remove(&t.efs_id);
+            }
+        }
         for node in &snapshot.nodes {
             if node.shows_life() {
                 self.lifeless_since.remove(&node.id);
@@ -93,6 +106,11 @@ impl Memory {
     /// The last placement fix swarm-warden made to a service, if any.
     pub fn placement_fix(&self, service_id: &str) -> Option<PlacementFix> {
         self.placement_fixes.get(service_id).copied()
+    }
+
+    /// Since when an EFS volume has been seen out of credits at its permitted rate.
+    pub fn throttled_since(&self, efs_id: &str) -> Option<SystemTime> {
+        self.throttled_since.get(efs_id).copied()
     }
 
     /// When swarm-warden last changed membership, if it did.

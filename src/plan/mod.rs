@@ -5,6 +5,7 @@ pub mod constraint;
 mod memory;
 mod placement;
 mod quorum;
+pub mod volumes;
 
 #[cfg(test)]
 pub(crate) use quorum::tests as quorum_test_support;
@@ -64,6 +65,7 @@ pub fn plan(snapshot: &Snapshot, policy: &Policy, memory: &Memory, now: SystemTi
     };
     quorum::plan_managers(snapshot, &policy.managers, memory, now, &mut plan);
     placement::plan_placement(snapshot, policy, memory, now, &mut plan);
+    volumes::plan_volumes(snapshot, policy, memory, now, &mut plan);
     plan
 }
 
@@ -255,6 +257,14 @@ pub enum FindingKind {
     WorkloadOnManager,
     /// A stack service lost the constraint swarm-warden added (a stack deploy overwrote it).
     StackDrift,
+    /// A service that does not support NFS keeps its data on an NFS/EFS volume.
+    StatefulOnNfs,
+    /// An EFS volume out of credits, running at its baseline, for a while.
+    VolumeThrottled,
+    /// An EFS volume will run out of credits soon.
+    VolumeCreditsLow,
+    /// A watched volume has no (complete) telemetry.
+    VolumeTelemetryMissing,
 }
 
 impl FindingKind {
@@ -271,6 +281,10 @@ impl FindingKind {
             FindingKind::NoPromotionCandidate => "no-promotion-candidate",
             FindingKind::WorkloadOnManager => "workload-on-manager",
             FindingKind::StackDrift => "stack-drift",
+            FindingKind::StatefulOnNfs => "stateful-on-nfs",
+            FindingKind::VolumeThrottled => "volume-throttled",
+            FindingKind::VolumeCreditsLow => "volume-credits-low",
+            FindingKind::VolumeTelemetryMissing => "volume-telemetry-missing",
         }
     }
 }

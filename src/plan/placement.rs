@@ -533,6 +533,7 @@ mod tests {
             max_replicas_per_node: 0,
             platforms: Vec::new(),
             update: None,
+            mounts: Vec::new(),
         }
     }
 

@@ -583,6 +583,7 @@ pub(crate) mod tests {
             nodes,
             services: Vec::new(),
             tasks: Vec::new(),
+            telemetry: Vec::new(),
         }
     }
 

@@ -29,6 +29,7 @@ fn sample(control_lost: bool) -> Report {
         max_replicas_per_node: 0,
         platforms: Vec::new(),
         update: None,
+        mounts: Vec::new(),
     }];
     snap.tasks = vec![crate::model::Task {
         id: "task1".into(),

@@ -1,0 +1,425 @@
+//! Volumes: which ones are watched, and what their telemetry says — the talk's third
+//! lesson, an EFS volume that spent its burst credits and starved its host in I/O wait.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use super::{human, Finding, FindingKind, Plan, Severity};
+use crate::config::{Mode, Policy, Remediation};
+use crate::model::{Mount, Service, Snapshot, VolumeTelemetry};
+use crate::plan::Memory;
+
+/// Volume label naming the EFS file system behind a volume.
+pub const EFS_ID_LABEL: &str = "swarm-warden.efs-id";
+/// Volume label choosing the remediation (`efs-padding`, `ebs-migration`, `report`).
+pub const REMEDIATION_LABEL: &str = "swarm-warden.remediation";
+
+/// A watched volume mount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watched {
+    /// Service ID.
+    pub service_id: String,
+    /// Service name.
+    pub service: String,
+    /// The mount's source (volume name).
+    pub volume: String,
+    /// The mount's target.
+    pub target: String,
+    /// EFS file-system ID.
+    pub efs_id: String,
+    /// What to do when it runs out of credits.
+    pub remediation: Remediation,
+}
+
+/// The watched volume mounts of the swarm: from `volumes.watch` and from volume labels.
+pub fn watched(services: &[Service], policy: &Policy) -> Vec<Watched> {
+    let mut out = Vec::new();
+    for service in services {
+        for mount in service.mounts.iter().filter(|m| m.kind == "volume") {
+            let configured = policy.volumes.watch.iter().find(|w| {
+                (!w.volume.is_empty() && w.volume == mount.source)
+                    || (!w.service.is_empty()
+                        && w.service == service.name
+                        && w.target == mount.target)
+            });
+            let labelled = mount.labels.get(EFS_ID_LABEL);
+            let (efs_id, remediation) = match (configured, labelled) {
+                (Some(w), _) if !w.efs_id.is_empty() => (w.efs_id.clone(), w.remediation),
+                (configured, Some(id)) => (
+                    id.clone(),
+                    configured.map(|w| w.remediation).unwrap_or_else(|| {
+                        match mount.labels.get(REMEDIATION_LABEL).map(String::as_str) {
+                            Some("efs-padding") => Remediation::EfsPadding,
+                            Some("ebs-migration") => Remediation::EbsMigration,
+                            _ => Remediation::Report,
+                        }
+                    }),
+                ),
+                _ => continue,
+            };
+            out.push(Watched {
+                service_id: service.id.clone(),
+                service: service.name.clone(),
+                volume: mount.source.clone(),
+                target: mount.target.clone(),
+                efs_id,
+                remediation,
+            });
+        }
+    }
+    out.sort_by(|a, b| (&a.efs_id, &a.service).cmp(&(&b.efs_id, &b.service)));
+    out
+}
+
+/// Whether a mount is NFS-backed: the local driver with `type=nfs`/`nfs4`, an EFS or
+/// Cloudstor driver, or a volume known to be EFS.
+pub fn nfs_backed(mount: &Mount) -> bool {
+    let fs_type = mount
+        .driver_options
+        .get("type")
+        .map(String::as_str)
+        .unwrap_or("");
+    let driver = mount.driver.to_ascii_lowercase();
+    matches!(fs_type, "nfs" | "nfs4")
+        || driver.contains("efs")
+        || driver.contains("cloudstor")
+        || mount.labels.contains_key(EFS_ID_LABEL)
+}
+
+/// EFS baseline throughput (bytes/s) for a metered size (bytes): AWS's rule, 50 KiB/s per
+/// GiB, at least 1 MiB/s.
+pub fn baseline_rate(storage: f64) -> f64 {
+    (50.0 * 1024.0 * storage / (1024.0 * 1024.0 * 1024.0)).max(1024.0 * 1024.0)
+}
+
+fn mib(rate: f64) -> String {
+    format!("{:.2} MiB/s", rate / (1024.0 * 1024.0))
+}
+
+pub(super) fn plan_volumes(
+    snapshot: &Snapshot,
+    policy: &Policy,
+    memory: &Memory,
+    now: SystemTime,
+    plan: &mut Plan,
+) {
+    let p = &policy.volumes;
+    if p.mode == Mode::Off {
+        return;
+    }
+    for service in &snapshot.services {
+        let unsupported = p
+            .nfs_unsupported_images
+            .iter()
+            .any(|fragment| !fragment.is_empty() && service.image.contains(fragment.as_str()));
+        if !unsupported {
+            continue;
+        }
+        for mount in service
+            .mounts
+            .iter()
+            .filter(|m| m.kind == "volume" && nfs_backed(m))
+        {
+            plan.findings.push(Finding {
+                kind: FindingKind::StatefulOnNfs,
+                severity: Severity::Warning,
+                subject: service.name.clone(),
+                message: format!(
+                    "Service {} ({}) keeps its data on NFS/EFS-backed volume {} at {}: its storage does not support NFS (Prometheus's own docs say so). Use a block volume (EBS).",
+                    service.name, service.image, mount.source, mount.target
+                ),
+            });
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for w in watched(&snapshot.services, policy) {
+        if !seen.insert(w.efs_id.clone()) {
+            continue;
+        }
+        let Some(t) = snapshot.telemetry.iter().find(|t| t.efs_id == w.efs_id) else {
+            continue;
+        };
+        volume_findings(&w, t, snapshot, policy, memory, now, plan);
+    }
+}
+
+fn volume_findings(
+    w: &Watched,
+    t: &VolumeTelemetry,
+    snapshot: &Snapshot,
+    policy: &Policy,
+    memory: &Memory,
+    now: SystemTime,
+    plan: &mut Plan,
+) {
+    let p = &policy.volumes;
+    let (Some(credits), Some(permitted), Some(metered), Some(storage)) =
+        (t.credits, t.permitted, t.metered_rate, t.storage)
+    else {
+        plan.findings.push(Finding {
+            kind: FindingKind::VolumeTelemetryMissing,
+            severity: Severity::Warning,
+            subject: w.efs_id.clone(),
+            message: format!(
+                "No complete telemetry for EFS {} (volume {} of {}) from {}: {}",
+                w.efs_id,
+                w.volume,
+                w.service,
+                p.prometheus_url,
+                t.error.as_deref().unwrap_or("a query returned no sample")
+            ),
+        });
+        return;
+    };
+    let baseline = baseline_rate(storage);
+    let iowait = iowait_note(w, t, snapshot);
+    if credits < 1.0 && metered >= 0.8 * permitted {
+        let since = memory.throttled_since(&w.efs_id).unwrap_or(now);
+        let lasted = now.duration_since(since).unwrap_or_default();
+        if lasted >= p.throttled_for {
+            plan.findings.push(Finding {
+                kind: FindingKind::VolumeThrottled,
+                severity: Severity::Critical,
+                subject: w.efs_id.clone(),
+                message: format!(
+                    "EFS {} (volume {} of {}) has no burst credits and has been running at {} of its {} baseline for {}.{iowait}",
+                    w.efs_id,
+                    w.volume,
+                    w.service,
+                    mib(metered),
+                    mib(permitted),
+                    human(lasted)
+                ),
+            });
+        } else {
+            plan.requeue_at_most(p.throttled_for - lasted);
+        }
+    }
+    if metered > baseline && credits >= 1.0 {
+        let left = Duration::from_secs_f64(credits / (metered - baseline));
+        let severity = if left < p.credits_critical {
+            Some(Severity::Critical)
+        } else if left < p.credits_warning {
+            Some(Severity::Warning)
+        } else {
+            None
+        };
+        if let Some(severity) = severity {
+            plan.findings.push(Finding {
+                kind: FindingKind::VolumeCreditsLow,
+                severity,
+                subject: w.efs_id.clone(),
+                message: format!(
+                    "EFS {} (volume {} of {}) runs out of burst credits in {} (T = C/(M-B): {:.0} MiB / ({} - {})); then it is throttled to {}.{iowait}",
+                    w.efs_id,
+                    w.volume,
+                    w.service,
+                    human(left),
+                    credits / (1024.0 * 1024.0),
+                    mib(metered),
+                    mib(baseline),
+                    mib(baseline)
+                ),
+            });
+        }
+    }
+}
+
+/// The I/O wait of the nodes running the service's tasks, where node_exporter data exists.
+fn iowait_note(w: &Watched, t: &VolumeTelemetry, snapshot: &Snapshot) -> String {
+    let nodes: BTreeMap<&str, &str> = snapshot
+        .nodes
+        .iter()
+        .map(|n| (n.id.as_str(), n.hostname.as_str()))
+        .collect();
+    let hosts: Vec<String> = snapshot
+        .tasks
+        .iter()
+        .filter(|task| task.service_id == w.service_id)
+        .filter_map(|task| task.node_id.as_deref().and_then(|id| nodes.get(id)))
+        .filter_map(|host| {
+            t.iowait
+                .get(*host)
+                .map(|v| format!("{host} {:.0}%", v * 100.0))
+        })
+        .collect();
+    if hosts.is_empty() {
+        String::new()
+    } else {
+        format!(" I/O wait: {}.", hosts.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ServiceMode;
+    use crate::plan::plan;
+    use crate::plan::quorum_test_support::{cluster, manager, t, worker};
+
+    const MIB: f64 = 1024.0 * 1024.0;
+
+    fn prometheus_service(labels: &[(&str, &str)]) -> Service {
+        Service {
+            id: "prom".into(),
+            version: 1,
+            name: "monitoring_prometheus".into(),
+            labels: Default::default(),
+            mode: ServiceMode::Replicated { replicas: 1 },
+            constraints: vec!["node.role != manager".into()],
+            image: "prom/prometheus:v2.42.0".into(),
+            reservations: Default::default(),
+            max_replicas_per_node: 0,
+            platforms: Vec::new(),
+            update: None,
+            mounts: vec![Mount {
+                kind: "volume".into(),
+                source: "prometheus_data".into(),
+                target: "/prometheus".into(),
+                driver: "local".into(),
+                driver_options: BTreeMap::from([("type".to_string(), "nfs4".to_string())]),
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                read_only: false,
+            }],
+        }
+    }
+
+    fn telemetry(credits: f64, metered: f64, storage: f64) -> VolumeTelemetry {
+        VolumeTelemetry {
+            efs_id: "fs-1".into(),
+            credits: Some(credits),
+            permitted: Some(if credits > 0.0 {
+                100.0 * MIB
+            } else {
+                baseline_rate(storage)
+            }),
+            metered_rate: Some(metered),
+            storage: Some(storage),
+            iowait: BTreeMap::from([("w1".to_string(), 0.62)]),
+            error: None,
+        }
+    }
+
+    fn snap(credits: f64, metered: f64) -> Snapshot {
+        let mut s = cluster(vec![manager("m1", true), worker("w1")], t(100));
+        s.services = vec![prometheus_service(&[(EFS_ID_LABEL, "fs-1")])];
+        s.tasks = vec![crate::model::Task {
+            id: "t1".into(),
+            service_id: "prom".into(),
+            node_id: Some("w1".into()),
+            state: "running".into(),
+        }];
+        s.telemetry = vec![telemetry(credits, metered, 1024.0 * MIB)];
+        s
+    }
+
+    fn findings(s: &Snapshot, memory: &Memory) -> Vec<Finding> {
+        plan(s, &Policy::default(), memory, s.observed_at).findings
+    }
+
+    #[test]
+    fn volumes_are_watched_from_labels_and_from_config() {
+        let labelled =
+            prometheus_service(&[(EFS_ID_LABEL, "fs-9"), (REMEDIATION_LABEL, "efs-padding")]);
+        let w = watched(&[labelled], &Policy::default());
+        assert_eq!(w[0].efs_id, "fs-9");
+        assert_eq!(w[0].remediation, Remediation::EfsPadding);
+        let mut policy = Policy::default();
+        policy.volumes.watch = vec![crate::config::WatchedVolume {
+            service: "monitoring_prometheus".into(),
+            target: "/prometheus".into(),
+            efs_id: "fs-2".into(),
+            remediation: Remediation::EbsMigration,
+            ..Default::default()
+        }];
+        let w = watched(&[prometheus_service(&[])], &policy);
+        assert_eq!(
+            (w[0].efs_id.as_str(), w[0].remediation),
+            ("fs-2", Remediation::EbsMigration)
+        );
+        assert!(watched(&[prometheus_service(&[])], &Policy::default()).is_empty());
+    }
+
+    #[test]
+    fn prometheus_on_nfs_is_a_finding() {
+        let f = findings(&snap(1e12, 0.0), &Memory::default());
+        assert!(
+            f.iter()
+                .any(|f| f.kind == FindingKind::StatefulOnNfs && f.message.contains("/prometheus")),
+            "{f:#?}"
+        );
+    }
+
+    #[test]
+    fn credits_running_out_within_an_hour_is_critical_with_t() {
+        // 600 MiB left, metered 3 MiB/s, baseline 1 MiB/s (1 GiB stored): T = 300 s.
+        let f = findings(&snap(600.0 * MIB, 3.0 * MIB), &Memory::default());
+        let low = f
+            .iter()
+            .find(|f| f.kind == FindingKind::VolumeCreditsLow)
+            .expect("credits low");
+        assert_eq!(low.severity, Severity::Critical);
+        assert!(low.message.contains("in 5m"), "{}", low.message);
+        assert!(
+            low.message.contains("w1 62%"),
+            "I/O wait shown: {}",
+            low.message
+        );
+    }
+
+    #[test]
+    fn credits_lasting_hours_are_a_warning_then_nothing() {
+        let two_hours = findings(
+            &snap(2.0 * 3600.0 * 2.0 * MIB, 3.0 * MIB),
+            &Memory::default(),
+        );
+        let low = two_hours
+            .iter()
+            .find(|f| f.kind == FindingKind::VolumeCreditsLow)
+            .unwrap();
+        assert_eq!(low.severity, Severity::Warning);
+        let four_hours = findings(
+            &snap(4.0 * 3600.0 * 2.0 * MIB, 3.0 * MIB),
+            &Memory::default(),
+        );
+        assert!(!four_hours
+            .iter()
+            .any(|f| f.kind == FindingKind::VolumeCreditsLow));
+    }
+
+    #[test]
+    fn a_volume_without_credits_at_its_baseline_is_throttled_once_it_lasts() {
+        let s = snap(0.0, 0.95 * MIB);
+        let mut memory = Memory::default();
+        memory.observe(&s);
+        assert!(
+            !findings(&s, &memory)
+                .iter()
+                .any(|f| f.kind == FindingKind::VolumeThrottled),
+            "not sustained yet"
+        );
+        let mut later = s.clone();
+        later.observed_at = t(100 + 301);
+        memory.observe(&later);
+        let f = findings(&later, &memory);
+        let throttled = f
+            .iter()
+            .find(|f| f.kind == FindingKind::VolumeThrottled)
+            .expect("throttled");
+        assert!(throttled.message.contains("5m 1s"), "{}", throttled.message);
+    }
+
+    #[test]
+    fn missing_telemetry_is_reported() {
+        let mut s = snap(0.0, 0.0);
+        s.telemetry[0].credits = None;
+        s.telemetry[0].error = Some("connection refused".into());
+        let f = findings(&s, &Memory::default());
+        assert!(f.iter().any(
+            |f| f.kind == FindingKind::VolumeTelemetryMissing && f.message.contains("refused")
+        ));
+    }
+}
