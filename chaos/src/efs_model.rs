@@ -5,7 +5,7 @@
 //! - burst R = max(100 MiB/s, 100 MiB/s per TiB of metered size)
 //! - credits C += (B - M)·dt, clamped to [0, max(2.1 TiB, 2.1 TiB per TiB stored)], where M
 //!   is the metered throughput (reads count a third of writes)
-//! - permitted rate: R while C > 0, else B
+//! - permitted rate: R while C > 0 (here: while C holds a second of baseline), else B
 //! - the metered size follows the stored size with a lag (AWS: about an hour)
 //!
 //! Pure: time and byte counts come in; nothing here reads a clock or a device.
@@ -92,9 +92,11 @@ impl EfsModel {
         burst_rate(self.metered_size)
     }
 
-    /// The rate the file system allows now, bytes/s.
+    /// The rate the file system allows now, bytes/s: the burst rate while the credits hold
+    /// at least a second of baseline throughput (a balance hovering at a few bytes buys no
+    /// burst), else the baseline.
     pub fn permitted_rate(&self) -> f64 {
-        if self.credits > 0.0 {
+        if self.credits >= self.baseline() {
             self.burst()
         } else {
             self.baseline()

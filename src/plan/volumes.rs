@@ -92,6 +92,12 @@ pub fn baseline_rate(storage: f64) -> f64 {
     (50.0 * 1024.0 * storage / (1024.0 * 1024.0 * 1024.0)).max(1024.0 * 1024.0)
 }
 
+/// Out of credits: less than a minute of baseline throughput left (a CloudWatch average
+/// of an empty balance is rarely exactly zero).
+pub fn out_of_credits(credits: f64, baseline: f64) -> bool {
+    credits < baseline * 60.0
+}
+
 fn mib(rate: f64) -> String {
     format!("{:.2} MiB/s", rate / (1024.0 * 1024.0))
 }
@@ -173,7 +179,7 @@ fn volume_findings(
     };
     let baseline = baseline_rate(storage);
     let iowait = iowait_note(w, t, snapshot);
-    if credits < 1.0 && metered >= 0.8 * permitted {
+    if out_of_credits(credits, baseline) && metered >= 0.8 * permitted {
         let since = memory.throttled_since(&w.efs_id).unwrap_or(now);
         let lasted = now.duration_since(since).unwrap_or_default();
         if lasted >= p.throttled_for {
@@ -195,7 +201,7 @@ fn volume_findings(
             plan.requeue_at_most(p.throttled_for - lasted);
         }
     }
-    if metered > baseline && credits >= 1.0 {
+    if metered > baseline && !out_of_credits(credits, baseline) {
         let left = Duration::from_secs_f64(credits / (metered - baseline));
         let severity = if left < p.credits_critical {
             Some(Severity::Critical)

@@ -1,0 +1,180 @@
+//! Volume telemetry end to end: a service writes steadily to the lab's EFS-like volume;
+//! swarm-warden, reading a real Prometheus, predicts when the credits run out before they
+//! do, then reports the volume throttled.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use swarm_chaos::efs_model::MIB;
+use swarm_chaos::prometheus::Target;
+use swarm_chaos::{wait_until, EfsOptions, Lab, LabSpec, Probe};
+
+fn finding<'a>(json: &'a serde_json::Value, kind: &str) -> Option<&'a serde_json::Value> {
+    json["findings"]
+        .as_array()?
+        .iter()
+        .find(|f| f["kind"] == kind)
+}
+
+/// Seconds in a humantime duration like `3m 12s`.
+fn seconds(text: &str) -> f64 {
+    text.split_whitespace()
+        .filter_map(|part| {
+            let digits: String = part.chars().take_while(|c| c.is_ascii_digit()).collect();
+            let n: f64 = digits.parse().ok()?;
+            Some(match &part[digits.len()..] {
+                "h" => n * 3600.0,
+                "m" => n * 60.0,
+                "s" => n,
+                _ => 0.0,
+            })
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn credits_running_out_are_predicted_then_the_volume_is_reported_throttled() {
+    init_tracing();
+    let lab = Lab::start(LabSpec::new(1, 1)).await.expect("lab");
+    let mut options = EfsOptions::new("fs-0feedbeef");
+    options.initial_credits = 200.0 * MIB;
+    options.size = 1 << 30;
+    let efs = lab.create_efs(options).expect("efs");
+    let prometheus = lab
+        .start_prometheus(
+            &[Target {
+                job: "efs".into(),
+                addr: efs.metrics_addr(),
+            }],
+            Duration::from_secs(1),
+        )
+        .expect("prometheus");
+
+    // About 3 MiB/s, appending: the baseline of a small file system is 1 MiB/s, so the
+    // credits drain at about 2 MiB/s. Once throttled, a write takes over a second and the
+    // writer stops sleeping: it then wants more than it gets, like the talk's Prometheus.
+    let mount = format!(
+        "type=volume,source=efsdata,target=/data,volume-driver=local,volume-opt=type=ext4,volume-opt=device={},volume-label=swarm-warden.efs-id=fs-0feedbeef",
+        efs.device()
+    );
+    let out = lab
+        .docker_cli("m1")
+        .expect("cli")
+        .args(["service", "create", "-d", "--no-resolve-image", "--name", "tsdb"])
+        .args(["--constraint", "node.role==worker", "--mount", &mount])
+        .args([
+            "busybox",
+            "sh",
+            "-c",
+            "while true; do t=$(date +%s); dd if=/dev/zero of=/data/wal bs=1M count=3 conv=fsync,notrunc oflag=append 2>/dev/null; [ $(date +%s) -le $((t+1)) ] && sleep 1; done",
+        ])
+        .output()
+        .expect("service create");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let policy = policy_file(
+        &lab,
+        &format!(
+            "volumes:\n  prometheus_url: {}\n  throttled_for: 15s\ncontroller:\n  resync: 5s\n",
+            prometheus.url()
+        ),
+    );
+    let policy = policy.to_str().expect("path").to_owned();
+    let report = || {
+        let out = warden_once(
+            &lab,
+            "m1",
+            &["report", "--config", &policy, "--format", "json"],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json report")
+    };
+
+    // The prediction, once a full minute of metering backs it (the metered rate is the
+    // last 60 s of I/O).
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(
+        efs.model().credits > 0.0,
+        "credits lasted past the first minute"
+    );
+    let (predicted, at) = wait_until(
+        "a volume-credits-low finding",
+        Duration::from_secs(60),
+        || async {
+            let json = report();
+            match finding(&json, "volume-credits-low") {
+                Some(f) => {
+                    let message = f["message"].as_str().unwrap_or_default().to_owned();
+                    let t = message
+                        .split("runs out of burst credits in ")
+                        .nth(1)
+                        .and_then(|rest| rest.split(" (").next())
+                        .map(seconds)
+                        .unwrap_or(0.0);
+                    assert_eq!(f["severity"], "critical", "T under an hour: {message}");
+                    Probe::Done((t, Instant::now()))
+                }
+                None => Probe::Pending(json.to_string()),
+            }
+        },
+    )
+    .await
+    .expect("prediction");
+    assert!(efs.model().credits > 0.0, "predicted before it happened");
+
+    wait_until(
+        "the credits to run out",
+        Duration::from_secs(300),
+        || async {
+            if efs.model().credits == 0.0 {
+                Probe::Done(())
+            } else {
+                Probe::Pending(format!("{:.1} MiB left", efs.model().credits / MIB))
+            }
+        },
+    )
+    .await
+    .expect("credits spent");
+    let actual = at.elapsed().as_secs_f64();
+    println!("time to credit exhaustion: predicted {predicted:.0}s, took {actual:.0}s");
+    assert!(
+        (actual - predicted).abs() <= 0.35 * predicted + 10.0,
+        "predicted {predicted:.0}s, took {actual:.0}s"
+    );
+
+    // "Sustained" needs memory across reconciles: a running swarm-warden reports it.
+    let warden = Warden::start(&lab, "m1", &std::path::PathBuf::from(&policy), &[]);
+    wait_until(
+        "swarm-warden to report volume-throttled",
+        Duration::from_secs(90),
+        || async {
+            let log = warden.log();
+            if log.contains("volume-throttled") {
+                Probe::Done(())
+            } else {
+                Probe::Pending(log)
+            }
+        },
+    )
+    .await
+    .expect("throttled reported");
+    let log = warden.stop();
+    assert!(
+        log.contains("fs-0feedbeef") && log.contains("no burst credits"),
+        "{log}"
+    );
+
+    drop(prometheus);
+    drop(efs);
+    teardown_leaving_nothing(lab);
+}
