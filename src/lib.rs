@@ -16,5 +16,6 @@ pub mod config;
 pub mod controller;
 pub mod model;
 pub mod observe;
+pub mod pad;
 pub mod plan;
 pub mod report;

@@ -57,6 +57,19 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
+    /// Fill a directory with real (not sparse), fsynced files of zeros, resumably: the
+    /// padding step of the efs-padding runbook, run inside a Swarm job.
+    Pad {
+        /// Where to write (created if missing).
+        #[arg(long)]
+        dir: PathBuf,
+        /// How much padding in all (e.g. 200GiB).
+        #[arg(long, value_parser = parse_size)]
+        total: u64,
+        /// Size of each file.
+        #[arg(long, value_parser = parse_size, default_value = "1GiB")]
+        file_size: u64,
+    },
     /// Validate a policy file.
     CheckConfig {
         /// The policy file.
@@ -138,8 +151,33 @@ fn load_policy(path: Option<&PathBuf>) -> Result<Policy, Failure> {
     })
 }
 
+fn parse_size(text: &str) -> Result<u64, String> {
+    swarm_warden::pad::parse_size(text)
+}
+
 async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     match cli.command {
+        Cmd::Pad {
+            dir,
+            total,
+            file_size,
+        } => {
+            let outcome = swarm_warden::pad::pad(&dir, total, file_size, |done, of| {
+                println!(
+                    "padding: {done}/{of} files of {file_size} bytes in {}",
+                    dir.display()
+                );
+            })
+            .map_err(|e| match e {
+                swarm_warden::pad::PadError::Usage(m) => Failure::BadInput(m),
+                other => Failure::Runtime(other.into()),
+            })?;
+            println!(
+                "padding complete: {} file(s), {} found, {} written",
+                outcome.total_files, outcome.existing, outcome.written
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::CheckConfig { file } => {
             Policy::load(&file)?;
             println!("{}: OK", file.display());
