@@ -64,9 +64,8 @@ impl Memory {
             .retain(|id, _| snapshot.services.iter().any(|s| &s.id == id));
         for t in &snapshot.telemetry {
             let throttled = matches!(
-                (t.credits, t.metered_rate, t.permitted, t.storage),
-                (Some(c), Some(m), Some(p), Some(s))
-                    if crate::plan::volumes::out_of_credits(c, crate::plan::volumes::baseline_rate(s)) && m >= 0.8 * p
+                (t.credits, t.metered_rate, t.storage),
+                (Some(c), Some(m), Some(s)) if crate::plan::volumes::throttled(c, m, s)
             );
             if throttled {
                 self.throttled_since.entry(t.efs_id.clone()).or_insert(now);

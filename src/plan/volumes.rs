@@ -92,6 +92,12 @@ pub fn baseline_rate(storage: f64) -> f64 {
     (50.0 * 1024.0 * storage / (1024.0 * 1024.0 * 1024.0)).max(1024.0 * 1024.0)
 }
 
+/// Throttled: out of credits and using at least 80% of the baseline it is held to.
+pub fn throttled(credits: f64, metered: f64, storage: f64) -> bool {
+    let baseline = baseline_rate(storage);
+    out_of_credits(credits, baseline) && metered >= 0.8 * baseline
+}
+
 /// Out of credits: less than a minute of baseline throughput left (a CloudWatch average
 /// of an empty balance is rarely exactly zero).
 pub fn out_of_credits(credits: f64, baseline: f64) -> bool {
@@ -179,7 +185,9 @@ fn volume_findings(
     };
     let baseline = baseline_rate(storage);
     let iowait = iowait_note(w, t, snapshot);
-    if out_of_credits(credits, baseline) && metered >= 0.8 * permitted {
+    // Out of credits, the permitted rate is the baseline (a CloudWatch average may still
+    // show the burst rate from moments when a few credits were earned back).
+    if throttled(credits, metered, storage) {
         let since = memory.throttled_since(&w.efs_id).unwrap_or(now);
         let lasted = now.duration_since(since).unwrap_or_default();
         if lasted >= p.throttled_for {
@@ -188,13 +196,14 @@ fn volume_findings(
                 severity: Severity::Critical,
                 subject: w.efs_id.clone(),
                 message: format!(
-                    "EFS {} (volume {} of {}) has no burst credits and has been running at {} of its {} baseline for {}.{iowait}",
+                    "EFS {} (volume {} of {}) has no burst credits and has been running at {} of its {} baseline for {} (permitted now: {}).{iowait}",
                     w.efs_id,
                     w.volume,
                     w.service,
                     mib(metered),
-                    mib(permitted),
-                    human(lasted)
+                    mib(baseline),
+                    human(lasted),
+                    mib(permitted)
                 ),
             });
         } else {
