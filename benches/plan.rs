@@ -114,6 +114,7 @@ fn snapshot(now: SystemTime) -> Snapshot {
         services,
         tasks,
         telemetry: Vec::new(),
+        runbooks: Vec::new(),
     }
 }
 

@@ -193,6 +193,54 @@ pub struct VolumesPolicy {
     pub nfs_unsupported_images: Vec<String>,
     /// Volumes to watch.
     pub watch: Vec<WatchedVolume>,
+    /// A runbook waits for the volume's service to carry the label
+    /// `swarm-warden.approve=<run id>` before it changes anything.
+    pub require_approval: bool,
+    /// No new runbook for a volume this soon after its last run ended.
+    #[serde(with = "humantime_serde")]
+    pub cooldown: Duration,
+    /// Attempts per runbook step before the run fails.
+    pub step_attempts: u32,
+    /// The `efs-padding` runbook.
+    pub padding: PaddingPolicy,
+}
+
+/// How `efs-padding` pads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaddingPolicy {
+    /// Baseline throughput to reach, bytes per second (e.g. `10MiB`); empty: 125% of the
+    /// current demand (the metered rate).
+    pub target_baseline: String,
+    /// Most padding one run may add (e.g. `500GiB`).
+    pub max: String,
+    /// Size of each padding file.
+    pub file_size: String,
+    /// Image with the `swarm-warden pad` command.
+    pub image: String,
+    /// Metered bytes per byte written: 1 on AWS; the lab's EFS model meters each byte
+    /// `scale` times.
+    pub metered_per_byte: f64,
+    /// How long the padding job may run.
+    #[serde(with = "humantime_serde")]
+    pub job_timeout: Duration,
+    /// How long the metered size may take to show the padding.
+    #[serde(with = "humantime_serde")]
+    pub verify_timeout: Duration,
+}
+
+impl Default for PaddingPolicy {
+    fn default() -> Self {
+        Self {
+            target_baseline: String::new(),
+            max: "1TiB".into(),
+            file_size: "1GiB".into(),
+            image: "swarm-warden:latest".into(),
+            metered_per_byte: 1.0,
+            job_timeout: Duration::from_secs(24 * 3600),
+            verify_timeout: Duration::from_secs(3 * 3600),
+        }
+    }
 }
 
 impl Default for VolumesPolicy {
@@ -206,6 +254,10 @@ impl Default for VolumesPolicy {
             credits_critical: Duration::from_secs(60 * 60),
             nfs_unsupported_images: vec!["prometheus".into()],
             watch: Vec::new(),
+            require_approval: false,
+            cooldown: Duration::from_secs(3600),
+            step_attempts: 3,
+            padding: PaddingPolicy::default(),
         }
     }
 }

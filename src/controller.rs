@@ -45,6 +45,7 @@ impl Reconciled {
 pub struct Controller {
     observer: Observer,
     executor: Executor,
+    runner: crate::runbook::Runner,
     policy: Policy,
     memory: Memory,
     backoffs: Backoffs,
@@ -59,6 +60,7 @@ impl Controller {
         let observer = Observer::new(docker).watching(&policy);
         Self {
             executor: Executor::new(observer.clone(), dry_run, &policy, cancel.clone()),
+            runner: crate::runbook::Runner::new(observer.docker().clone()),
             observer,
             backoffs: Backoffs::new(policy.controller.backoff_min, policy.controller.backoff_max),
             policy,
@@ -79,6 +81,12 @@ impl Controller {
         self.executor
             .execute(&mut plan, &self.policy, &mut self.memory)
             .await;
+        // Runbooks advance only where volumes are watched and only when acting for real.
+        if !self.executor.dry_run() && (!snapshot.runbooks.is_empty() || started_runbook(&plan)) {
+            for note in self.runner.advance(&snapshot, &self.policy).await {
+                tracing::info!(runbook = %note, "Runbook");
+            }
+        }
         Ok(Reconciled {
             snapshot,
             plan,
@@ -176,6 +184,13 @@ impl Controller {
         }
         self.last_findings = current;
     }
+}
+
+fn started_runbook(plan: &Plan) -> bool {
+    plan.actions.iter().any(|a| {
+        matches!(a.action, crate::plan::Action::StartRunbook { .. })
+            && a.status == crate::plan::ActionStatus::Done
+    })
 }
 
 async fn sleep_until(at: Option<Instant>) {

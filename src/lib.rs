@@ -19,3 +19,4 @@ pub mod observe;
 pub mod pad;
 pub mod plan;
 pub mod report;
+pub mod runbook;

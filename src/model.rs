@@ -22,6 +22,8 @@ pub struct Snapshot {
     pub tasks: Vec<Task>,
     /// Telemetry of the watched EFS volumes (from Prometheus).
     pub telemetry: Vec<VolumeTelemetry>,
+    /// Runbook journals stored in the swarm.
+    pub runbooks: Vec<crate::runbook::Journal>,
 }
 
 /// What Prometheus says about one EFS file system.

@@ -36,6 +36,9 @@ pub enum ActError {
         /// How long we waited.
         after: Duration,
     },
+    /// A runbook journal could not be written.
+    #[error("runbook journal: {0}")]
+    Runbook(String),
     /// A service's rolling update paused or rolled back.
     #[error("the rolling update of {service} ended {state}: {message}")]
     UpdateFailed {
@@ -171,6 +174,30 @@ impl Executor {
                 // Even a half-done change (demoted, not yet removed) changed membership.
                 memory.record_membership_change(SystemTime::now());
                 result.map(Some)
+            }
+            Action::StartRunbook {
+                kind,
+                efs_id,
+                service,
+                volume,
+            } => {
+                let journal = crate::runbook::Journal::new(
+                    *kind,
+                    efs_id,
+                    &service.id,
+                    &service.name,
+                    volume,
+                    crate::runbook::steps(*kind),
+                    SystemTime::now(),
+                );
+                let run_id = journal.run_id.clone();
+                crate::runbook::JournalStore::new(self.observer.docker().clone())
+                    .create(journal)
+                    .await
+                    .map_err(|e| ActError::Runbook(e.to_string()))?;
+                Ok(Some(format!(
+                    "Runbook {run_id} started; its steps advance on the next reconciles."
+                )))
             }
             Action::EnforcePlacement(s) => {
                 let Some(service) = fresh.services.iter().find(|x| x.id == s.id).cloned() else {
@@ -364,6 +391,11 @@ fn describe(action: &Action) -> String {
         }
         Action::EnforcePlacement(s) => format!(
             "add `{NOT_ON_MANAGERS}` to service {s} (version-checked update) and wait for its rolling update"
+        ),
+        Action::StartRunbook { kind, efs_id, .. } => format!(
+            "start the {} runbook for {efs_id}: steps {}",
+            kind.as_str(),
+            crate::runbook::steps(*kind).join(", ")
         ),
     }
 }

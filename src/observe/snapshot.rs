@@ -28,6 +28,9 @@ pub enum ObserveError {
         #[source]
         source: DockerError,
     },
+    /// Runbook journals could not be read.
+    #[error("runbook journals: {0}")]
+    Journal(String),
     /// swarm-warden is not talking to a swarm manager: nothing to do until it is.
     #[error("the Docker Engine swarm-warden talks to is not an active swarm manager (swarm state {state}); point --docker-host / DOCKER_HOST at a manager")]
     NotAManager {
@@ -39,7 +42,7 @@ pub enum ObserveError {
 impl ObserveError {
     /// Whether trying again may help without anyone changing anything.
     pub fn is_transient(&self) -> bool {
-        matches!(self, ObserveError::Api { .. })
+        matches!(self, ObserveError::Api { .. } | ObserveError::Journal(_))
     }
 }
 
@@ -111,6 +114,7 @@ impl Observer {
                     services: Vec::new(),
                     tasks: Vec::new(),
                     telemetry: Vec::new(),
+                    runbooks: Vec::new(),
                 })
             }
             Err(source) => {
@@ -170,6 +174,18 @@ impl Observer {
         }
         tasks.sort_by(|a, b| a.id.cmp(&b.id));
         tasks.dedup_by(|a, b| a.id == b.id);
+        // Journals only matter where a volume is watched: no extra call otherwise.
+        let runbooks = if watched.is_empty() {
+            Vec::new()
+        } else {
+            crate::runbook::JournalStore::new(self.docker.clone())
+                .list()
+                .await
+                .map_err(|e| ObserveError::Journal(e.to_string()))?
+                .into_iter()
+                .map(|s| s.journal)
+                .collect()
+        };
         let mut telemetry = Vec::new();
         if let Some(reader) = &self.telemetry {
             let mut ids: Vec<&str> = watched.iter().map(|w| w.efs_id.as_str()).collect();
@@ -195,6 +211,7 @@ impl Observer {
             services,
             tasks,
             telemetry,
+            runbooks,
         })
     }
 }

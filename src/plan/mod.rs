@@ -98,6 +98,17 @@ pub enum Action {
     PromoteWorker(NodeRef),
     /// Add `node.role != manager` to a service's placement constraints.
     EnforcePlacement(ServiceRef),
+    /// Start a remediation runbook for a watched volume.
+    StartRunbook {
+        /// Which runbook.
+        kind: crate::runbook::RunbookKind,
+        /// The EFS file system.
+        efs_id: String,
+        /// The service using it.
+        service: ServiceRef,
+        /// The volume (mount source).
+        volume: String,
+    },
 }
 
 impl Action {
@@ -107,6 +118,7 @@ impl Action {
             Action::RemoveDeadManager(_) => "remove-dead-manager",
             Action::PromoteWorker(_) => "promote-worker",
             Action::EnforcePlacement(_) => "enforce-placement",
+            Action::StartRunbook { kind, .. } => kind.as_str(),
         }
     }
 
@@ -115,6 +127,7 @@ impl Action {
         match self {
             Action::RemoveDeadManager(n) | Action::PromoteWorker(n) => &n.id,
             Action::EnforcePlacement(s) => &s.name,
+            Action::StartRunbook { efs_id, .. } => efs_id,
         }
     }
 
@@ -123,6 +136,7 @@ impl Action {
         match self {
             Action::RemoveDeadManager(n) | Action::PromoteWorker(n) => &n.hostname,
             Action::EnforcePlacement(s) => &s.name,
+            Action::StartRunbook { volume, .. } => volume,
         }
     }
 
@@ -131,6 +145,7 @@ impl Action {
         let id = match self {
             Action::RemoveDeadManager(n) | Action::PromoteWorker(n) => &n.id,
             Action::EnforcePlacement(s) => &s.id,
+            Action::StartRunbook { efs_id, .. } => efs_id,
         };
         format!("{}/{id}", self.kind())
     }
@@ -151,6 +166,9 @@ impl fmt::Display for Action {
                 write!(f, "{} {n}", self.kind())
             }
             Action::EnforcePlacement(s) => write!(f, "{} {s}", self.kind()),
+            Action::StartRunbook {
+                efs_id, service, ..
+            } => write!(f, "{} {efs_id} ({service})", self.kind()),
         }
     }
 }

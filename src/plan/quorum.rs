@@ -584,6 +584,7 @@ pub(crate) mod tests {
             services: Vec::new(),
             tasks: Vec::new(),
             telemetry: Vec::new(),
+            runbooks: Vec::new(),
         }
     }
 
@@ -1129,7 +1130,7 @@ pub(crate) mod tests {
                     prop_assert!(elapsed(now, ready) >= p.managers.stabilization);
                     prop_assert!(fault_tolerance(members + 1, reachable + 1) >= fault_tolerance(members, reachable));
                 }
-                Action::EnforcePlacement(_) => {}
+                Action::EnforcePlacement(_) | Action::StartRunbook { .. } => {}
             }
         }
 

@@ -151,10 +151,135 @@ pub(super) fn plan_volumes(
         let Some(t) = snapshot.telemetry.iter().find(|t| t.efs_id == w.efs_id) else {
             continue;
         };
-        volume_findings(&w, t, snapshot, policy, memory, now, plan);
+        if volume_findings(&w, t, snapshot, policy, memory, now, plan)
+            && w.remediation != Remediation::Report
+        {
+            plan_runbook(&w, t, snapshot, policy, now, plan);
+        }
     }
 }
 
+/// What padding a file system needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaddingPlan {
+    /// Baseline to reach, bytes/s.
+    pub target_baseline: f64,
+    /// Metered bytes to add.
+    pub metered: f64,
+    /// Bytes the padding job writes (metered / metered_per_byte).
+    pub bytes: u64,
+    /// US dollars per month for the added storage ($0.30 per GB-month).
+    pub monthly_cost: f64,
+    /// How long writing it takes at the current permitted rate.
+    pub eta: Duration,
+}
+
+/// padding = max(0, B_target / (50 KiB/s per GiB) - metered size), capped.
+pub fn padding_plan(t: &VolumeTelemetry, policy: &Policy) -> Option<PaddingPlan> {
+    let p = &policy.volumes.padding;
+    let (metered_rate, storage, permitted) = (t.metered_rate?, t.storage?, t.permitted?);
+    let target_baseline = match crate::pad::parse_size(&p.target_baseline) {
+        Ok(rate) if !p.target_baseline.is_empty() => rate as f64,
+        _ => metered_rate.max(baseline_rate(storage)) * 1.25,
+    };
+    let needed = target_baseline / (50.0 * 1024.0) * (1024.0 * 1024.0 * 1024.0);
+    let cap = crate::pad::parse_size(&p.max)
+        .map(|c| c as f64)
+        .unwrap_or(f64::MAX);
+    let metered = (needed - storage).max(0.0).min(cap);
+    let per_byte = if p.metered_per_byte > 0.0 {
+        p.metered_per_byte
+    } else {
+        1.0
+    };
+    Some(PaddingPlan {
+        target_baseline,
+        metered,
+        bytes: (metered / per_byte).ceil() as u64,
+        monthly_cost: metered / 1e9 * 0.30,
+        eta: Duration::from_secs_f64(if permitted > 0.0 {
+            metered / per_byte / permitted
+        } else {
+            0.0
+        }),
+    })
+}
+
+fn plan_runbook(
+    w: &Watched,
+    t: &VolumeTelemetry,
+    snapshot: &Snapshot,
+    policy: &Policy,
+    now: SystemTime,
+    plan: &mut Plan,
+) {
+    use crate::runbook::RunbookKind;
+    let p = &policy.volumes;
+    let kind = match w.remediation {
+        Remediation::EfsPadding => RunbookKind::EfsPadding,
+        Remediation::EbsMigration => RunbookKind::EbsMigration,
+        Remediation::Report => return,
+    };
+    let runs: Vec<&crate::runbook::Journal> = snapshot
+        .runbooks
+        .iter()
+        .filter(|j| j.efs_id == w.efs_id)
+        .collect();
+    if runs.iter().any(|j| j.is_active()) {
+        return; // its progress is reported with the runbooks
+    }
+    let reason = match kind {
+        RunbookKind::EfsPadding => match padding_plan(t, policy) {
+            Some(pad) if pad.bytes > 0 => format!(
+                "Pad EFS {} with {:.1} GiB ({} written) to lift its baseline to {}: about ${:.2} a month, about {} at the current permitted rate. Steps: preflight, approval, pad (Swarm job on a worker running `swarm-warden pad`), verify.",
+                w.efs_id,
+                pad.metered / (1024.0 * 1024.0 * 1024.0),
+                pad.bytes,
+                mib(pad.target_baseline),
+                pad.monthly_cost,
+                human(pad.eta)
+            ),
+            _ => return,
+        },
+        RunbookKind::EbsMigration => format!(
+            "Move {}'s data from EFS {} (volume {}) to a block volume. Steps: preflight, approval, create target, scale to 0, copy with checksums, swap mount, scale back, verify.",
+            w.service, w.efs_id, w.volume
+        ),
+    };
+    let last_end = runs.iter().filter_map(|j| j.finished_at).max();
+    let cooling = last_end.map(|end| {
+        let since = crate::runbook::journal::unix(now).saturating_sub(end);
+        Duration::from_secs(since)
+    });
+    let blocked_by = if p.mode == Mode::Audit {
+        Some("volumes.mode is audit: report only.".to_owned())
+    } else if let Some(since) = cooling.filter(|since| *since < p.cooldown) {
+        plan.requeue_at_most(p.cooldown - since);
+        Some(format!(
+            "The last run for this volume ended {} ago: volumes.cooldown is {}.",
+            human(since),
+            human(p.cooldown)
+        ))
+    } else {
+        None
+    };
+    plan.actions.push(super::PlannedAction::new(
+        super::Action::StartRunbook {
+            kind,
+            efs_id: w.efs_id.clone(),
+            service: super::ServiceRef {
+                id: w.service_id.clone(),
+                name: w.service.clone(),
+            },
+            volume: w.volume.clone(),
+        },
+        reason,
+        blocked_by,
+    ));
+}
+
+/// Adds the findings about one watched volume; returns whether they call for its
+/// remediation (throttled, or credits critically low).
 fn volume_findings(
     w: &Watched,
     t: &VolumeTelemetry,
@@ -163,7 +288,7 @@ fn volume_findings(
     memory: &Memory,
     now: SystemTime,
     plan: &mut Plan,
-) {
+) -> bool {
     let p = &policy.volumes;
     let (Some(credits), Some(permitted), Some(metered), Some(storage)) =
         (t.credits, t.permitted, t.metered_rate, t.storage)
@@ -181,8 +306,9 @@ fn volume_findings(
                 t.error.as_deref().unwrap_or("a query returned no sample")
             ),
         });
-        return;
+        return false;
     };
+    let mut urgent = false;
     let baseline = baseline_rate(storage);
     let iowait = iowait_note(w, t, snapshot);
     // Out of credits, the permitted rate is the baseline (a CloudWatch average may still
@@ -191,6 +317,7 @@ fn volume_findings(
         let since = memory.throttled_since(&w.efs_id).unwrap_or(now);
         let lasted = now.duration_since(since).unwrap_or_default();
         if lasted >= p.throttled_for {
+            urgent = true;
             plan.findings.push(Finding {
                 kind: FindingKind::VolumeThrottled,
                 severity: Severity::Critical,
@@ -220,6 +347,7 @@ fn volume_findings(
             None
         };
         if let Some(severity) = severity {
+            urgent |= severity == Severity::Critical;
             plan.findings.push(Finding {
                 kind: FindingKind::VolumeCreditsLow,
                 severity,
@@ -238,6 +366,7 @@ fn volume_findings(
             });
         }
     }
+    urgent
 }
 
 /// The I/O wait of the nodes running the service's tasks, where node_exporter data exists.
@@ -436,5 +565,74 @@ mod tests {
         assert!(f.iter().any(
             |f| f.kind == FindingKind::VolumeTelemetryMissing && f.message.contains("refused")
         ));
+    }
+
+    #[test]
+    fn a_throttled_volume_with_efs_padding_starts_a_runbook_with_size_cost_and_eta() {
+        let mut s = snap(600.0 * MIB, 3.0 * MIB);
+        s.services[0].mounts[0]
+            .labels
+            .insert(REMEDIATION_LABEL.into(), "efs-padding".into());
+        let plan = plan(&s, &Policy::default(), &Memory::default(), s.observed_at);
+        let a = plan
+            .actions
+            .iter()
+            .find(|a| a.action.kind() == "efs-padding")
+            .expect("runbook planned");
+        assert_eq!(a.action.target(), "fs-1");
+        assert_eq!(a.status, crate::plan::ActionStatus::Planned);
+        // 125% of 3 MiB/s = 3.75 MiB/s needs 76.8 GiB; 1 GiB is stored.
+        assert!(
+            a.reason.contains("75.8 GiB") && a.reason.contains("a month"),
+            "{}",
+            a.reason
+        );
+    }
+
+    #[test]
+    fn no_second_run_while_one_is_active_and_none_within_the_cooldown() {
+        let mut s = snap(600.0 * MIB, 3.0 * MIB);
+        s.services[0].mounts[0]
+            .labels
+            .insert(REMEDIATION_LABEL.into(), "efs-padding".into());
+        let mut run = crate::runbook::Journal::new(
+            crate::runbook::RunbookKind::EfsPadding,
+            "fs-1",
+            "prom",
+            "monitoring_prometheus",
+            "prometheus_data",
+            &["preflight"],
+            t(0),
+        );
+        s.runbooks = vec![run.clone()];
+        let plan1 = plan(&s, &Policy::default(), &Memory::default(), s.observed_at);
+        assert!(!plan1
+            .actions
+            .iter()
+            .any(|a| a.action.kind() == "efs-padding"));
+        run.begin(0, t(10));
+        run.complete(0, t(50), "done");
+        s.runbooks = vec![run];
+        let plan2 = plan(&s, &Policy::default(), &Memory::default(), s.observed_at);
+        let a = plan2
+            .actions
+            .iter()
+            .find(|a| a.action.kind() == "efs-padding")
+            .unwrap();
+        assert!(
+            a.blocked_by.as_deref().unwrap().contains("cooldown"),
+            "{:?}",
+            a.blocked_by
+        );
+    }
+
+    #[test]
+    fn padding_is_capped_and_converted_to_bytes_written() {
+        let mut policy = Policy::default();
+        policy.volumes.padding.max = "10GiB".into();
+        policy.volumes.padding.metered_per_byte = 1024.0;
+        let pad = padding_plan(&telemetry(0.0, 3.0 * MIB, 1024.0 * MIB), &policy).unwrap();
+        assert_eq!(pad.metered, 10.0 * 1024.0 * MIB);
+        assert_eq!(pad.bytes, 10 * 1024 * 1024);
     }
 }

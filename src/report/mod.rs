@@ -47,6 +47,8 @@ pub struct Report {
     pub actions: Vec<ActionView>,
     /// Placement verdict of every service (empty when placement is off).
     pub services: Vec<ServiceView>,
+    /// Remediation runbooks stored in the swarm (journals).
+    pub runbooks: Vec<crate::runbook::Journal>,
     /// When the next reconcile is due at the latest, in seconds, if the plan asked.
     pub requeue_after_seconds: Option<u64>,
 }
@@ -262,6 +264,7 @@ impl Report {
                     }
                 })
                 .collect(),
+            runbooks: snapshot.runbooks.clone(),
             requeue_after_seconds: plan.requeue_after.map(|d| d.as_secs()),
         }
     }

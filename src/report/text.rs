@@ -80,6 +80,30 @@ pub(super) fn render(r: &Report) -> String {
             }
         }
     }
+    if !r.runbooks.is_empty() {
+        let _ = writeln!(out, "Runbooks:");
+        for j in &r.runbooks {
+            let _ = writeln!(
+                out,
+                "  {} {} {} ({}): {:?}",
+                j.run_id,
+                j.kind.as_str(),
+                j.efs_id,
+                j.service,
+                j.status
+            );
+            for step in &j.steps {
+                let _ = writeln!(
+                    out,
+                    "      {:<14} {:<8} attempts {} {}",
+                    step.name,
+                    format!("{:?}", step.state).to_lowercase(),
+                    step.attempts,
+                    step.detail
+                );
+            }
+        }
+    }
     if r.actions.is_empty() {
         let _ = writeln!(out, "Actions: none.");
     } else {

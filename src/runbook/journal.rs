@@ -1,0 +1,279 @@
+//! A runbook's journal: which steps ran, how often, what they recorded. Stored in the
+//! swarm (see [`super::store`]) after every transition, so a restarted swarm-warden resumes
+//! where the last one stopped and never repeats a finished step.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// Which runbook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunbookKind {
+    /// Pad an EFS file system so its baseline throughput rises.
+    EfsPadding,
+    /// Move a service's data from EFS to a block volume.
+    EbsMigration,
+}
+
+impl RunbookKind {
+    /// The name reports use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunbookKind::EfsPadding => "efs-padding",
+            RunbookKind::EbsMigration => "ebs-migration",
+        }
+    }
+}
+
+/// Where a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunStatus {
+    /// Steps remain.
+    Running,
+    /// Waiting for the approval label.
+    AwaitingApproval,
+    /// Every step done.
+    Succeeded,
+    /// A step ran out of attempts (and, for a migration, was rolled back).
+    Failed,
+}
+
+/// Where a step stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepState {
+    /// Not started.
+    Pending,
+    /// Its action was taken; waiting for its verification.
+    Running,
+    /// Verified.
+    Done,
+    /// Out of attempts.
+    Failed,
+}
+
+/// One step of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    /// Step name.
+    pub name: String,
+    /// Where it stands.
+    pub state: StepState,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// When the current attempt started (Unix seconds).
+    pub started_at: Option<u64>,
+    /// When it finished (Unix seconds).
+    pub finished_at: Option<u64>,
+    /// Not before this time may the next attempt start (Unix seconds).
+    pub retry_at: Option<u64>,
+    /// What the last attempt said.
+    pub detail: String,
+}
+
+/// A run of a runbook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Journal {
+    /// Unique run ID (also the approval label's value).
+    pub run_id: String,
+    /// Which runbook.
+    pub kind: RunbookKind,
+    /// The EFS file system.
+    pub efs_id: String,
+    /// The service whose volume it is.
+    pub service_id: String,
+    /// Its name.
+    pub service: String,
+    /// The volume (mount source).
+    pub volume: String,
+    /// Where the run stands.
+    pub status: RunStatus,
+    /// When it started (Unix seconds).
+    pub started_at: u64,
+    /// When it ended (Unix seconds).
+    pub finished_at: Option<u64>,
+    /// Its steps, in order.
+    pub steps: Vec<Step>,
+    /// Values steps recorded for later steps and for the report.
+    pub facts: BTreeMap<String, String>,
+}
+
+/// Unix seconds of a time.
+pub fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Journal {
+    /// A new run with these steps, all pending.
+    pub fn new(
+        kind: RunbookKind,
+        efs_id: &str,
+        service_id: &str,
+        service: &str,
+        volume: &str,
+        steps: &[&str],
+        now: SystemTime,
+    ) -> Self {
+        let started_at = unix(now);
+        Self {
+            run_id: format!("{}-{}-{started_at}", kind.as_str(), efs_id),
+            kind,
+            efs_id: efs_id.to_owned(),
+            service_id: service_id.to_owned(),
+            service: service.to_owned(),
+            volume: volume.to_owned(),
+            status: RunStatus::Running,
+            started_at,
+            finished_at: None,
+            steps: steps
+                .iter()
+                .map(|name| Step {
+                    name: (*name).to_owned(),
+                    state: StepState::Pending,
+                    attempts: 0,
+                    started_at: None,
+                    finished_at: None,
+                    retry_at: None,
+                    detail: String::new(),
+                })
+                .collect(),
+            facts: BTreeMap::new(),
+        }
+    }
+
+    /// Whether the run still has work (or is waiting for approval).
+    pub fn is_active(&self) -> bool {
+        matches!(
+            self.status,
+            RunStatus::Running | RunStatus::AwaitingApproval
+        )
+    }
+
+    /// The index of the first step not done.
+    pub fn current(&self) -> Option<usize> {
+        self.steps.iter().position(|s| s.state != StepState::Done)
+    }
+
+    /// Marks step `i` as started (an attempt begins); returns the attempt number.
+    pub fn begin(&mut self, i: usize, now: SystemTime) -> u32 {
+        let step = &mut self.steps[i];
+        step.state = StepState::Running;
+        step.attempts += 1;
+        step.started_at = Some(unix(now));
+        step.retry_at = None;
+        step.attempts
+    }
+
+    /// Marks step `i` verified; the run succeeds after its last step.
+    pub fn complete(&mut self, i: usize, now: SystemTime, detail: impl Into<String>) {
+        let step = &mut self.steps[i];
+        step.state = StepState::Done;
+        step.finished_at = Some(unix(now));
+        step.detail = detail.into();
+        if self.current().is_none() {
+            self.status = RunStatus::Succeeded;
+            self.finished_at = Some(unix(now));
+        } else if self.status == RunStatus::AwaitingApproval {
+            self.status = RunStatus::Running;
+        }
+    }
+
+    /// Records a failed attempt of step `i`. With attempts left, the step becomes pending
+    /// again after `delay`; otherwise the step and the run fail. Returns whether it failed
+    /// for good.
+    pub fn fail_attempt(
+        &mut self,
+        i: usize,
+        now: SystemTime,
+        detail: impl Into<String>,
+        max_attempts: u32,
+        delay: Duration,
+    ) -> bool {
+        let exhausted = self.steps[i].attempts >= max_attempts;
+        let step = &mut self.steps[i];
+        step.detail = detail.into();
+        if exhausted {
+            step.state = StepState::Failed;
+            step.finished_at = Some(unix(now));
+            self.status = RunStatus::Failed;
+            self.finished_at = Some(unix(now));
+        } else {
+            step.state = StepState::Pending;
+            step.retry_at = Some(unix(now) + delay.as_secs());
+        }
+        exhausted
+    }
+
+    /// Records a fact for later steps and the report.
+    pub fn record(&mut self, key: &str, value: impl ToString) {
+        self.facts.insert(key.to_owned(), value.to_string());
+    }
+
+    /// A recorded fact.
+    pub fn fact(&self, key: &str) -> Option<&str> {
+        self.facts.get(key).map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    fn journal() -> Journal {
+        Journal::new(
+            RunbookKind::EfsPadding,
+            "fs-1",
+            "svc",
+            "prom",
+            "data",
+            &["preflight", "pad", "verify"],
+            t(1000),
+        )
+    }
+
+    #[test]
+    fn steps_run_in_order_and_the_run_succeeds_after_the_last() {
+        let mut j = journal();
+        assert_eq!(j.run_id, "efs-padding-fs-1-1000");
+        for i in 0..3 {
+            assert_eq!(j.current(), Some(i));
+            assert_eq!(j.begin(i, t(1000 + i as u64)), 1);
+            j.complete(i, t(1001 + i as u64), "ok");
+        }
+        assert_eq!(j.current(), None);
+        assert_eq!(j.status, RunStatus::Succeeded);
+        assert_eq!(j.finished_at, Some(1003));
+    }
+
+    #[test]
+    fn failed_attempts_retry_after_a_delay_then_fail_the_run() {
+        let mut j = journal();
+        j.begin(0, t(1000));
+        assert!(!j.fail_attempt(0, t(1001), "no", 2, Duration::from_secs(30)));
+        assert_eq!(j.steps[0].state, StepState::Pending);
+        assert_eq!(j.steps[0].retry_at, Some(1031));
+        assert_eq!(j.begin(0, t(1031)), 2);
+        assert!(j.fail_attempt(0, t(1032), "still no", 2, Duration::from_secs(60)));
+        assert_eq!(j.status, RunStatus::Failed);
+        assert!(!j.is_active());
+    }
+
+    #[test]
+    fn a_journal_survives_json() {
+        let mut j = journal();
+        j.record("padding_bytes", 1234);
+        let text = serde_json::to_string(&j).unwrap();
+        let back: Journal = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, j);
+        assert_eq!(back.fact("padding_bytes"), Some("1234"));
+    }
+}

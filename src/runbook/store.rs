@@ -1,0 +1,175 @@
+//! Journals kept in the swarm itself: one Swarm config object per run, the journal in its
+//! labels (the only part of a config that can change), every write carrying the version
+//! it read — so two swarm-wardens can never both advance the same run.
+
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use bollard::models::ConfigSpec;
+use bollard::query_parameters::{ListConfigsOptions, UpdateConfigOptions};
+use bollard::Docker;
+
+use super::journal::Journal;
+
+/// Name prefix of journal config objects.
+pub const CONFIG_PREFIX: &str = "swarm-warden-runbook-";
+/// Label carrying the EFS ID (to list the runs of a volume).
+pub const VOLUME_LABEL: &str = "swarm-warden.runbook.efs-id";
+/// Label carrying the journal (JSON).
+pub const JOURNAL_LABEL: &str = "swarm-warden.runbook.journal";
+const DATA: &str = "swarm-warden runbook journal: see the labels";
+
+/// A journal as stored, with what a version-checked update needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// Config ID.
+    pub id: String,
+    /// Config version.
+    pub version: u64,
+    /// The journal.
+    pub journal: Journal,
+}
+
+/// Why the journal store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The Engine refused or failed (a version conflict included).
+    #[error("runbook journal {what}: {source}")]
+    Api {
+        /// What was attempted.
+        what: String,
+        /// The error.
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// A journal label that is not a journal.
+    #[error("runbook journal {id}: {source}")]
+    Corrupt {
+        /// Config ID.
+        id: String,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Reads and writes journals through one Docker client.
+#[derive(Debug, Clone)]
+pub struct JournalStore {
+    docker: Docker,
+}
+
+impl JournalStore {
+    /// A store using `docker`.
+    pub fn new(docker: Docker) -> Self {
+        Self { docker }
+    }
+
+    /// Every stored journal, one list call.
+    pub async fn list(&self) -> Result<Vec<Stored>, StoreError> {
+        let filters = HashMap::from([("label".to_owned(), vec![VOLUME_LABEL.to_owned()])]);
+        let configs = self
+            .docker
+            .list_configs(Some(ListConfigsOptions {
+                filters: Some(filters),
+            }))
+            .await
+            .map_err(|source| StoreError::Api {
+                what: "list".into(),
+                source,
+            })?;
+        let mut out = Vec::new();
+        for config in configs {
+            let id = config.id.unwrap_or_default();
+            let Some(text) = config
+                .spec
+                .and_then(|s| s.labels)
+                .and_then(|mut l| l.remove(JOURNAL_LABEL))
+            else {
+                continue;
+            };
+            let journal = serde_json::from_str(&text).map_err(|source| StoreError::Corrupt {
+                id: id.clone(),
+                source,
+            })?;
+            out.push(Stored {
+                version: config.version.and_then(|v| v.index).unwrap_or(0),
+                id,
+                journal,
+            });
+        }
+        out.sort_by_key(|s| s.journal.started_at);
+        Ok(out)
+    }
+
+    /// Stores a new run.
+    pub async fn create(&self, journal: Journal) -> Result<Stored, StoreError> {
+        let created = self
+            .docker
+            .create_config(self.spec(&journal)?)
+            .await
+            .map_err(|source| StoreError::Api {
+                what: format!("create {}", journal.run_id),
+                source,
+            })?;
+        // The version right after creation: read it back rather than guess.
+        let config = self
+            .docker
+            .inspect_config(&created.id)
+            .await
+            .map_err(|source| StoreError::Api {
+                what: format!("read {}", journal.run_id),
+                source,
+            })?;
+        Ok(Stored {
+            id: created.id,
+            version: config.version.and_then(|v| v.index).unwrap_or(0),
+            journal,
+        })
+    }
+
+    /// Writes the journal back, if nobody else changed it since it was read.
+    pub async fn save(&self, stored: &mut Stored) -> Result<(), StoreError> {
+        let version = i64::try_from(stored.version).unwrap_or(i64::MAX);
+        self.docker
+            .update_config(
+                &stored.id,
+                self.spec(&stored.journal)?,
+                UpdateConfigOptions { version },
+            )
+            .await
+            .map_err(|source| StoreError::Api {
+                what: format!("update {}", stored.journal.run_id),
+                source,
+            })?;
+        let config = self
+            .docker
+            .inspect_config(&stored.id)
+            .await
+            .map_err(|source| StoreError::Api {
+                what: format!("read {}", stored.journal.run_id),
+                source,
+            })?;
+        stored.version = config
+            .version
+            .and_then(|v| v.index)
+            .unwrap_or(stored.version + 1);
+        Ok(())
+    }
+
+    fn spec(&self, journal: &Journal) -> Result<ConfigSpec, StoreError> {
+        let text = serde_json::to_string(journal).map_err(|source| StoreError::Corrupt {
+            id: journal.run_id.clone(),
+            source,
+        })?;
+        Ok(ConfigSpec {
+            name: Some(format!("{CONFIG_PREFIX}{}", journal.run_id)),
+            labels: Some(HashMap::from([
+                (VOLUME_LABEL.to_owned(), journal.efs_id.clone()),
+                (JOURNAL_LABEL.to_owned(), text),
+            ])),
+            data: Some(base64::engine::general_purpose::STANDARD.encode(DATA)),
+            templating: None,
+        })
+    }
+}
