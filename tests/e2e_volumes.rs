@@ -178,3 +178,153 @@ async fn credits_running_out_are_predicted_then_the_volume_is_reported_throttled
     drop(efs);
     teardown_leaving_nothing(lab);
 }
+
+/// The padding runbook on a real swarm: the writer exhausts the credits, swarm-warden pads
+/// the file system with a Swarm job running `swarm-warden pad` on the worker, and the
+/// metered size and with it the baseline (the permitted rate) rise.
+#[tokio::test]
+async fn the_padding_runbook_raises_the_baseline_of_a_throttled_volume() {
+    init_tracing();
+    let lab = Lab::start(LabSpec::new(1, 1)).await.expect("lab");
+    lab.load_program_image(
+        "swarm-warden:latest",
+        std::path::Path::new(warden_bin()),
+        "swarm-warden",
+    )
+    .await
+    .expect("swarm-warden image on every node");
+    // Scale 1024: a real MiB stored is a metered GiB, a real second is 17 model minutes.
+    let scale = 1024.0;
+    let mut options = EfsOptions::new("fs-0badc0ffee");
+    options.initial_credits = 40.0 * 1024.0 * MIB;
+    options.size = 1 << 30;
+    options.scale = scale;
+    let efs = lab.create_efs(options).expect("efs");
+    let prometheus = lab
+        .start_prometheus(
+            &[Target {
+                job: "efs".into(),
+                addr: efs.metrics_addr(),
+            }],
+            Duration::from_secs(1),
+        )
+        .expect("prometheus");
+    let mount = format!(
+        "type=volume,source=efsdata,target=/data,volume-driver=local,volume-opt=type=ext4,volume-opt=device={},volume-label=swarm-warden.efs-id=fs-0badc0ffee,volume-label=swarm-warden.remediation=efs-padding",
+        efs.device()
+    );
+    let out = lab
+        .docker_cli("m1")
+        .expect("cli")
+        .args(["service", "create", "-d", "--no-resolve-image", "--name", "tsdb"])
+        .args(["--constraint", "node.role==worker", "--mount", &mount])
+        .args([
+            "busybox",
+            "sh",
+            "-c",
+            "while true; do t=$(date +%s); dd if=/dev/zero of=/data/wal bs=1M count=3 conv=fsync,notrunc oflag=append 2>/dev/null; [ $(date +%s) -le $((t+1)) ] && sleep 1; done",
+        ])
+        .output()
+        .expect("service create");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    wait_until(
+        "the credits to run out",
+        Duration::from_secs(120),
+        || async {
+            if efs.model().credits == 0.0 {
+                Probe::Done(())
+            } else {
+                Probe::Pending(format!(
+                    "{:.1} GiB left",
+                    efs.model().credits / (1024.0 * MIB)
+                ))
+            }
+        },
+    )
+    .await
+    .expect("credits spent");
+    let before = efs.model();
+    println!(
+        "before padding: metered size {:.1} GiB, baseline {:.2} MiB/s",
+        before.metered_size / (1024.0 * MIB),
+        before.baseline() / MIB
+    );
+
+    let policy = policy_file(
+        &lab,
+        &format!(
+            "placement:\n  mode: off\nvolumes:\n  prometheus_url: {}\n  throttled_for: 5s\n  padding:\n    target_baseline: 3MiB\n    file_size: 4MiB\n    metered_per_byte: {scale}\n    job_timeout: 5m\n    verify_timeout: 2m\ncontroller:\n  resync: 3s\n  backoff_min: 1s\n  backoff_max: 5s\n",
+            prometheus.url()
+        ),
+    );
+    let warden = Warden::start(&lab, "m1", &policy, &[]);
+    let report = wait_until(
+        "the padding runbook to succeed",
+        Duration::from_secs(300),
+        || async {
+            let out = warden_once(
+                &lab,
+                "m1",
+                &[
+                    "report",
+                    "--config",
+                    policy.to_str().unwrap_or_default(),
+                    "--format",
+                    "json",
+                ],
+            );
+            let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            let run = json["runbooks"].as_array().and_then(|r| r.first()).cloned();
+            match run {
+                Some(run) if run["status"] == "succeeded" => Probe::Done(run),
+                Some(run) if run["status"] == "failed" => {
+                    panic!("runbook failed: {run:#}\n{}", warden.log())
+                }
+                other => Probe::Pending(format!("{other:?}\n{}", warden.log())),
+            }
+        },
+    )
+    .await
+    .expect("runbook succeeded");
+    let log = warden.stop();
+    assert!(log.contains("pad: job complete"), "{log}");
+    let steps: Vec<&str> = report["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| s["state"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(steps, ["done", "done", "done", "done"], "{report:#}");
+    assert!(
+        report["facts"]["monthly_cost_usd"].is_string(),
+        "{report:#}"
+    );
+
+    let after = efs.model();
+    println!(
+        "after padding: metered size {:.1} GiB, baseline {:.2} MiB/s",
+        after.metered_size / (1024.0 * MIB),
+        after.baseline() / MIB
+    );
+    assert!(
+        after.metered_size > before.metered_size * 1.5,
+        "the metered size grew"
+    );
+    assert!(
+        after.baseline() >= 2.5 * MIB,
+        "the baseline rose to about 3 MiB/s"
+    );
+    assert!(
+        after.permitted_rate() > before.permitted_rate(),
+        "the permitted rate rose"
+    );
+
+    drop(prometheus);
+    drop(efs);
+    teardown_leaving_nothing(lab);
+}

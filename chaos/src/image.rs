@@ -160,16 +160,69 @@ pub fn busybox_rootfs(busybox: &Path) -> Result<Vec<u8>> {
     tar.into_inner().map_err(io)
 }
 
+/// A root file system holding one program at `/<name>` (with the shared libraries it
+/// loads, when it is not static) and `/tmp`: an image `FROM scratch` without a builder.
+pub fn program_rootfs(binary: &Path, name: &str) -> Result<Vec<u8>> {
+    let mut files = vec![(binary.to_path_buf(), name.to_owned())];
+    if !is_static_elf(binary)? {
+        let ldd = run("ldd", [binary.as_os_str()])?;
+        for line in ldd.lines() {
+            // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
+            let path = line
+                .split("=>")
+                .last()
+                .and_then(|rest| rest.split_whitespace().next())
+                .filter(|p| p.starts_with('/'));
+            if let Some(path) = path {
+                files.push((PathBuf::from(path), path.trim_start_matches('/').to_owned()));
+            }
+        }
+    }
+    let mut tar = tar::Builder::new(Vec::new());
+    let io = |e| LabError::io("build image tarball", binary)(e);
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Directory);
+    header.set_mode(0o1777);
+    header.set_size(0);
+    tar.append_data(&mut header, "tmp", std::io::empty())
+        .map_err(io)?;
+    for (source, target) in files {
+        let data = std::fs::read(&source).map_err(LabError::io("read", &source))?;
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o755);
+        header.set_size(data.len() as u64);
+        tar.append_data(&mut header, &target, data.as_slice())
+            .map_err(io)?;
+    }
+    tar.into_inner().map_err(io)
+}
+
 /// Imports `rootfs` as [`BUSYBOX_IMAGE`] into one node's engine (`docker import`).
 pub async fn import(client: &Docker, node: &str, rootfs: &[u8]) -> Result<()> {
-    let (repo, tag) = BUSYBOX_IMAGE
-        .split_once(':')
-        .unwrap_or((BUSYBOX_IMAGE, "latest"));
+    import_as(
+        client,
+        node,
+        rootfs,
+        BUSYBOX_IMAGE,
+        vec![r#"CMD ["sh"]"#.to_owned(), "ENV PATH=/bin".to_owned()],
+    )
+    .await
+}
+
+/// Imports `rootfs` as `image` (`repo:tag`) with Dockerfile-style `changes` (`docker import`).
+pub async fn import_as(
+    client: &Docker,
+    node: &str,
+    rootfs: &[u8],
+    image: &str,
+    changes: Vec<String>,
+) -> Result<()> {
+    let (repo, tag) = image.rsplit_once(':').unwrap_or((image, "latest"));
     let options = CreateImageOptionsBuilder::default()
         .from_src("-")
         .repo(repo)
         .tag(tag)
-        .changes(vec![r#"CMD ["sh"]"#.to_owned(), "ENV PATH=/bin".to_owned()])
+        .changes(changes)
         .build();
     client
         .create_image(

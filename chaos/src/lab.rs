@@ -359,6 +359,28 @@ impl Lab {
         Ok(record)
     }
 
+    /// Imports a program as image `image` on every running node (an image `FROM scratch`
+    /// with the program as its entrypoint, `/<name>`).
+    pub async fn load_program_image(&self, image: &str, binary: &Path, name: &str) -> Result<()> {
+        let rootfs = crate::image::program_rootfs(binary, name)?;
+        let changes = vec![format!(r#"ENTRYPOINT ["/{name}"]"#)];
+        for record in self.state().nodes {
+            if self.cgroup(&record.name).state() != ProcessState::Running {
+                continue;
+            }
+            let client = self.client(record.name.as_str()).await?;
+            crate::image::import_as(
+                &client,
+                record.name.as_str(),
+                &rootfs,
+                image,
+                changes.clone(),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     /// Creates an EFS-like volume (see [`crate::efs`]) in this lab.
     pub fn create_efs(&self, options: crate::efs::EfsOptions) -> Result<crate::efs::EfsVolume> {
         crate::efs::EfsVolume::create(&self.paths, options)
