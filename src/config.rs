@@ -203,6 +203,45 @@ pub struct VolumesPolicy {
     pub step_attempts: u32,
     /// The `efs-padding` runbook.
     pub padding: PaddingPolicy,
+    /// The `ebs-migration` runbook.
+    pub migration: MigrationPolicy,
+}
+
+/// How `ebs-migration` moves data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MigrationPolicy {
+    /// Volume driver of the target (e.g. `cloudstor:aws` or `rexray/ebs`; `local` in the lab).
+    pub driver: String,
+    /// Driver options of the target (e.g. `backing: relocatable`, `size: 100`).
+    pub options: std::collections::BTreeMap<String, String>,
+    /// The target volume is named after the source with this suffix.
+    pub volume_suffix: String,
+    /// Image with the `swarm-warden copy` command.
+    pub image: String,
+    /// How long the copy job may run.
+    #[serde(with = "humantime_serde")]
+    pub copy_timeout: Duration,
+    /// How long scaling the service down or up may take.
+    #[serde(with = "humantime_serde")]
+    pub scale_timeout: Duration,
+    /// How long the service must run on the new volume before the run succeeds.
+    #[serde(with = "humantime_serde")]
+    pub verify_for: Duration,
+}
+
+impl Default for MigrationPolicy {
+    fn default() -> Self {
+        Self {
+            driver: "local".into(),
+            options: std::collections::BTreeMap::new(),
+            volume_suffix: "-ebs".into(),
+            image: "swarm-warden:latest".into(),
+            copy_timeout: Duration::from_secs(6 * 3600),
+            scale_timeout: Duration::from_secs(300),
+            verify_for: Duration::from_secs(120),
+        }
+    }
 }
 
 /// How `efs-padding` pads.
@@ -258,6 +297,7 @@ impl Default for VolumesPolicy {
             cooldown: Duration::from_secs(3600),
             step_attempts: 3,
             padding: PaddingPolicy::default(),
+            migration: MigrationPolicy::default(),
         }
     }
 }

@@ -14,6 +14,7 @@
 pub mod act;
 pub mod config;
 pub mod controller;
+pub mod copy;
 pub mod model;
 pub mod observe;
 pub mod pad;

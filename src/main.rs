@@ -70,6 +70,16 @@ enum Cmd {
         #[arg(long, value_parser = parse_size, default_value = "1GiB")]
         file_size: u64,
     },
+    /// Copy a directory tree with a verified checksum manifest, resumably: the data move
+    /// of the ebs-migration runbook, run inside a Swarm job.
+    Copy {
+        /// Source directory (mounted read-only).
+        #[arg(long)]
+        from: PathBuf,
+        /// Target directory.
+        #[arg(long)]
+        to: PathBuf,
+    },
     /// Validate a policy file.
     CheckConfig {
         /// The policy file.
@@ -157,6 +167,15 @@ fn parse_size(text: &str) -> Result<u64, String> {
 
 async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     match cli.command {
+        Cmd::Copy { from, to } => {
+            let outcome = swarm_warden::copy::copy_tree(&from, &to)
+                .map_err(|e| Failure::Runtime(e.into()))?;
+            println!(
+                "copy complete: {} file(s), {} bytes, {} copied now, manifest verified",
+                outcome.files, outcome.bytes, outcome.copied
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Pad {
             dir,
             total,

@@ -328,3 +328,168 @@ async fn the_padding_runbook_raises_the_baseline_of_a_throttled_volume() {
     drop(efs);
     teardown_leaving_nothing(lab);
 }
+
+/// The migration runbook, killed in the middle of its copy step: a new swarm-warden
+/// resumes the same run, no step runs twice, the data arrives intact, and the service
+/// runs on the new volume.
+#[tokio::test]
+async fn an_ebs_migration_killed_mid_copy_resumes_and_moves_the_data_intact() {
+    init_tracing();
+    let lab = Lab::start(LabSpec::new(1, 1)).await.expect("lab");
+    lab.load_program_image(
+        "swarm-warden:latest",
+        std::path::Path::new(warden_bin()),
+        "swarm-warden",
+    )
+    .await
+    .expect("swarm-warden image on every node");
+    let mut source_options = EfsOptions::new("fs-0ddba11");
+    source_options.initial_credits = 24.0 * MIB;
+    source_options.size = 1 << 30;
+    let source = lab.create_efs(source_options).expect("source efs");
+    // The target stands in for EBS: its credits never run out.
+    let target = lab
+        .create_efs(EfsOptions::new("vol-ebs"))
+        .expect("target volume");
+    let prometheus = lab
+        .start_prometheus(
+            &[Target {
+                job: "efs".into(),
+                addr: source.metrics_addr(),
+            }],
+            Duration::from_secs(1),
+        )
+        .expect("prometheus");
+    let mount = format!(
+        "type=volume,source=efsdata,target=/data,volume-driver=local,volume-opt=type=ext4,volume-opt=device={},volume-label=swarm-warden.efs-id=fs-0ddba11,volume-label=swarm-warden.remediation=ebs-migration",
+        source.device()
+    );
+    let out = lab
+        .docker_cli("m1")
+        .expect("cli")
+        .args(["service", "create", "-d", "--no-resolve-image", "--name", "tsdb"])
+        .args(["--constraint", "node.role==worker", "--mount", &mount])
+        .args([
+            "busybox",
+            "sh",
+            "-c",
+            "mkdir -p /data/chunks; i=0; while true; do t=$(date +%s); dd if=/dev/urandom of=/data/chunks/c$((i%40)) bs=1M count=2 conv=fsync 2>/dev/null; i=$((i+1)); [ $(date +%s) -le $((t+1)) ] && sleep 1; done",
+        ])
+        .output()
+        .expect("service create");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Out of credits as swarm-warden counts it: under a minute of baseline left.
+    wait_until(
+        "the source's credits to run out",
+        Duration::from_secs(120),
+        || async {
+            if source.model().credits < 8.0 * MIB {
+                Probe::Done(())
+            } else {
+                Probe::Pending(format!("{:.1} MiB left", source.model().credits / MIB))
+            }
+        },
+    )
+    .await
+    .expect("credits spent");
+
+    let policy = policy_file(
+        &lab,
+        &format!(
+            "placement:\n  mode: off\nvolumes:\n  prometheus_url: {}\n  throttled_for: 5s\n  migration:\n    driver: local\n    options:\n      type: ext4\n      device: {}\n    copy_timeout: 5m\n    scale_timeout: 2m\n    verify_for: 10s\ncontroller:\n  resync: 2s\n  backoff_min: 1s\n  backoff_max: 5s\n",
+            prometheus.url(),
+            target.device()
+        ),
+    );
+    let policy_arg = policy.to_str().expect("path").to_owned();
+    let run_state = || {
+        let out = warden_once(
+            &lab,
+            "m1",
+            &["report", "--config", &policy_arg, "--format", "json"],
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        json["runbooks"].as_array().and_then(|r| r.first()).cloned()
+    };
+
+    let first = Warden::start(&lab, "m1", &policy, &[]);
+    wait_until(
+        "the copy step to be running",
+        Duration::from_secs(180),
+        || async {
+            match run_state() {
+                Some(run) if run["steps"][4]["state"] == "running" => Probe::Done(()),
+                Some(run) if run["status"] == "failed" => {
+                    panic!("runbook failed: {run:#}\n{}", first.log())
+                }
+                other => Probe::Pending(format!("{other:?}\n{}", first.log())),
+            }
+        },
+    )
+    .await
+    .expect("copy running");
+    first.kill();
+
+    let second = Warden::start(&lab, "m1", &policy, &[]);
+    let run = wait_until(
+        "the migration to succeed",
+        Duration::from_secs(300),
+        || async {
+            match run_state() {
+                Some(run) if run["status"] == "succeeded" => Probe::Done(run),
+                Some(run) if run["status"] == "failed" => {
+                    panic!("runbook failed: {run:#}\n{}", second.log())
+                }
+                other => Probe::Pending(format!("{other:?}\n{}", second.log())),
+            }
+        },
+    )
+    .await
+    .expect("migration succeeded");
+    let log = second.stop();
+    for step in run["steps"].as_array().expect("steps") {
+        assert_eq!(step["attempts"], 1, "no step repeated: {run:#}\n{log}");
+    }
+    println!(
+        "migration downtime: {}s",
+        run["facts"]["downtime_seconds"].as_str().unwrap_or("?")
+    );
+
+    // No data lost: every file of the manifest has, on the source, the checksum the copy
+    // verified on the target.
+    let manifest = std::fs::read_to_string(target.mount().join(swarm_warden::copy::MANIFEST))
+        .expect("manifest");
+    assert!(manifest.lines().count() > 3, "{manifest}");
+    for line in manifest.lines() {
+        let (sum, path) = line.split_once("  ").expect("manifest line");
+        let actual = swarm_warden::copy::checksum(&source.mount().join(path)).expect("source file");
+        assert_eq!(actual, sum, "{path}");
+    }
+    // The service runs on the new volume.
+    let spec = lab
+        .client("m1")
+        .await
+        .expect("client")
+        .inspect_service(
+            "tsdb",
+            None::<bollard::query_parameters::InspectServiceOptions>,
+        )
+        .await
+        .expect("service");
+    let mounts = spec
+        .spec
+        .and_then(|s| s.task_template)
+        .and_then(|t| t.container_spec)
+        .and_then(|c| c.mounts)
+        .unwrap_or_default();
+    assert_eq!(mounts[0].source.as_deref(), Some("efsdata-ebs"));
+
+    drop(prometheus);
+    drop(source);
+    drop(target);
+    teardown_leaving_nothing(lab);
+}

@@ -174,18 +174,15 @@ impl Observer {
         }
         tasks.sort_by(|a, b| a.id.cmp(&b.id));
         tasks.dedup_by(|a, b| a.id == b.id);
-        // Journals only matter where a volume is watched: no extra call otherwise.
-        let runbooks = if watched.is_empty() {
-            Vec::new()
-        } else {
-            crate::runbook::JournalStore::new(self.docker.clone())
-                .list()
-                .await
-                .map_err(|e| ObserveError::Journal(e.to_string()))?
-                .into_iter()
-                .map(|s| s.journal)
-                .collect()
-        };
+        // Always read: a migrated service no longer mounts the watched volume, but its run
+        // must go on. One list call, filtered by label.
+        let runbooks = crate::runbook::JournalStore::new(self.docker.clone())
+            .list()
+            .await
+            .map_err(|e| ObserveError::Journal(e.to_string()))?
+            .into_iter()
+            .map(|s| s.journal)
+            .collect();
         let mut telemetry = Vec::new();
         if let Some(reader) = &self.telemetry {
             let mut ids: Vec<&str> = watched.iter().map(|w| w.efs_id.as_str()).collect();

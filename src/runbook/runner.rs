@@ -124,6 +124,24 @@ impl Runner {
             (_, "approval") => Ok(approval(j, i, snapshot, policy, now)),
             (RunbookKind::EfsPadding, "pad") => self.pad(j, i, snapshot, policy, now).await,
             (RunbookKind::EfsPadding, "verify") => Ok(verify_padding(j, i, snapshot, policy, now)),
+            (RunbookKind::EbsMigration, "create-target") => {
+                j.begin(i, now);
+                let detail = format!(
+                    "target volume {} (driver {}) is created on its node by the copy job's mount",
+                    j.fact("target_volume").unwrap_or_default(),
+                    policy.volumes.migration.driver
+                );
+                j.complete(i, now, detail);
+                Ok(Some("target volume defined".into()))
+            }
+            (RunbookKind::EbsMigration, "scale-down") => self.scale(j, i, policy, now, 0).await,
+            (RunbookKind::EbsMigration, "copy") => self.copy(j, i, snapshot, policy, now).await,
+            (RunbookKind::EbsMigration, "swap-mount") => self.swap_mount(j, i, policy, now).await,
+            (RunbookKind::EbsMigration, "scale-up") => {
+                let replicas = j.fact("replicas").and_then(|r| r.parse().ok()).unwrap_or(1);
+                self.scale(j, i, policy, now, replicas).await
+            }
+            (RunbookKind::EbsMigration, "verify") => self.verify_migration(j, i, policy, now).await,
             (kind, step) => {
                 let detail = format!(
                     "step {step} of {} is not implemented in this version",
@@ -187,6 +205,28 @@ impl Runner {
             j.record("target_baseline", pad.target_baseline as u64);
             j.record("monthly_cost_usd", format!("{:.2}", pad.monthly_cost));
             j.record("eta_seconds", pad.eta.as_secs());
+        }
+        if j.kind == RunbookKind::EbsMigration {
+            let Some(service) = snapshot.services.iter().find(|s| s.id == j.service_id) else {
+                j.fail_attempt(i, now, "the service is gone", 1, Duration::ZERO);
+                return Ok(Some("preflight failed: service gone".into()));
+            };
+            let crate::model::ServiceMode::Replicated { replicas } = service.mode else {
+                j.fail_attempt(
+                    i,
+                    now,
+                    "only replicated services can be migrated",
+                    1,
+                    Duration::ZERO,
+                );
+                return Ok(Some("preflight failed: not a replicated service".into()));
+            };
+            j.record("replicas", replicas);
+            j.record("mount_target", &w.target);
+            j.record(
+                "target_volume",
+                format!("{}{}", w.volume, policy.volumes.migration.volume_suffix),
+            );
         }
         j.record("volume", &w.volume);
         j.complete(i, now, "ready");
@@ -276,6 +316,326 @@ impl Runner {
             )));
         }
         Ok(None)
+    }
+
+    /// Scales the service to `replicas` (version-checked) and waits until that many tasks
+    /// run. The first scale-down records when the downtime began.
+    async fn scale(
+        &self,
+        j: &mut Journal,
+        i: usize,
+        policy: &Policy,
+        now: SystemTime,
+        replicas: u64,
+    ) -> Result<Option<Note>, String> {
+        if j.steps[i].state == StepState::Pending {
+            let attempt = j.begin(i, now);
+            if replicas == 0 && j.fact("downtime_from").is_none() {
+                j.record("downtime_from", unix(now));
+            }
+            self.update_service(&j.service_id, |spec| {
+                if let Some(r) = spec.mode.as_mut().and_then(|m| m.replicated.as_mut()) {
+                    r.replicas = Some(i64::try_from(replicas).unwrap_or(i64::MAX));
+                }
+            })
+            .await?;
+            return Ok(Some(format!(
+                "scaling {} to {replicas} (attempt {attempt})",
+                j.service
+            )));
+        }
+        let running = self.running_tasks(&j.service_id).await?;
+        if running == replicas as usize {
+            if replicas > 0 {
+                j.record("back_at", unix(now));
+            }
+            j.complete(i, now, format!("{running} task(s) running"));
+            return Ok(Some(format!("{} runs {running} task(s)", j.service)));
+        }
+        let started = j.steps[i].started_at.unwrap_or(0);
+        if Duration::from_secs(unix(now).saturating_sub(started))
+            > policy.volumes.migration.scale_timeout
+        {
+            let delay = self.delay(policy, j.steps[i].attempts);
+            let failed = j.fail_attempt(
+                i,
+                now,
+                format!("{running} of {replicas} tasks after the timeout"),
+                policy.volumes.step_attempts,
+                delay,
+            );
+            return Ok(Some(self.after_failure(j, failed, policy).await));
+        }
+        Ok(None)
+    }
+
+    async fn copy(
+        &self,
+        j: &mut Journal,
+        i: usize,
+        snapshot: &Snapshot,
+        policy: &Policy,
+        now: SystemTime,
+    ) -> Result<Option<Note>, String> {
+        if j.steps[i].state == StepState::Pending {
+            let attempt = j.begin(i, now);
+            j.record("copy_job", job_name(&format!("{}-copy", j.run_id), attempt));
+            return Ok(Some(format!("copy: attempt {attempt} begins")));
+        }
+        let job = j.fact("copy_job").unwrap_or_default().to_owned();
+        let Some(states) = self.job_tasks(&job).await? else {
+            let Some(service) = snapshot.services.iter().find(|s| s.id == j.service_id) else {
+                return Err("the volume's service is gone".into());
+            };
+            let Some(mount) = service.mounts.iter().find(|m| m.source == j.volume) else {
+                return Err(format!(
+                    "service {} no longer mounts {}",
+                    service.name, j.volume
+                ));
+            };
+            let target = j.fact("target_volume").unwrap_or_default().to_owned();
+            self.docker
+                .create_service(copy_job(&job, &j.run_id, mount, &target, policy), None)
+                .await
+                .map_err(|e| format!("create copy job {job}: {e}"))?;
+            return Ok(Some(format!(
+                "copy: job {job} created ({} -> {target})",
+                j.volume
+            )));
+        };
+        let started = j.steps[i].started_at.unwrap_or(0);
+        let elapsed = Duration::from_secs(unix(now).saturating_sub(started));
+        if states.contains(&TaskState::COMPLETE) {
+            self.remove_service(&job).await;
+            j.complete(
+                i,
+                now,
+                format!(
+                    "job {job} copied and verified the data in {}s",
+                    elapsed.as_secs()
+                ),
+            );
+            return Ok(Some("copy: verified".into()));
+        }
+        let failed = states.iter().any(|s| {
+            matches!(
+                s,
+                TaskState::FAILED | TaskState::REJECTED | TaskState::ORPHANED
+            )
+        });
+        if failed || elapsed > policy.volumes.migration.copy_timeout {
+            self.remove_service(&job).await;
+            let why = if failed {
+                "the copy job failed"
+            } else {
+                "the copy job timed out"
+            };
+            let delay = self.delay(policy, j.steps[i].attempts);
+            let exhausted = j.fail_attempt(i, now, why, policy.volumes.step_attempts, delay);
+            return Ok(Some(format!(
+                "copy: {why}; {}",
+                self.after_failure(j, exhausted, policy).await
+            )));
+        }
+        Ok(None)
+    }
+
+    async fn swap_mount(
+        &self,
+        j: &mut Journal,
+        i: usize,
+        policy: &Policy,
+        now: SystemTime,
+    ) -> Result<Option<Note>, String> {
+        j.begin(i, now);
+        let (source, target, path) = (
+            j.volume.clone(),
+            j.fact("target_volume").unwrap_or_default().to_owned(),
+            j.fact("mount_target").unwrap_or_default().to_owned(),
+        );
+        let m = &policy.volumes.migration;
+        let driver = m.driver.clone();
+        let options: HashMap<String, String> = m.options.clone().into_iter().collect();
+        let mut original = None;
+        self.update_service(&j.service_id, |spec| {
+            for mount in mounts_mut(spec) {
+                if mount.source.as_deref() == Some(source.as_str())
+                    && mount.target.as_deref() == Some(path.as_str())
+                {
+                    original = Some(mount.clone());
+                    mount.source = Some(target.clone());
+                    let volume = mount.volume_options.get_or_insert_with(Default::default);
+                    if let Some(labels) = volume.labels.as_mut() {
+                        labels.retain(|k, _| !k.starts_with("swarm-warden."));
+                    }
+                    volume.driver_config = Some(MountVolumeOptionsDriverConfig {
+                        name: Some(driver.clone()),
+                        options: Some(options.clone()),
+                    });
+                }
+            }
+        })
+        .await?;
+        if let Some(original) = original.and_then(|m| serde_json::to_string(&m).ok()) {
+            j.record("original_mount", original);
+        }
+        j.record("swapped", "true");
+        j.complete(i, now, format!("{path} now mounts {target}"));
+        Ok(Some(format!("mount swapped to {target}")))
+    }
+
+    async fn verify_migration(
+        &self,
+        j: &mut Journal,
+        i: usize,
+        policy: &Policy,
+        now: SystemTime,
+    ) -> Result<Option<Note>, String> {
+        if j.steps[i].state == StepState::Pending {
+            j.begin(i, now);
+        }
+        let replicas: usize = j.fact("replicas").and_then(|r| r.parse().ok()).unwrap_or(1);
+        let running = self.running_tasks(&j.service_id).await?;
+        if running < replicas {
+            j.facts.remove("verify_since");
+            return Ok(None);
+        }
+        let since: u64 = match j.fact("verify_since").and_then(|v| v.parse().ok()) {
+            Some(since) => since,
+            None => {
+                j.record("verify_since", unix(now));
+                return Ok(Some(format!(
+                    "verify: {running} task(s) running on the new volume"
+                )));
+            }
+        };
+        if Duration::from_secs(unix(now).saturating_sub(since))
+            >= policy.volumes.migration.verify_for
+        {
+            let downtime = match (j.fact("downtime_from"), j.fact("back_at")) {
+                (Some(a), Some(b)) => b
+                    .parse::<u64>()
+                    .unwrap_or(0)
+                    .saturating_sub(a.parse().unwrap_or(0)),
+                _ => 0,
+            };
+            j.record("downtime_seconds", downtime);
+            j.complete(
+                i,
+                now,
+                format!(
+                    "ran {}s on the new volume; downtime {downtime}s",
+                    unix(now) - since
+                ),
+            );
+            return Ok(Some(format!("migration verified; downtime {downtime}s")));
+        }
+        Ok(None)
+    }
+
+    /// After a failed attempt: when the run failed for good, rolls a migration back to the
+    /// original mount and replica count (the source volume was never touched).
+    async fn after_failure(&self, j: &mut Journal, failed: bool, _policy: &Policy) -> String {
+        if !failed || j.kind != RunbookKind::EbsMigration {
+            return if failed {
+                "run failed".into()
+            } else {
+                "will retry".into()
+            };
+        }
+        let mut notes = Vec::new();
+        if j.fact("swapped") == Some("true") {
+            let (source, target, path) = (
+                j.volume.clone(),
+                j.fact("target_volume").unwrap_or_default().to_owned(),
+                j.fact("mount_target").unwrap_or_default().to_owned(),
+            );
+            let original = j.fact("original_mount").map(str::to_owned);
+            let result = self
+                .update_service(&j.service_id, |spec| {
+                    for mount in mounts_mut(spec) {
+                        if mount.source.as_deref() == Some(target.as_str())
+                            && mount.target.as_deref() == Some(path.as_str())
+                        {
+                            if let Some(orig) = original
+                                .as_deref()
+                                .and_then(|o| serde_json::from_str::<Mount>(o).ok())
+                            {
+                                *mount = orig;
+                            } else {
+                                mount.source = Some(source.clone());
+                            }
+                        }
+                    }
+                })
+                .await;
+            notes.push(match result {
+                Ok(()) => "mount restored".to_owned(),
+                Err(e) => format!("mount NOT restored: {e}"),
+            });
+        }
+        if let Some(replicas) = j.fact("replicas").and_then(|r| r.parse::<i64>().ok()) {
+            let result = self
+                .update_service(&j.service_id, |spec| {
+                    if let Some(r) = spec.mode.as_mut().and_then(|m| m.replicated.as_mut()) {
+                        r.replicas = Some(replicas);
+                    }
+                })
+                .await;
+            notes.push(match result {
+                Ok(()) => format!("replicas restored to {replicas}"),
+                Err(e) => format!("replicas NOT restored: {e}"),
+            });
+        }
+        j.record("rollback", notes.join("; "));
+        format!("run failed; rolled back: {}", notes.join("; "))
+    }
+
+    /// Read-modify-write of a service spec carrying the version it read.
+    async fn update_service(
+        &self,
+        service_id: &str,
+        change: impl FnOnce(&mut ServiceSpec),
+    ) -> Result<(), String> {
+        let current = self
+            .docker
+            .inspect_service(
+                service_id,
+                None::<bollard::query_parameters::InspectServiceOptions>,
+            )
+            .await
+            .map_err(|e| format!("read service {service_id}: {e}"))?;
+        let version = current.version.and_then(|v| v.index).unwrap_or(0);
+        let mut spec = current.spec.unwrap_or_default();
+        change(&mut spec);
+        let options = bollard::query_parameters::UpdateServiceOptions {
+            version: i32::try_from(version).unwrap_or(i32::MAX),
+            registry_auth_from: "spec".into(),
+            rollback: None,
+        };
+        self.docker
+            .update_service(service_id, spec, options, None)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("update service {service_id}: {e}"))
+    }
+
+    async fn running_tasks(&self, service_id: &str) -> Result<usize, String> {
+        let filters = HashMap::from([
+            ("service", vec![service_id]),
+            ("desired-state", vec!["running"]),
+        ]);
+        let tasks = self
+            .docker
+            .list_tasks(Some(
+                ListTasksOptionsBuilder::default().filters(&filters).build(),
+            ))
+            .await
+            .map_err(|e| format!("list tasks: {e}"))?;
+        Ok(tasks
+            .iter()
+            .filter(|t| t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING))
+            .count())
     }
 
     /// The states of a job's tasks; `None` when the job does not exist.
@@ -421,6 +781,87 @@ fn verify_padding(
     None
 }
 
+fn mounts_mut(spec: &mut ServiceSpec) -> impl Iterator<Item = &mut Mount> {
+    spec.task_template
+        .as_mut()
+        .and_then(|t| t.container_spec.as_mut())
+        .and_then(|c| c.mounts.as_mut())
+        .into_iter()
+        .flatten()
+}
+
+fn volume_mount(
+    target: &str,
+    source: &str,
+    driver: &str,
+    options: HashMap<String, String>,
+    labels: HashMap<String, String>,
+    read_only: bool,
+) -> Mount {
+    Mount {
+        target: Some(target.into()),
+        source: Some(source.into()),
+        typ: Some(MountType::VOLUME),
+        read_only: Some(read_only),
+        volume_options: Some(MountVolumeOptions {
+            labels: Some(labels),
+            driver_config: Some(MountVolumeOptionsDriverConfig {
+                name: (!driver.is_empty()).then(|| driver.to_owned()),
+                options: Some(options),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn copy_job(
+    name: &str,
+    run_id: &str,
+    source: &crate::model::Mount,
+    target: &str,
+    policy: &Policy,
+) -> ServiceSpec {
+    let m = &policy.volumes.migration;
+    let mut spec = job_spec(
+        name,
+        run_id,
+        &m.image,
+        vec![
+            "copy".into(),
+            "--from".into(),
+            "/src".into(),
+            "--to".into(),
+            "/dst".into(),
+        ],
+    );
+    if let Some(c) = spec
+        .task_template
+        .as_mut()
+        .and_then(|t| t.container_spec.as_mut())
+    {
+        c.mounts = Some(vec![
+            volume_mount(
+                "/src",
+                &source.source,
+                &source.driver,
+                source.driver_options.clone().into_iter().collect(),
+                source.labels.clone().into_iter().collect(),
+                true,
+            ),
+            volume_mount(
+                "/dst",
+                target,
+                &m.driver,
+                m.options.clone().into_iter().collect(),
+                HashMap::new(),
+                false,
+            ),
+        ]);
+    }
+    spec
+}
+
 /// Job names stay under Docker's 63-character limit and say which run and attempt.
 fn job_name(run_id: &str, attempt: u32) -> String {
     let mut name = format!("sw-{run_id}-{attempt}");
@@ -436,6 +877,36 @@ fn pad_job(
     policy: &Policy,
 ) -> ServiceSpec {
     let p = &policy.volumes.padding;
+    let args = vec![
+        "pad".into(),
+        "--dir".into(),
+        PAD_DIR.into(),
+        "--total".into(),
+        bytes.to_string(),
+        "--file-size".into(),
+        p.file_size.clone(),
+    ];
+    let mut spec = job_spec(name, run_id, &p.image, args);
+    if let Some(c) = spec
+        .task_template
+        .as_mut()
+        .and_then(|t| t.container_spec.as_mut())
+    {
+        c.mounts = Some(vec![volume_mount(
+            "/efs",
+            &mount.source,
+            &mount.driver,
+            mount.driver_options.clone().into_iter().collect(),
+            mount.labels.clone().into_iter().collect(),
+            false,
+        )]);
+    }
+    spec
+}
+
+/// A one-shot replicated job on a worker; its attempts are the runbook's business, so a
+/// failed task stays failed.
+fn job_spec(name: &str, run_id: &str, image: &str, args: Vec<String>) -> ServiceSpec {
     ServiceSpec {
         name: Some(name.to_owned()),
         labels: Some(HashMap::from([(RUN_LABEL.to_owned(), run_id.to_owned())])),
@@ -448,37 +919,14 @@ fn pad_job(
         }),
         task_template: Some(TaskSpec {
             container_spec: Some(TaskSpecContainerSpec {
-                image: Some(p.image.clone()),
-                args: Some(vec![
-                    "pad".into(),
-                    "--dir".into(),
-                    PAD_DIR.into(),
-                    "--total".into(),
-                    bytes.to_string(),
-                    "--file-size".into(),
-                    p.file_size.clone(),
-                ]),
-                mounts: Some(vec![Mount {
-                    target: Some("/efs".into()),
-                    source: Some(mount.source.clone()),
-                    typ: Some(MountType::VOLUME),
-                    volume_options: Some(MountVolumeOptions {
-                        labels: Some(mount.labels.clone().into_iter().collect()),
-                        driver_config: Some(MountVolumeOptionsDriverConfig {
-                            name: (!mount.driver.is_empty()).then(|| mount.driver.clone()),
-                            options: Some(mount.driver_options.clone().into_iter().collect()),
-                        }),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }]),
+                image: Some(image.to_owned()),
+                args: Some(args),
                 ..Default::default()
             }),
             placement: Some(TaskSpecPlacement {
                 constraints: Some(vec!["node.role==worker".into()]),
                 ..Default::default()
             }),
-            // Attempts are the runbook's business: a failed task stays failed.
             restart_policy: Some(TaskSpecRestartPolicy {
                 condition: Some(TaskSpecRestartPolicyConditionEnum::NONE),
                 ..Default::default()

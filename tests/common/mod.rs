@@ -83,6 +83,14 @@ impl Warden {
             .count()
     }
 
+    /// Kills it at once (SIGKILL), as a crash or an OOM kill would.
+    pub fn kill(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Stops it with SIGTERM and returns its log; fails if it does not stop in time.
     pub fn stop(mut self) -> String {
         self.terminate();
