@@ -234,14 +234,27 @@ async fn the_padding_runbook_raises_the_baseline_of_a_throttled_volume() {
 
     wait_until(
         "the credits to run out",
-        Duration::from_secs(120),
+        Duration::from_secs(180),
         || async {
-            if efs.model().credits == 0.0 {
+            let m = efs.model();
+            if m.credits == 0.0 {
                 Probe::Done(())
             } else {
+                let tasks = lab
+                    .docker_cli("m1")
+                    .ok()
+                    .and_then(|mut c| {
+                        c.args(["service", "ps", "tsdb", "--no-trunc"])
+                            .output()
+                            .ok()
+                    })
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default();
                 Probe::Pending(format!(
-                    "{:.1} GiB left",
-                    efs.model().credits / (1024.0 * MIB)
+                    "{:.1} GiB left, metered {:.2} MiB/s, baseline {:.2} MiB/s\n{tasks}",
+                    m.credits / (1024.0 * MIB),
+                    m.metered_rate / MIB,
+                    m.baseline() / MIB
                 ))
             }
         },
