@@ -942,6 +942,61 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_run_waits_for_the_approval_label_naming_it() {
+        use crate::plan::quorum_test_support::{cluster, manager, t};
+        let mut policy = Policy::default();
+        policy.volumes.require_approval = true;
+        let mut snap = cluster(vec![manager("m1", true)], t(0));
+        snap.services = vec![crate::model::Service {
+            id: "svc".into(),
+            version: 1,
+            name: "prom".into(),
+            labels: Default::default(),
+            mode: crate::model::ServiceMode::Replicated { replicas: 1 },
+            constraints: Vec::new(),
+            image: "prom/prometheus".into(),
+            reservations: Default::default(),
+            max_replicas_per_node: 0,
+            platforms: Vec::new(),
+            update: None,
+            mounts: Vec::new(),
+        }];
+        let mut j = Journal::new(
+            RunbookKind::EfsPadding,
+            "fs-1",
+            "svc",
+            "prom",
+            "data",
+            steps(RunbookKind::EfsPadding),
+            t(0),
+        );
+        j.begin(0, t(0));
+        j.complete(0, t(1), "ok");
+        assert!(approval(&mut j, 1, &snap, &policy, t(2))
+            .unwrap()
+            .contains("awaiting approval"));
+        assert_eq!(j.status, RunStatus::AwaitingApproval);
+        assert_eq!(
+            approval(&mut j, 1, &snap, &policy, t(3)),
+            None,
+            "waits quietly"
+        );
+        snap.services[0]
+            .labels
+            .insert(APPROVE_LABEL.into(), "someone-else".into());
+        assert_eq!(approval(&mut j, 1, &snap, &policy, t(4)), None);
+        snap.services[0]
+            .labels
+            .insert(APPROVE_LABEL.into(), j.run_id.clone());
+        assert_eq!(
+            approval(&mut j, 1, &snap, &policy, t(5)).as_deref(),
+            Some("approved")
+        );
+        assert_eq!(j.status, RunStatus::Running);
+        assert_eq!(j.current(), Some(2));
+    }
+
+    #[test]
     fn job_names_fit_docker_limits_and_name_the_attempt() {
         let name = job_name("efs-padding-fs-0123456789abcdef0-1795721234", 2);
         assert!(name.len() <= 63);
