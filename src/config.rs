@@ -42,6 +42,57 @@ pub struct Policy {
     pub volumes: VolumesPolicy,
     /// The control loop itself.
     pub controller: ControllerPolicy,
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub http: HttpPolicy,
+    /// One active replica at a time.
+    pub lease: LeasePolicy,
+}
+
+/// Where the HTTP endpoints listen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpPolicy {
+    /// `host:port`; empty: no HTTP server.
+    pub listen: String,
+}
+
+impl Default for HttpPolicy {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8080".into(),
+        }
+    }
+}
+
+/// The leader lease (defaults like Kubernetes leases).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeasePolicy {
+    /// Whether replicas take a lease before acting (off: every replica acts).
+    pub enabled: bool,
+    /// Name of the Swarm config that holds it.
+    pub name: String,
+    /// How long a renewal holds.
+    #[serde(with = "humantime_serde")]
+    pub duration: Duration,
+    /// How often the holder renews.
+    #[serde(with = "humantime_serde")]
+    pub renew: Duration,
+    /// How often the others try to take it.
+    #[serde(with = "humantime_serde")]
+    pub retry: Duration,
+}
+
+impl Default for LeasePolicy {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            name: "swarm-warden-lease".into(),
+            duration: Duration::from_secs(15),
+            renew: Duration::from_secs(10),
+            retry: Duration::from_secs(2),
+        }
+    }
 }
 
 /// How managers are kept healthy.
@@ -426,6 +477,14 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    /// An environment override is not valid.
+    #[error("{var}: {message}")]
+    Env {
+        /// The variable.
+        var: String,
+        /// What is wrong.
+        message: String,
+    },
     /// The file is not a valid policy.
     #[error("{}:{line}:{column}: {message}", path.display())]
     Invalid {
@@ -440,7 +499,53 @@ pub enum ConfigError {
     },
 }
 
+/// Environment variables that are not policy keys but share the prefix.
+const NON_POLICY_ENV: &[&str] = &["SWARM_WARDEN_IDENTITY"];
+
 impl Policy {
+    /// Applies `SWARM_WARDEN_<KEY>` overrides: the key path upper-cased with `_` between
+    /// levels (`SWARM_WARDEN_MANAGERS_DEAD_AFTER=10m`). Values are YAML scalars; lists and
+    /// maps stay in the file.
+    pub fn apply_env(
+        self,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let env_error = |var: &str, message: String| ConfigError::Env {
+            var: var.to_owned(),
+            message,
+        };
+        let mut value =
+            serde_json::to_value(&self).map_err(|e| env_error("(policy)", e.to_string()))?;
+        let mut applied = false;
+        for (var, raw) in vars {
+            let Some(rest) = var.strip_prefix("SWARM_WARDEN_") else {
+                continue;
+            };
+            if NON_POLICY_ENV.contains(&var.as_str()) {
+                continue;
+            }
+            let path = resolve_env_path(&value, &rest.to_ascii_lowercase())
+                .ok_or_else(|| env_error(&var, "no such policy key".into()))?;
+            let slot = path.iter().fold(Some(&mut value), |v, k| {
+                v.and_then(|v| v.get_mut(k.as_str()))
+            });
+            let Some(slot) = slot else {
+                return Err(env_error(&var, "no such policy key".into()));
+            };
+            *slot = if slot.is_string() {
+                serde_json::Value::String(raw)
+            } else {
+                serde_norway::from_str(&raw)
+                    .map_err(|e| env_error(&var, format!("{raw:?}: {e}")))?
+            };
+            applied = true;
+        }
+        if !applied {
+            return Ok(self);
+        }
+        serde_json::from_value(value).map_err(|e| env_error("SWARM_WARDEN_*", e.to_string()))
+    }
+
     /// Reads and validates a policy file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -475,6 +580,26 @@ impl Policy {
             }
         }
     }
+}
+
+/// The path of policy keys an upper-cased, `_`-joined name stands for.
+fn resolve_env_path(value: &serde_json::Value, rest: &str) -> Option<Vec<String>> {
+    let map = value.as_object()?;
+    for (key, child) in map {
+        if rest == key {
+            return Some(vec![key.clone()]);
+        }
+        if let Some(tail) = rest
+            .strip_prefix(key.as_str())
+            .and_then(|t| t.strip_prefix('_'))
+        {
+            if let Some(mut path) = resolve_env_path(child, tail) {
+                path.insert(0, key.clone());
+                return Some(path);
+            }
+        }
+    }
+    None
 }
 
 /// Durations as humantime strings (`30s`, `5m`, `1h 30m`).
@@ -580,6 +705,52 @@ mod tests {
         let flagged = std::collections::BTreeMap::from([("critical".to_string(), String::new())]);
         assert!(sel.selects("web", &flagged));
         assert!(Selector::default().is_empty());
+    }
+
+    #[test]
+    fn environment_variables_override_keys_at_any_depth() {
+        let env = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let p = Policy::default()
+            .apply_env(env(&[
+                ("SWARM_WARDEN_MANAGERS_DEAD_AFTER", "10m"),
+                ("SWARM_WARDEN_MANAGERS_DESIRED", "5"),
+                ("SWARM_WARDEN_PLACEMENT_MODE", "audit"),
+                ("SWARM_WARDEN_VOLUMES_PADDING_MAX", "2TiB"),
+                ("SWARM_WARDEN_HTTP_LISTEN", "127.0.0.1:9102"),
+                ("SWARM_WARDEN_IDENTITY", "replica-1"),
+                ("OTHER", "ignored"),
+            ]))
+            .unwrap();
+        assert_eq!(p.managers.dead_after, Duration::from_secs(600));
+        assert_eq!(p.managers.desired.get(), 5);
+        assert_eq!(p.placement.mode, Mode::Audit);
+        assert_eq!(p.volumes.padding.max, "2TiB");
+        assert_eq!(p.http.listen, "127.0.0.1:9102");
+    }
+
+    #[test]
+    fn a_bad_environment_override_names_the_variable() {
+        let err = Policy::default()
+            .apply_env([(
+                "SWARM_WARDEN_MANAGERS_DEAD_AFTERR".to_string(),
+                "1m".to_string(),
+            )])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("SWARM_WARDEN_MANAGERS_DEAD_AFTERR: no such policy key"),
+            "{err}"
+        );
+        let err = Policy::default()
+            .apply_env([("SWARM_WARDEN_MANAGERS_DESIRED".to_string(), "0".to_string())])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("1 to 9"), "{err}");
     }
 
     #[test]

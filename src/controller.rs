@@ -4,7 +4,8 @@
 //! between (or inside the waits of) reconciles.
 
 use std::collections::BTreeSet;
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use bollard::Docker;
 use tokio::sync::mpsc;
@@ -14,6 +15,8 @@ use tracing::Instrument;
 
 use crate::act::{Backoffs, Executor};
 use crate::config::Policy;
+use crate::http::Health;
+use crate::metrics::Metrics;
 use crate::model::Snapshot;
 use crate::observe::{watch_events, ObserveError, Observer, Trigger};
 use crate::plan::{self, Memory, Plan, Severity};
@@ -52,6 +55,8 @@ pub struct Controller {
     cancel: CancellationToken,
     reconciles: u64,
     last_findings: BTreeSet<(String, String)>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
 }
 
 impl Controller {
@@ -68,7 +73,22 @@ impl Controller {
             cancel,
             reconciles: 0,
             last_findings: BTreeSet::new(),
+            metrics: Arc::new(Metrics::new()),
+            health: Arc::new(Health::new(Duration::from_secs(3600))),
         }
+    }
+
+    /// Acts only while `leader` says this replica holds the lease.
+    pub fn with_leadership(mut self, leader: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.executor = self.executor.with_leadership(leader);
+        self
+    }
+
+    /// Reports to these metrics and health probes.
+    pub fn with_telemetry(mut self, metrics: Arc<Metrics>, health: Arc<Health>) -> Self {
+        self.metrics = metrics;
+        self.health = health;
+        self
     }
 
     /// One reconcile: observe, plan, act (waiting for a membership change to converge).
@@ -81,8 +101,11 @@ impl Controller {
         self.executor
             .execute(&mut plan, &self.policy, &mut self.memory)
             .await;
-        // Runbooks advance only where volumes are watched and only when acting for real.
-        if !self.executor.dry_run() && (!snapshot.runbooks.is_empty() || started_runbook(&plan)) {
+        // Runbooks advance only when acting for real, on the replica holding the lease.
+        if !self.executor.dry_run()
+            && self.executor.is_leader()
+            && (!snapshot.runbooks.is_empty() || started_runbook(&plan))
+        {
             for note in self.runner.advance(&snapshot, &self.policy).await {
                 tracing::info!(runbook = %note, "Runbook");
             }
@@ -131,13 +154,21 @@ impl Controller {
             }
             self.reconciles += 1;
             let span = tracing::info_span!("reconcile", n = self.reconciles, trigger = %summarize(&triggers));
-            match self.reconcile().instrument(span).await {
+            let started = Instant::now();
+            let result = self.reconcile().instrument(span).await;
+            self.health.turned();
+            self.metrics.set_leader(self.executor.is_leader());
+            match result {
                 Ok(done) => {
+                    self.metrics
+                        .reconciled(&done, started.elapsed(), triggers.len());
+                    self.health.set_ready(true);
                     self.backoffs.succeeded(OBSERVE_KEY);
                     requeue_at = done.plan.requeue_after.map(|d| Instant::now() + d);
                     on_reconcile(&done);
                 }
                 Err(e) => {
+                    self.metrics.reconcile_failed();
                     let wait = self.backoffs.failed(OBSERVE_KEY, Instant::now());
                     if e.is_transient() {
                         tracing::warn!(error = %e, retry_in = ?wait, "Could not observe the swarm");
@@ -149,6 +180,7 @@ impl Controller {
             }
         }
         tracing::info!("Stopping");
+        self.health.set_ready(false);
         self.cancel.cancel();
         let _ = events.await;
     }

@@ -1,12 +1,18 @@
 //! `swarm-warden`: the CLI. Exit codes: 0 success, 1 runtime failure (the swarm could not
 //! be observed, an action failed), 2 bad input (arguments, policy file, Docker host URL).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use swarm_warden::config::{ConfigError, Policy};
 use swarm_warden::controller::Controller;
+use swarm_warden::http::Health;
+use swarm_warden::lease::{always_leader, Lease};
+use swarm_warden::metrics::Metrics;
 use swarm_warden::observe::{connect, ConnectError};
 use swarm_warden::plan::ActionStatus;
 use swarm_warden::report::Format;
@@ -79,6 +85,12 @@ enum Cmd {
         /// Target directory.
         #[arg(long)]
         to: PathBuf,
+    },
+    /// Probe a running swarm-warden (for images without curl): exit 0 when the URL answers.
+    Healthcheck {
+        /// What to probe.
+        #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
+        url: String,
     },
     /// Validate a policy file.
     CheckConfig {
@@ -155,10 +167,11 @@ fn init_logging() {
 }
 
 fn load_policy(path: Option<&PathBuf>) -> Result<Policy, Failure> {
-    Ok(match path {
+    let policy = match path {
         Some(p) => Policy::load(p)?,
         None => Policy::default(),
-    })
+    };
+    Ok(policy.apply_env(std::env::vars())?)
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -197,8 +210,15 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Healthcheck { url } => match swarm_warden::http::probe(&url).await {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(e) => {
+                eprintln!("unhealthy: {e}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
         Cmd::CheckConfig { file } => {
-            Policy::load(&file)?;
+            Policy::load(&file)?.apply_env(std::env::vars())?;
             println!("{}: OK", file.display());
             Ok(ExitCode::SUCCESS)
         }
@@ -220,9 +240,28 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let docker = connect(target.docker_host.as_deref()).await?;
             let cancel = CancellationToken::new();
             spawn_signal_handler(cancel.clone());
-            let mut controller = Controller::new(docker, policy, dry_run, cancel);
+            // Report-only runs never need the lease; acting ones take it first.
+            let lease = (policy.lease.enabled && !dry_run).then(|| {
+                Lease::new(
+                    docker.clone(),
+                    policy.lease.clone(),
+                    swarm_warden::lease::identity(),
+                )
+            });
+            let leader = lease
+                .as_ref()
+                .map(Lease::subscribe)
+                .unwrap_or_else(always_leader);
+            let mut controller = Controller::new(docker, policy.clone(), dry_run, cancel.clone())
+                .with_leadership(leader);
             if once {
+                if let Some(lease) = &lease {
+                    take_lease_once(lease, &policy).await;
+                }
                 let done = controller.reconcile().await.map_err(anyhow::Error::from)?;
+                if let Some(lease) = &lease {
+                    lease.release().await;
+                }
                 print!("{}", done.report().render(format));
                 let failed = done
                     .plan
@@ -235,10 +274,51 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     ExitCode::SUCCESS
                 });
             }
+            let metrics = Arc::new(Metrics::new());
+            let health = Arc::new(Health::new(
+                policy.controller.resync * 3 + Duration::from_secs(120),
+            ));
+            controller = controller.with_telemetry(metrics.clone(), health.clone());
+            if !policy.http.listen.is_empty() {
+                let addr: SocketAddr = policy.http.listen.parse().map_err(|e| {
+                    Failure::BadInput(format!("http.listen {:?}: {e}", policy.http.listen))
+                })?;
+                let (metrics, health, cancel) = (metrics.clone(), health.clone(), cancel.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = swarm_warden::http::serve(addr, metrics, health, cancel).await {
+                        tracing::error!(error = %e, %addr, "HTTP server failed");
+                    }
+                });
+            }
+            let lease_task = lease.map(|lease| tokio::spawn(lease.run(cancel.child_token())));
             tracing::info!(dry_run, "swarm-warden running");
             controller.run(|_| {}).await;
+            if let Some(task) = lease_task {
+                let _ = task.await;
+            }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// For `--once`: tries to take the lease until a holder that stopped renewing would have
+/// lost it; without it the reconcile only reports.
+async fn take_lease_once(lease: &Lease, policy: &Policy) {
+    let deadline = tokio::time::Instant::now() + policy.lease.duration + policy.lease.retry;
+    loop {
+        match lease.round().await {
+            Ok(true) => return,
+            Ok(false) if tokio::time::Instant::now() < deadline => {}
+            Ok(false) => {
+                tracing::warn!("Another replica holds the lease: reporting only");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot take the lease: reporting only");
+                return;
+            }
+        }
+        tokio::time::sleep(policy.lease.retry).await;
     }
 }
 

@@ -60,6 +60,8 @@ pub struct Executor {
     observer: Observer,
     writer: Writer,
     dry_run: bool,
+    /// Whether this replica holds the lease; checked right before every write.
+    leader: tokio::sync::watch::Receiver<bool>,
     backoffs: Backoffs,
     cancel: CancellationToken,
 }
@@ -77,9 +79,21 @@ impl Executor {
             observer,
             writer,
             dry_run,
+            leader: crate::lease::always_leader(),
             backoffs: Backoffs::new(policy.controller.backoff_min, policy.controller.backoff_max),
             cancel,
         }
+    }
+
+    /// Acts only while `leader` says this replica holds the lease.
+    pub fn with_leadership(mut self, leader: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.leader = leader;
+        self
+    }
+
+    /// Whether this replica may act now.
+    pub fn is_leader(&self) -> bool {
+        *self.leader.borrow()
     }
 
     /// Whether this executor only records.
@@ -98,6 +112,14 @@ impl Executor {
             if self.dry_run {
                 entry.detail = Some(format!("Dry run: would {}.", describe(&entry.action)));
                 tracing::info!(action = %entry.action, reason = %entry.reason, "Dry run: not carrying out");
+                continue;
+            }
+            if !self.is_leader() {
+                entry.status = ActionStatus::Blocked;
+                entry.blocked_by = Some(
+                    "Not the leader: another replica holds the lease; this one observes only."
+                        .into(),
+                );
                 continue;
             }
             if let Some(wait) = self.backoffs.remaining(&key, Instant::now()) {

@@ -1,0 +1,314 @@
+//! What swarm-warden exports at `/metrics` (OpenMetrics text, prometheus-client). Label
+//! sets are bounded: states, action kinds and results, EFS IDs of watched volumes.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::controller::Reconciled;
+use crate::plan::{ActionStatus, FindingKind, PlacementStatus};
+
+/// Manager states counted by `swarm_warden_managers`: `reachable` (the leader reaches
+/// it), `unreachable` (not yet dead), `dead` (down and unreachable for `dead_after`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabels {
+    kind: String,
+    result: String,
+    dry_run: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VolumeLabels {
+    efs_id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RunbookLabels {
+    status: String,
+}
+
+/// Every metric, registered once.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    managers: Family<StateLabels, Gauge>,
+    dead_managers: Gauge,
+    fault_tolerance: Gauge,
+    quorum_lost: Gauge,
+    placement_violations: Gauge,
+    actions: Family<ActionLabels, Counter>,
+    reconcile_duration: Histogram,
+    reconcile_errors: Counter,
+    queue_depth: Gauge,
+    leader: Gauge,
+    volume_credits: Family<VolumeLabels, Gauge<f64, AtomicU64>>,
+    volume_exhaustion: Family<VolumeLabels, Gauge<f64, AtomicU64>>,
+    runbooks: Family<RunbookLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric at zero.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("swarm_warden");
+        let managers = Family::<StateLabels, Gauge>::default();
+        registry.register("managers", "Raft members by state", managers.clone());
+        let dead_managers = Gauge::default();
+        registry.register(
+            "dead_managers",
+            "Managers down and unreachable for managers.dead_after, still raft members",
+            dead_managers.clone(),
+        );
+        let fault_tolerance = Gauge::default();
+        registry.register(
+            "fault_tolerance",
+            "Managers the raft may still lose (reachable - quorum)",
+            fault_tolerance.clone(),
+        );
+        let quorum_lost = Gauge::default();
+        registry.register(
+            "quorum_lost",
+            "1 when no raft leader answers",
+            quorum_lost.clone(),
+        );
+        let placement_violations = Gauge::default();
+        registry.register(
+            "placement_violations",
+            "Workload services that may run on managers",
+            placement_violations.clone(),
+        );
+        let actions = Family::<ActionLabels, Counter>::default();
+        registry.register(
+            "actions",
+            "Actions by kind, result and dry run",
+            actions.clone(),
+        );
+        let reconcile_duration = Histogram::new(exponential_buckets(0.005, 2.0, 14));
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time one reconcile took (observe, plan, act)",
+            reconcile_duration.clone(),
+        );
+        let reconcile_errors = Counter::default();
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that could not observe the swarm",
+            reconcile_errors.clone(),
+        );
+        let queue_depth = Gauge::default();
+        registry.register(
+            "queue_depth",
+            "Triggers coalesced into the last reconcile",
+            queue_depth.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the lease and may act",
+            leader.clone(),
+        );
+        let volume_credits = Family::<VolumeLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "volume_burst_credit_bytes",
+            "Burst credit balance of watched EFS volumes",
+            volume_credits.clone(),
+        );
+        let volume_exhaustion = Family::<VolumeLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "volume_credit_exhaustion_seconds",
+            "Time until a watched EFS volume runs out of credits (-1: not draining)",
+            volume_exhaustion.clone(),
+        );
+        let runbooks = Family::<RunbookLabels, Gauge>::default();
+        registry.register("runbooks", "Runbook runs by status", runbooks.clone());
+        Self {
+            registry,
+            managers,
+            dead_managers,
+            fault_tolerance,
+            quorum_lost,
+            placement_violations,
+            actions,
+            reconcile_duration,
+            reconcile_errors,
+            queue_depth,
+            leader,
+            volume_credits,
+            volume_exhaustion,
+            runbooks,
+        }
+    }
+
+    /// Records one reconcile.
+    pub fn reconciled(&self, done: &Reconciled, took: Duration, triggers: usize) {
+        self.reconcile_duration.observe(took.as_secs_f64());
+        self.queue_depth.set(triggers as i64);
+        let plan = &done.plan;
+        self.quorum_lost.set(i64::from(plan.cluster.is_none()));
+        if let Some(c) = &plan.cluster {
+            self.fault_tolerance.set(c.fault_tolerance);
+            let dead = plan
+                .findings
+                .iter()
+                .filter(|f| f.kind == FindingKind::DeadManager)
+                .count();
+            let unreachable = c
+                .managers
+                .saturating_sub(c.reachable_managers)
+                .saturating_sub(dead);
+            for (state, n) in [
+                ("reachable", c.reachable_managers),
+                ("unreachable", unreachable),
+                ("dead", dead),
+            ] {
+                self.managers
+                    .get_or_create(&StateLabels { state })
+                    .set(n as i64);
+            }
+            self.dead_managers.set(dead as i64);
+        }
+        let violations = plan
+            .services
+            .iter()
+            .filter(|s| {
+                matches!(
+                    s.status,
+                    PlacementStatus::Violating | PlacementStatus::Blocked(_)
+                )
+            })
+            .count();
+        self.placement_violations.set(violations as i64);
+        for action in &plan.actions {
+            let result = match action.status {
+                ActionStatus::Planned if done.dry_run => "dry-run",
+                ActionStatus::Planned => continue,
+                ActionStatus::Blocked => "blocked",
+                ActionStatus::Done => "done",
+                ActionStatus::Failed => "failed",
+            };
+            self.actions
+                .get_or_create(&ActionLabels {
+                    kind: action.action.kind().to_owned(),
+                    result: result.to_owned(),
+                    dry_run: done.dry_run.to_string(),
+                })
+                .inc();
+        }
+        for t in &done.snapshot.telemetry {
+            let labels = VolumeLabels {
+                efs_id: t.efs_id.clone(),
+            };
+            if let Some(credits) = t.credits {
+                self.volume_credits.get_or_create(&labels).set(credits);
+            }
+            let exhaustion = match (t.credits, t.metered_rate, t.storage) {
+                (Some(c), Some(m), Some(s)) if m > crate::plan::volumes::baseline_rate(s) => {
+                    c / (m - crate::plan::volumes::baseline_rate(s))
+                }
+                _ => -1.0,
+            };
+            self.volume_exhaustion
+                .get_or_create(&labels)
+                .set(exhaustion);
+        }
+        for status in ["running", "awaiting-approval", "succeeded", "failed"] {
+            let n = done
+                .snapshot
+                .runbooks
+                .iter()
+                .filter(|j| {
+                    serde_json::to_value(j.status)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .as_deref()
+                        == Some(status)
+                })
+                .count();
+            self.runbooks
+                .get_or_create(&RunbookLabels {
+                    status: status.into(),
+                })
+                .set(n as i64);
+        }
+    }
+
+    /// Records a reconcile that could not observe.
+    pub fn reconcile_failed(&self) {
+        self.reconcile_errors.inc();
+    }
+
+    /// Whether this replica holds the lease.
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+    }
+
+    /// The OpenMetrics text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Policy;
+    use crate::plan::quorum_test_support::{cluster, manager, t, worker};
+    use crate::plan::{plan, Memory};
+
+    #[test]
+    fn the_fault_tolerance_and_manager_states_are_exported() {
+        let snap = cluster(
+            vec![
+                manager("m1", true),
+                manager("m2", false),
+                manager("m3", false),
+                worker("w1"),
+            ],
+            t(0),
+        );
+        let mut memory = Memory::default();
+        memory.observe(&snap);
+        let p = plan(&snap, &Policy::default(), &memory, t(0));
+        let metrics = Metrics::new();
+        metrics.reconciled(
+            &Reconciled {
+                snapshot: snap,
+                plan: p,
+                dry_run: false,
+            },
+            Duration::from_millis(12),
+            3,
+        );
+        metrics.set_leader(true);
+        let text = metrics.encode();
+        assert!(text.contains("swarm_warden_fault_tolerance 1\n"), "{text}");
+        assert!(
+            text.contains("swarm_warden_managers{state=\"reachable\"} 3\n"),
+            "{text}"
+        );
+        assert!(text.contains("swarm_warden_leader 1\n"));
+        assert!(text.contains("swarm_warden_queue_depth 3\n"));
+        assert!(text.contains("swarm_warden_reconcile_duration_seconds_count 1\n"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
