@@ -16,6 +16,7 @@ use tracing::Instrument;
 use crate::act::{Backoffs, Executor};
 use crate::config::Policy;
 use crate::http::Health;
+use crate::lease::Handover;
 use crate::metrics::Metrics;
 use crate::model::Snapshot;
 use crate::observe::{watch_events, ObserveError, Observer, Trigger};
@@ -78,9 +79,14 @@ impl Controller {
         }
     }
 
-    /// Acts only while `leader` says this replica holds the lease.
-    pub fn with_leadership(mut self, leader: tokio::sync::watch::Receiver<bool>) -> Self {
-        self.executor = self.executor.with_leadership(leader);
+    /// Acts only while `leader` says this replica holds the lease; `handover` passes
+    /// memory between lease holders.
+    pub fn with_leadership(
+        mut self,
+        leader: tokio::sync::watch::Receiver<bool>,
+        handover: Option<Arc<Handover>>,
+    ) -> Self {
+        self.executor = self.executor.with_leadership(leader, handover);
         self
     }
 
@@ -96,6 +102,7 @@ impl Controller {
         let now = SystemTime::now();
         let snapshot = self.observer.snapshot(now).await?;
         self.memory.observe(&snapshot);
+        self.executor.sync_handover(&mut self.memory);
         let mut plan = plan::plan(&snapshot, &self.policy, &self.memory, now);
         self.log_findings(&plan);
         self.executor
@@ -130,6 +137,7 @@ impl Controller {
             self.cancel.child_token(),
         ));
         let _ = tx.send(Trigger::Start);
+        let mut leadership = self.executor.leadership();
         let mut resync = tokio::time::interval_at(
             Instant::now() + self.policy.controller.resync,
             self.policy.controller.resync,
@@ -142,6 +150,8 @@ impl Controller {
                 Some(t) = rx.recv() => t,
                 _ = resync.tick() => Trigger::Resync,
                 _ = sleep_until(requeue_at) => Trigger::Requeue,
+                // A replica that just took the lease looks at once instead of at the next event.
+                Ok(()) = leadership.changed() => Trigger::Leadership(*leadership.borrow_and_update()),
             };
             // Coalesce: everything that arrived while we were busy is one reconcile.
             let mut triggers = vec![first];

@@ -4,9 +4,16 @@
 //! every `renew`; others retry every `retry` and take it once `duration` has passed
 //! without a renewal. Followers observe and serve metrics but never act; a graceful
 //! shutdown releases the lease.
+//!
+//! Expiry is judged by the observer's own clock, as Kubernetes' leader election does: a
+//! lease expires when its version has not moved for `duration` since *we* first saw that
+//! version, so clock skew between managers cannot make a live holder look expired. The
+//! labels also carry the holder's [`Handoff`], so a replica that takes over keeps waiting
+//! where the previous one would have.
 
 use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use bollard::models::ConfigSpec;
@@ -16,10 +23,14 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::LeasePolicy;
+use crate::plan::Handoff;
 
 const HOLDER: &str = "swarm-warden.lease.holder";
 const RENEWED: &str = "swarm-warden.lease.renewed-ms";
 const DURATION: &str = "swarm-warden.lease.duration-ms";
+const RAFT_LEADER: &str = "swarm-warden.handoff.raft-leader";
+const RAFT_LEADER_SINCE: &str = "swarm-warden.handoff.raft-leader-since-ms";
+const MEMBERSHIP_CHANGED: &str = "swarm-warden.handoff.membership-changed-ms";
 const DATA: &str = "swarm-warden leader lease: see the labels";
 
 /// The lease as its labels say.
@@ -31,6 +42,8 @@ pub struct Record {
     pub renewed_ms: u64,
     /// How long a renewal holds, milliseconds.
     pub duration_ms: u64,
+    /// What the holder passes on.
+    pub handoff: Handoff,
 }
 
 /// What to do about the lease.
@@ -44,31 +57,82 @@ pub enum Decision {
     Wait {
         /// The holder.
         holder: String,
-        /// When their hold expires.
-        until_ms: u64,
+        /// How long until their hold expires, unless they renew.
+        left: Duration,
     },
 }
 
-/// The pure rule.
-pub fn decide(current: Option<&Record>, me: &str, now_ms: u64) -> Decision {
+/// The pure rule. `unchanged_for` is how long (by our clock) the lease's version has stood
+/// still since we first saw it.
+pub fn decide(current: Option<&Record>, me: &str, unchanged_for: Duration) -> Decision {
     match current {
         None => Decision::Take,
         Some(r) if r.holder == me => Decision::Renew,
-        Some(r) if r.holder.is_empty() || now_ms >= r.renewed_ms.saturating_add(r.duration_ms) => {
+        Some(r)
+            if r.holder.is_empty() || unchanged_for.as_millis() >= u128::from(r.duration_ms) =>
+        {
             Decision::Take
         }
         Some(r) => Decision::Wait {
             holder: r.holder.clone(),
-            until_ms: r.renewed_ms.saturating_add(r.duration_ms),
+            left: Duration::from_millis(r.duration_ms).saturating_sub(unchanged_for),
         },
     }
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
+    to_ms(SystemTime::now())
+}
+
+fn to_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+fn from_ms(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+/// The two-way exchange between the lease and the controller's memory.
+#[derive(Debug, Default)]
+pub struct Handover {
+    /// What this replica would pass on now (published after every observation).
+    outgoing: Mutex<Option<Handoff>>,
+    /// What the previous holder passed on, and when we took over; until adopted.
+    incoming: Mutex<Option<(Handoff, SystemTime)>>,
+}
+
+impl Handover {
+    /// Publishes this replica's memory for the next renewal.
+    pub fn publish(&self, handoff: Handoff) {
+        if let Ok(mut slot) = self.outgoing.lock() {
+            *slot = Some(handoff);
+        }
+    }
+
+    /// What the previous holder passed on, once.
+    pub fn take_incoming(&self) -> Option<(Handoff, SystemTime)> {
+        self.incoming.lock().ok().and_then(|mut slot| slot.take())
+    }
+
+    fn received(&self, handoff: Handoff, at: SystemTime) {
+        if let Ok(mut slot) = self.incoming.lock() {
+            *slot = Some((handoff, at));
+        }
+    }
+
+    /// What to write: until the controller has adopted the previous holder's handoff, that
+    /// one is carried over unchanged, so nothing is lost between takeover and adoption.
+    fn to_write(&self, previous: Option<&Handoff>) -> Handoff {
+        let pending = self.incoming.lock().map(|s| s.is_some()).unwrap_or(true);
+        let ours = self.outgoing.lock().ok().and_then(|s| s.clone());
+        match (pending, ours, previous) {
+            (false, Some(ours), _) => ours,
+            (_, _, Some(previous)) => previous.clone(),
+            (_, ours, None) => ours.unwrap_or_default(),
+        }
+    }
 }
 
 /// Takes and keeps the lease for one replica.
@@ -78,6 +142,9 @@ pub struct Lease {
     policy: LeasePolicy,
     identity: String,
     leader: watch::Sender<bool>,
+    handover: Arc<Handover>,
+    /// The lease version we last saw and when we first saw it (our clock).
+    seen: Mutex<Option<(u64, Instant)>>,
 }
 
 impl Lease {
@@ -89,6 +156,30 @@ impl Lease {
             policy,
             identity,
             leader,
+            handover: Arc::new(Handover::default()),
+            seen: Mutex::new(None),
+        }
+    }
+
+    /// The exchange with the controller's memory.
+    pub fn handover(&self) -> Arc<Handover> {
+        self.handover.clone()
+    }
+
+    /// How long the lease has stood at `version`, by our clock.
+    fn unchanged_for(&self, version: Option<u64>) -> Duration {
+        let Some(version) = version else {
+            return Duration::ZERO;
+        };
+        let Ok(mut seen) = self.seen.lock() else {
+            return Duration::ZERO;
+        };
+        match *seen {
+            Some((v, since)) if v == version => since.elapsed(),
+            _ => {
+                *seen = Some((version, Instant::now()));
+                Duration::ZERO
+            }
         }
     }
 
@@ -105,22 +196,39 @@ impl Lease {
     /// One round: take or renew if allowed. Returns whether we hold the lease now.
     pub async fn round(&self) -> Result<bool, String> {
         let (current, id, version) = self.read().await?;
-        let decision = decide(current.as_ref(), &self.identity, now_ms());
+        let unchanged_for = self.unchanged_for(version);
+        let decision = decide(current.as_ref(), &self.identity, unchanged_for);
         let held = match decision {
-            Decision::Wait { holder, until_ms } => {
-                tracing::debug!(%holder, until_ms, "Lease held by another replica");
+            Decision::Wait { holder, left } => {
+                tracing::debug!(%holder, ?left, "Lease held by another replica");
                 false
             }
             Decision::Renew | Decision::Take => {
+                let previous = current.as_ref().map(|r| &r.handoff);
                 let record = Record {
                     holder: self.identity.clone(),
                     renewed_ms: now_ms(),
-                    duration_ms: self.policy.duration.as_millis() as u64,
+                    duration_ms: u64::try_from(self.policy.duration.as_millis())
+                        .unwrap_or(u64::MAX),
+                    // Taking over: pass the previous holder's handoff on untouched.
+                    handoff: match (&decision, previous) {
+                        (Decision::Take, Some(previous)) => previous.clone(),
+                        _ => self.handover.to_write(previous),
+                    },
                 };
-                match (&id, version) {
-                    (Some(id), Some(version)) => self.write(id, version, &record).await.is_ok(),
-                    _ => self.create(&record).await.is_ok(),
+                let written = match (&id, version) {
+                    (Some(id), Some(version)) => self.write(id, version, &record).await,
+                    _ => self.create(&record).await,
+                };
+                if let Err(e) = &written {
+                    tracing::debug!(error = %e, "Lease write lost (another replica wrote first)");
                 }
+                if written.is_ok() && decision == Decision::Take {
+                    if let Some(previous) = current {
+                        self.handover.received(previous.handoff, SystemTime::now());
+                    }
+                }
+                written.is_ok()
             }
         };
         let was = *self.leader.borrow();
@@ -171,6 +279,7 @@ impl Lease {
                     holder: String::new(),
                     renewed_ms: 0,
                     duration_ms: current.duration_ms,
+                    handoff: self.handover.to_write(Some(&current.handoff)),
                 };
                 match self.write(&id, version, &released).await {
                     Ok(()) => tracing::info!("Released the lease"),
@@ -184,12 +293,17 @@ impl Lease {
         match self.docker.inspect_config(&self.policy.name).await {
             Ok(config) => {
                 let labels = config.spec.and_then(|s| s.labels).unwrap_or_default();
-                let num = |k: &str| labels.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
+                let num = |k: &str| labels.get(k).and_then(|v| v.parse::<u64>().ok());
                 Ok((
                     Some(Record {
                         holder: labels.get(HOLDER).cloned().unwrap_or_default(),
-                        renewed_ms: num(RENEWED),
-                        duration_ms: num(DURATION),
+                        renewed_ms: num(RENEWED).unwrap_or(0),
+                        duration_ms: num(DURATION).unwrap_or(0),
+                        handoff: Handoff {
+                            raft_leader: labels.get(RAFT_LEADER).filter(|v| !v.is_empty()).cloned(),
+                            raft_leader_since: num(RAFT_LEADER_SINCE).map(from_ms),
+                            last_membership_change: num(MEMBERSHIP_CHANGED).map(from_ms),
+                        },
                     }),
                     config.id,
                     config.version.and_then(|v| v.index),
@@ -203,13 +317,24 @@ impl Lease {
     }
 
     fn spec(&self, record: &Record) -> ConfigSpec {
+        let mut labels = HashMap::from([
+            (HOLDER.to_owned(), record.holder.clone()),
+            (RENEWED.to_owned(), record.renewed_ms.to_string()),
+            (DURATION.to_owned(), record.duration_ms.to_string()),
+        ]);
+        let h = &record.handoff;
+        if let Some(leader) = &h.raft_leader {
+            labels.insert(RAFT_LEADER.to_owned(), leader.clone());
+        }
+        if let Some(since) = h.raft_leader_since {
+            labels.insert(RAFT_LEADER_SINCE.to_owned(), to_ms(since).to_string());
+        }
+        if let Some(changed) = h.last_membership_change {
+            labels.insert(MEMBERSHIP_CHANGED.to_owned(), to_ms(changed).to_string());
+        }
         ConfigSpec {
             name: Some(self.policy.name.clone()),
-            labels: Some(HashMap::from([
-                (HOLDER.to_owned(), record.holder.clone()),
-                (RENEWED.to_owned(), record.renewed_ms.to_string()),
-                (DURATION.to_owned(), record.duration_ms.to_string()),
-            ])),
+            labels: Some(labels),
             data: Some(base64::engine::general_purpose::STANDARD.encode(DATA)),
             templating: None,
         }
@@ -258,26 +383,63 @@ mod tests {
             holder: holder.into(),
             renewed_ms,
             duration_ms: 15_000,
+            handoff: Handoff::default(),
         }
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
     }
 
     #[test]
     fn a_missing_or_released_lease_is_taken() {
-        assert_eq!(decide(None, "a", 1000), Decision::Take);
-        assert_eq!(decide(Some(&held("", 900)), "a", 1000), Decision::Take);
+        assert_eq!(decide(None, "a", secs(0)), Decision::Take);
+        assert_eq!(decide(Some(&held("", 900)), "a", secs(0)), Decision::Take);
     }
 
     #[test]
-    fn the_holder_renews_and_others_wait_until_it_expires() {
+    fn the_holder_renews_and_others_wait_until_it_stood_still_for_the_duration() {
         let r = held("a", 10_000);
-        assert_eq!(decide(Some(&r), "a", 12_000), Decision::Renew);
+        assert_eq!(decide(Some(&r), "a", secs(2)), Decision::Renew);
         assert_eq!(
-            decide(Some(&r), "b", 12_000),
+            decide(Some(&r), "b", secs(2)),
             Decision::Wait {
                 holder: "a".into(),
-                until_ms: 25_000
+                left: secs(13)
             }
         );
-        assert_eq!(decide(Some(&r), "b", 25_000), Decision::Take);
+        assert_eq!(decide(Some(&r), "b", secs(15)), Decision::Take);
+    }
+
+    #[test]
+    fn a_holder_whose_clock_is_far_behind_is_not_taken_over_while_it_renews() {
+        // Renewed "an hour ago" by its own clock, but the version just moved.
+        let r = held("a", 1);
+        assert!(matches!(
+            decide(Some(&r), "b", secs(0)),
+            Decision::Wait { .. }
+        ));
+    }
+
+    #[test]
+    fn the_previous_holders_handoff_is_carried_over_until_adopted() {
+        let handover = Handover::default();
+        let previous = Handoff {
+            raft_leader: Some("m1".into()),
+            raft_leader_since: None,
+            last_membership_change: Some(from_ms(5_000)),
+        };
+        let ours = Handoff {
+            raft_leader: Some("m1".into()),
+            ..Handoff::default()
+        };
+        handover.publish(ours.clone());
+        handover.received(previous.clone(), from_ms(9_000));
+        assert_eq!(handover.to_write(Some(&previous)), previous);
+        assert_eq!(
+            handover.take_incoming(),
+            Some((previous.clone(), from_ms(9_000)))
+        );
+        assert_eq!(handover.to_write(Some(&previous)), ours);
     }
 }

@@ -252,8 +252,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 .as_ref()
                 .map(Lease::subscribe)
                 .unwrap_or_else(always_leader);
+            let handover = lease.as_ref().map(Lease::handover);
             let mut controller = Controller::new(docker, policy.clone(), dry_run, cancel.clone())
-                .with_leadership(leader);
+                .with_leadership(leader, handover);
             if once {
                 if let Some(lease) = &lease {
                     take_lease_once(lease, &policy).await;

@@ -2,6 +2,7 @@
 //! one (so every guard is checked against the cluster as it is now), writes, and waits for
 //! the change to show in the node list before the next round may change anything.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
@@ -10,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::backoff::Backoffs;
 use super::writer::{WriteError, Writer};
 use crate::config::Policy;
+use crate::lease::Handover;
 use crate::model::{Node, Role, Service, Snapshot, UpdateState};
 use crate::observe::Rollout;
 use crate::observe::{ObserveError, Observer};
@@ -62,6 +64,8 @@ pub struct Executor {
     dry_run: bool,
     /// Whether this replica holds the lease; checked right before every write.
     leader: tokio::sync::watch::Receiver<bool>,
+    /// The exchange of memory with the lease (none without a lease).
+    handover: Option<Arc<Handover>>,
     backoffs: Backoffs,
     cancel: CancellationToken,
 }
@@ -80,15 +84,45 @@ impl Executor {
             writer,
             dry_run,
             leader: crate::lease::always_leader(),
+            handover: None,
             backoffs: Backoffs::new(policy.controller.backoff_min, policy.controller.backoff_max),
             cancel,
         }
     }
 
-    /// Acts only while `leader` says this replica holds the lease.
-    pub fn with_leadership(mut self, leader: tokio::sync::watch::Receiver<bool>) -> Self {
+    /// Acts only while `leader` says this replica holds the lease; `handover` passes
+    /// memory between lease holders.
+    pub fn with_leadership(
+        mut self,
+        leader: tokio::sync::watch::Receiver<bool>,
+        handover: Option<Arc<Handover>>,
+    ) -> Self {
         self.leader = leader;
+        self.handover = handover;
         self
+    }
+
+    /// Follows leadership changes.
+    pub fn leadership(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.leader.clone()
+    }
+
+    /// Adopts what the previous lease holder passed on (once, after a takeover) and
+    /// publishes what this replica would pass on. Called after every observation, so the
+    /// plan that follows already waits where the previous holder would have.
+    pub fn sync_handover(&self, memory: &mut Memory) {
+        let Some(handover) = &self.handover else {
+            return;
+        };
+        if let Some((previous, taken_at)) = handover.take_incoming() {
+            tracing::info!(
+                raft_leader = ?previous.raft_leader,
+                last_membership_change = ?previous.last_membership_change,
+                "Took over from the previous lease holder: keeping its settle and stabilization times"
+            );
+            memory.adopt(previous, taken_at);
+        }
+        handover.publish(memory.handoff());
     }
 
     /// Whether this replica may act now.
@@ -163,6 +197,7 @@ impl Executor {
         let now = SystemTime::now();
         let fresh = self.observer.snapshot(now).await?;
         memory.observe(&fresh);
+        self.sync_handover(memory);
         let replan = plan::plan(&fresh, policy, memory, now);
         match replan.actions.iter().find(|a| a.action == entry.action) {
             Some(again) if again.status == ActionStatus::Planned => {}
@@ -195,6 +230,7 @@ impl Executor {
                 };
                 // Even a half-done change (demoted, not yet removed) changed membership.
                 memory.record_membership_change(SystemTime::now());
+                self.sync_handover(memory);
                 result.map(Some)
             }
             Action::StartRunbook {

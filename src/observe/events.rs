@@ -24,6 +24,8 @@ pub enum Trigger {
     Resync,
     /// The last plan asked to look again at a given time.
     Requeue,
+    /// This replica took (`true`) or lost (`false`) the lease.
+    Leadership(bool),
     /// A node or service event.
     Event {
         /// `node` or `service`.
@@ -41,6 +43,8 @@ impl fmt::Display for Trigger {
             Trigger::Start => f.write_str("start"),
             Trigger::Relist => f.write_str("event stream (re)connected"),
             Trigger::Resync => f.write_str("periodic resync"),
+            Trigger::Leadership(true) => f.write_str("took the lease"),
+            Trigger::Leadership(false) => f.write_str("lost the lease"),
             Trigger::Requeue => f.write_str("requeue"),
             Trigger::Event {
                 kind,

@@ -23,6 +23,21 @@ pub struct Memory {
     placement_fixes: HashMap<String, PlacementFix>,
     /// First observation of each EFS volume out of credits at its permitted rate.
     throttled_since: HashMap<String, SystemTime>,
+    /// What the previous lease holder passed on, until the first leader sighting uses it.
+    inherited: Option<(Handoff, SystemTime)>,
+}
+
+/// What one lease holder passes to the next (kept in the lease's labels), so a replica
+/// that takes over is no less careful than the one it replaces: it still waits
+/// `leader_settle` after a raft leader change and `stabilization` after a membership change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Handoff {
+    /// The raft leader the holder last saw.
+    pub raft_leader: Option<String>,
+    /// When the holder saw that leader take over (`None`: it was leader at its first look).
+    pub raft_leader_since: Option<SystemTime>,
+    /// When the holder last changed raft membership.
+    pub last_membership_change: Option<SystemTime>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +71,7 @@ impl Memory {
             (None, Some(id)) => self.leader = Some(LeaderSeen { id, since: None }),
             (_, None) => {}
         }
+        self.use_inheritance();
         self.lifeless_since
             .retain(|id, _| snapshot.nodes.iter().any(|n| &n.id == id));
         self.ready_since
@@ -84,6 +100,44 @@ impl Memory {
             } else {
                 self.ready_since.remove(&node.id);
             }
+        }
+    }
+
+    /// What to pass on to the next lease holder.
+    pub fn handoff(&self) -> Handoff {
+        Handoff {
+            raft_leader: self.leader.as_ref().map(|l| l.id.clone()),
+            raft_leader_since: self.leader.as_ref().and_then(|l| l.since),
+            last_membership_change: self.last_membership_change,
+        }
+    }
+
+    /// Takes over from the previous lease holder at `taken_at`. Its last membership change
+    /// counts as ours. A raft leader we have seen take over ourselves keeps our time; one we
+    /// only found in place keeps the previous holder's time if it is the same leader, and
+    /// otherwise counts as having changed at `taken_at`: it changed after the previous
+    /// holder's last renewal, we cannot know exactly when, so we assume the latest moment.
+    pub fn adopt(&mut self, previous: Handoff, taken_at: SystemTime) {
+        self.last_membership_change = self
+            .last_membership_change
+            .max(previous.last_membership_change);
+        self.inherited = Some((previous, taken_at));
+        self.use_inheritance();
+    }
+
+    fn use_inheritance(&mut self) {
+        let Some(seen) = self.leader.as_mut() else {
+            return;
+        };
+        let Some((previous, taken_at)) = self.inherited.take() else {
+            return;
+        };
+        if seen.since.is_none() {
+            seen.since = if previous.raft_leader.as_deref() == Some(seen.id.as_str()) {
+                previous.raft_leader_since
+            } else {
+                Some(taken_at)
+            };
         }
     }
 
@@ -209,6 +263,62 @@ mod tests {
         memory.observe(&snap);
         assert_eq!(memory.lifeless_since(&snap.nodes[1]), Some(t(300)));
         let _ = Duration::ZERO;
+    }
+
+    #[test]
+    fn a_new_holder_waits_as_long_as_the_previous_one_would_have() {
+        let snap = cluster(vec![manager("a", true), manager("b", false)], t(100));
+        let mut memory = Memory::default();
+        memory.observe(&snap);
+        memory.adopt(
+            Handoff {
+                raft_leader: Some("a".into()),
+                raft_leader_since: Some(t(40)),
+                last_membership_change: Some(t(60)),
+            },
+            t(120),
+        );
+        assert_eq!(memory.leader_changed_at(), Some(t(40)));
+        assert_eq!(memory.last_membership_change(), Some(t(60)));
+        assert_eq!(memory.handoff().raft_leader_since, Some(t(40)));
+    }
+
+    #[test]
+    fn a_leader_change_after_the_previous_holder_looked_counts_from_the_takeover() {
+        let mut memory = Memory::default();
+        // Taken over before the first look: the inheritance waits for a leader sighting.
+        memory.adopt(
+            Handoff {
+                raft_leader: Some("old".into()),
+                raft_leader_since: None,
+                last_membership_change: None,
+            },
+            t(120),
+        );
+        assert_eq!(memory.leader_changed_at(), None);
+        memory.observe(&cluster(vec![manager("a", true)], t(130)));
+        assert_eq!(memory.leader_changed_at(), Some(t(120)));
+    }
+
+    #[test]
+    fn a_leader_change_seen_by_the_new_holder_itself_keeps_its_own_time() {
+        let mut memory = Memory::default();
+        let mut snap = cluster(vec![manager("a", true), manager("b", false)], t(100));
+        memory.observe(&snap);
+        snap.nodes[0].manager.as_mut().unwrap().leader = false;
+        snap.nodes[1].manager.as_mut().unwrap().leader = true;
+        snap.observed_at = t(200);
+        memory.observe(&snap);
+        memory.adopt(
+            Handoff {
+                raft_leader: Some("a".into()),
+                raft_leader_since: Some(t(10)),
+                last_membership_change: Some(t(300)),
+            },
+            t(250),
+        );
+        assert_eq!(memory.leader_changed_at(), Some(t(200)));
+        assert_eq!(memory.last_membership_change(), Some(t(300)));
     }
 
     #[test]

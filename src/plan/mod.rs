@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-pub use memory::Memory;
+pub use memory::{Handoff, Memory};
 pub use placement::{
     compose_snippet, strands, PlacementFix, PlacementStatus, ServicePlacement, ServiceRef,
     TaskOnManager, ALLOW_MANAGERS_LABEL, SELF_LABEL,
