@@ -526,9 +526,9 @@ impl Policy {
             }
             let path = resolve_env_path(&value, &rest.to_ascii_lowercase())
                 .ok_or_else(|| env_error(&var, "no such policy key".into()))?;
-            let slot = path.iter().fold(Some(&mut value), |v, k| {
-                v.and_then(|v| v.get_mut(k.as_str()))
-            });
+            let slot = path
+                .iter()
+                .try_fold(&mut value, |v, k| v.get_mut(k.as_str()));
             let Some(slot) = slot else {
                 return Err(env_error(&var, "no such policy key".into()));
             };

@@ -357,14 +357,16 @@ impl Lease {
     }
 }
 
-/// The identity of this replica: `$SWARM_WARDEN_IDENTITY`, else hostname and PID (in a
-/// Swarm task the hostname is the container ID).
+/// The identity of this replica: `$SWARM_WARDEN_IDENTITY`, else hostname, PID and start
+/// time. The start time matters: a task restarted on the same node (same hostname under
+/// host networking, PID 1 again) is a new process that must not "renew" its
+/// predecessor's lease as if it had been holding it all along.
 pub fn identity() -> String {
     std::env::var("SWARM_WARDEN_IDENTITY").unwrap_or_else(|_| {
         let host = std::fs::read_to_string("/etc/hostname")
             .map(|h| h.trim().to_owned())
             .unwrap_or_else(|_| "unknown".into());
-        format!("{host}-{}", std::process::id())
+        format!("{host}-{}-{}", std::process::id(), now_ms())
     })
 }
 

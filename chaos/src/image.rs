@@ -236,6 +236,19 @@ pub async fn import_as(
     Ok(())
 }
 
+/// Loads a `docker save` archive into one node.
+pub async fn load_archive(client: &Docker, node: &str, archive: &[u8]) -> Result<()> {
+    let options = bollard::query_parameters::ImportImageOptionsBuilder::default()
+        .quiet(true)
+        .build();
+    client
+        .import_image(options, bollard::body_full(archive.to_vec().into()), None)
+        .try_collect::<Vec<_>>()
+        .await
+        .map_err(LabError::docker(node))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -395,6 +395,58 @@ impl Lab {
         crate::prometheus::Prometheus::start(&self.paths, targets, interval)
     }
 
+    /// Starts a Prometheus server on the lab's own network (on the observer host), so it
+    /// can scrape services that listen on the nodes' addresses.
+    pub fn start_prometheus_on_lab_network(
+        &self,
+        targets: &[crate::prometheus::Target],
+        interval: Duration,
+    ) -> Result<crate::prometheus::Prometheus> {
+        let netns = self.observer()?;
+        crate::prometheus::Prometheus::start_in(&self.paths, targets, interval, Some(&netns))
+    }
+
+    /// An HTTP GET from the lab's observer host (status and body), e.g. of a service
+    /// listening on a node's address.
+    pub fn http_get_on_lab_network(
+        &self,
+        addr: std::net::SocketAddr,
+        path: &str,
+    ) -> Result<(u16, String)> {
+        let netns = self.observer()?;
+        crate::prometheus::http_get_in(&netns, addr, path)
+    }
+
+    /// The observer host: a network namespace on the lab's bridge at `.250`, running no
+    /// Docker; created on first use, removed with the lab (it carries the lab's prefix).
+    pub fn observer(&self) -> Result<String> {
+        let lab = self.paths.lab();
+        let netns = lab.observer_netns();
+        if !Path::new("/var/run/netns").join(&netns).exists() {
+            let [a, b, c] = self.state().subnet;
+            net::create_node(
+                &lab.bridge_netns(),
+                &netns,
+                "0obs",
+                Ipv4Addr::new(a, b, c, 250),
+            )?;
+        }
+        Ok(netns)
+    }
+
+    /// Loads an image archive (`docker save` output) into every running node.
+    pub async fn load_image_archive(&self, archive: &Path) -> Result<()> {
+        let data = std::fs::read(archive).map_err(LabError::io("read", archive))?;
+        for record in self.state().nodes {
+            if self.cgroup(&record.name).state() != ProcessState::Running {
+                continue;
+            }
+            let client = self.client(record.name.as_str()).await?;
+            crate::image::load_archive(&client, record.name.as_str(), &data).await?;
+        }
+        Ok(())
+    }
+
     /// The node table as the first manager that answers sees it.
     pub async fn node_table(&self) -> Result<NodeTable> {
         self.answering_manager().await.map(|(_, _, table)| table)

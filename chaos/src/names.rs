@@ -86,6 +86,12 @@ impl LabName {
     pub fn bridge_netns(&self) -> String {
         format!("{}0br", self.host_prefix())
     }
+
+    /// Network namespace of the lab's observer host (Prometheus, probes): on the lab's
+    /// network like a node, but running no Docker.
+    pub fn observer_netns(&self) -> String {
+        format!("{}0obs", self.host_prefix())
+    }
 }
 
 impl TryFrom<String> for LabName {

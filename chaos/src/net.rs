@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 
 use crate::cmd::{run, run_in_netns};
-use crate::error::Result;
+use crate::error::{LabError, Result};
 
 /// Where `ip netns` keeps its named namespaces.
 const NETNS_DIR: &str = "/var/run/netns";
@@ -137,4 +137,28 @@ fn ensure_chain(netns: &str) -> Result<()> {
         run_in_netns(netns, "iptables", ["-I", "OUTPUT", "1", "-j", CHAOS_CHAIN])?;
     }
     Ok(())
+}
+
+/// Runs `f` on a thread that has joined the network namespace `netns` (a thread's network
+/// namespace is its own), so the host can talk to addresses that only exist in the lab.
+pub fn in_netns<T: Send + 'static>(
+    netns: &str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let path = Path::new(NETNS_DIR).join(netns);
+    let file = std::fs::File::open(&path).map_err(LabError::io("open", &path))?;
+    std::thread::spawn(move || {
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+            LabError::Command {
+                command: format!("setns {}", path.display()),
+                detail: e.to_string(),
+            }
+        })?;
+        f()
+    })
+    .join()
+    .map_err(|_| LabError::Command {
+        command: format!("thread in netns {netns}"),
+        detail: "panicked".into(),
+    })?
 }

@@ -31,6 +31,8 @@ pub struct Target {
 pub struct Prometheus {
     child: Child,
     addr: SocketAddr,
+    /// The network namespace it runs in (`None`: the host's).
+    netns: Option<String>,
 }
 
 /// Finds `prometheus`: `$SWARM_CHAOS_PROMETHEUS`, the lab cache, PATH, or else Debian's
@@ -90,6 +92,17 @@ pub fn find_prometheus() -> Result<PathBuf> {
 impl Prometheus {
     /// Starts Prometheus for the lab, scraping `targets` every `interval`.
     pub fn start(paths: &LabPaths, targets: &[Target], interval: Duration) -> Result<Self> {
+        Self::start_in(paths, targets, interval, None)
+    }
+
+    /// Starts Prometheus inside the network namespace `netns` (e.g. the lab's observer
+    /// host, to scrape addresses on the lab's network).
+    pub fn start_in(
+        paths: &LabPaths,
+        targets: &[Target],
+        interval: Duration,
+        netns: Option<&str>,
+    ) -> Result<Self> {
         let binary = find_prometheus()?;
         let dir = paths.dir().join("prometheus");
         std::fs::create_dir_all(dir.join("data")).map_err(LabError::io("create", &dir))?;
@@ -108,7 +121,18 @@ impl Prometheus {
             .map_err(LabError::io("create", &dir))?;
         let cgroup = NodeCgroup::new(format!("{}prometheus", paths.lab().host_prefix()));
         cgroup.create()?;
-        let child = Command::new(&binary)
+        // nsenter execs the server in place, so the child's PID is Prometheus's own.
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/var/run/netns/{ns}"))
+                    .arg("--")
+                    .arg(&binary);
+                c
+            }
+            None => Command::new(&binary),
+        };
+        let child = command
             .arg(format!("--config.file={}", config_file.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
@@ -128,7 +152,11 @@ impl Prometheus {
         let procs = cgroup.procs_file();
         std::fs::write(&procs, child.id().to_string())
             .map_err(LabError::io("join cgroup", &procs))?;
-        let prometheus = Self { child, addr };
+        let prometheus = Self {
+            child,
+            addr,
+            netns: netns.map(str::to_owned),
+        };
         prometheus.wait_ready(Duration::from_secs(60), &dir)?;
         tracing::info!(url = %prometheus.url(), "Prometheus up");
         Ok(prometheus)
@@ -142,13 +170,20 @@ impl Prometheus {
     /// An instant query; returns the raw JSON answer of the HTTP API.
     pub fn query(&self, promql: &str) -> Result<String> {
         let path = format!("/api/v1/query?query={}", encode(promql));
-        http_get(self.addr, &path).map(|(_, body)| body)
+        self.get(&path).map(|(_, body)| body)
+    }
+
+    fn get(&self, path: &str) -> Result<(u16, String)> {
+        match &self.netns {
+            Some(ns) => http_get_in(ns, self.addr, path),
+            None => http_get(self.addr, path),
+        }
     }
 
     fn wait_ready(&self, timeout: Duration, dir: &Path) -> Result<()> {
         let start = Instant::now();
         while start.elapsed() < timeout {
-            if matches!(http_get(self.addr, "/-/ready"), Ok((200, _))) {
+            if matches!(self.get("/-/ready"), Ok((200, _))) {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(200));
@@ -189,8 +224,14 @@ fn encode(s: &str) -> String {
         .collect()
 }
 
-/// A minimal HTTP/1.1 GET on loopback: status and body.
-fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+/// [`http_get`] from inside the network namespace `netns`.
+pub fn http_get_in(netns: &str, addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    let path = path.to_owned();
+    crate::net::in_netns(netns, move || http_get(addr, &path))
+}
+
+/// A minimal HTTP/1.0 GET: status and body.
+pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
     let io = |e| LabError::io("http get", path.to_owned())(e);
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(io)?;
     stream

@@ -58,6 +58,8 @@ impl Warden {
             .args(extra)
             .env("DOCKER_HOST", lab.docker_host(node).expect("docker host"))
             .env("LOG_LEVEL", "swarm_warden=debug")
+            // Any free port: wardens of parallel test runs must not fight over :8080.
+            .env("SWARM_WARDEN_HTTP_LISTEN", "127.0.0.1:0")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("log"))
@@ -142,6 +144,38 @@ fn strip_ansi(s: &str) -> String {
         }
     }
     out
+}
+
+/// The shipped image as a `docker save` archive, built by `image/build` (the documented
+/// command) if it is missing or older than the binary under test. `.ci/run` builds it
+/// before the tests; `$SWARM_WARDEN_IMAGE_ARCHIVE` points at a prebuilt one.
+pub fn warden_image_archive() -> PathBuf {
+    if let Some(path) = std::env::var_os("SWARM_WARDEN_IMAGE_ARCHIVE") {
+        return PathBuf::from(path);
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let archive = target.join("image/swarm-warden.tar");
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let fresh = match (
+        modified(&archive),
+        modified(std::path::Path::new(warden_bin())),
+    ) {
+        (Some(a), Some(b)) => a >= b,
+        _ => false,
+    };
+    if !fresh {
+        let status = Command::new(root.join("image/build"))
+            .arg("--save")
+            .arg(&archive)
+            .current_dir(&root)
+            .status()
+            .expect("run image/build");
+        assert!(status.success(), "image/build failed: {status}");
+    }
+    archive
 }
 
 /// Reachable managers (leader included) in a node table.
