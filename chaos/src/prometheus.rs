@@ -108,10 +108,20 @@ impl Prometheus {
         std::fs::create_dir_all(dir.join("data")).map_err(LabError::io("create", &dir))?;
         let secs = interval.as_secs_f64().max(1.0);
         let mut config = format!("global:\n  scrape_interval: {secs}s\n  evaluation_interval: {secs}s\nscrape_configs:\n");
-        for t in targets {
+        // One scrape config per job, listing all of its targets.
+        let mut jobs: Vec<&str> = targets.iter().map(|t| t.job.as_str()).collect();
+        jobs.dedup();
+        jobs.sort_unstable();
+        jobs.dedup();
+        for job in jobs {
+            let addrs: Vec<String> = targets
+                .iter()
+                .filter(|t| t.job == job)
+                .map(|t| format!("'{}'", t.addr))
+                .collect();
             config.push_str(&format!(
-                "  - job_name: {}\n    static_configs:\n      - targets: ['{}']\n",
-                t.job, t.addr
+                "  - job_name: {job}\n    static_configs:\n      - targets: [{}]\n",
+                addrs.join(", ")
             ));
         }
         let config_file = dir.join("prometheus.yml");
