@@ -271,6 +271,8 @@ pub enum FindingKind {
     ManagersAboveDesired,
     /// A promotion is wanted but no worker qualifies.
     NoPromotionCandidate,
+    /// A node promoted to manager is Down without ever joining the raft.
+    PromotionStuck,
     /// A workload service may run (or runs) on managers.
     WorkloadOnManager,
     /// A stack service lost the constraint swarm-warden added (a stack deploy overwrote it).
@@ -297,6 +299,7 @@ impl FindingKind {
             FindingKind::ManagersBelowDesired => "managers-below-desired",
             FindingKind::ManagersAboveDesired => "managers-above-desired",
             FindingKind::NoPromotionCandidate => "no-promotion-candidate",
+            FindingKind::PromotionStuck => "promotion-stuck",
             FindingKind::WorkloadOnManager => "workload-on-manager",
             FindingKind::StackDrift => "stack-drift",
             FindingKind::StatefulOnNfs => "stateful-on-nfs",

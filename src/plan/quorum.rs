@@ -98,6 +98,7 @@ pub(super) fn plan_managers(
     let members = managers.len();
     let reachable = managers.iter().filter(|m| m.is_reachable_manager()).count();
     count_findings(members, reachable, policy, plan);
+    stuck_promotions(snapshot, plan);
 
     let mut dead: Vec<(&Node, SystemTime)> = Vec::new();
     for manager in managers.iter().filter(|m| !m.is_reachable_manager()) {
@@ -472,6 +473,28 @@ fn count_findings(members: usize, reachable: usize, policy: &ManagerPolicy, plan
     }
 }
 
+/// Nodes whose role is manager but that are Down without a manager status: promoted, yet
+/// never joined the raft. SwarmKit joins a promoted node's raft through the manager address
+/// it originally joined the swarm with; when that manager is gone the node keeps dialing it
+/// (seen on Engine 20.10). A node mid-promotion is Ready, so it is not reported.
+fn stuck_promotions(snapshot: &Snapshot, plan: &mut Plan) {
+    for node in snapshot
+        .nodes
+        .iter()
+        .filter(|n| n.role == Role::Manager && !n.is_manager() && n.state == NodeState::Down)
+    {
+        plan.findings.push(finding(
+            FindingKind::PromotionStuck,
+            Severity::Warning,
+            &node.id,
+            format!(
+                "Node {} was promoted to manager but is Down and never joined the raft. A promoted node joins the raft through the manager it first joined the swarm with; if that manager is gone, it keeps dialing it. On the node: `docker swarm leave --force`, then `docker swarm join` with a manager token and a live manager's address; then `docker node rm` its old entry.",
+                node_ref(node)
+            ),
+        ));
+    }
+}
+
 fn quorum_lost(snapshot: &Snapshot, error: &str) -> Finding {
     let addr = if snapshot.local.addr.is_empty() {
         "<this manager's address>"
@@ -605,6 +628,28 @@ pub(crate) mod tests {
 
     fn kinds(plan: &Plan) -> Vec<&'static str> {
         plan.findings.iter().map(|f| f.kind.as_str()).collect()
+    }
+
+    #[test]
+    fn a_promoted_node_down_without_joining_the_raft_is_reported_not_counted() {
+        let mut stuck = dead(worker("w1"), 100);
+        stuck.role = Role::Manager;
+        let mut promoting = worker("w2");
+        promoting.role = Role::Manager;
+        let snap = cluster(
+            vec![manager("m1", true), manager("m2", false), stuck, promoting],
+            t(400),
+        );
+        let plan = plan_once(&snap, &policy());
+        let stuck: Vec<_> = plan
+            .findings
+            .iter()
+            .filter(|f| f.kind == FindingKind::PromotionStuck)
+            .collect();
+        assert_eq!(stuck.len(), 1, "{:#?}", plan.findings);
+        assert_eq!(stuck[0].subject, "w1");
+        assert!(stuck[0].message.contains("docker swarm leave"));
+        assert_eq!(plan.cluster.as_ref().map(|c| c.managers), Some(2));
     }
 
     #[test]
