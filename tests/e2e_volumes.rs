@@ -196,7 +196,9 @@ async fn the_padding_runbook_raises_the_baseline_of_a_throttled_volume() {
     // Scale 1024: a real MiB stored is a metered GiB, a real second is 17 model minutes.
     let scale = 1024.0;
     let mut options = EfsOptions::new("fs-0badc0ffee");
-    options.initial_credits = 40.0 * 1024.0 * MIB;
+    // Few credits: they must run out within seconds, before the growing metered size
+    // (a real MiB is a metered GiB) lifts the baseline above the writer's rate.
+    options.initial_credits = 6.0 * 1024.0 * MIB;
     options.size = 1 << 30;
     options.scale = scale;
     let efs = lab.create_efs(options).expect("efs");
