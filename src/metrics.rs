@@ -13,6 +13,7 @@ use prometheus_client::registry::Registry;
 
 use crate::controller::Reconciled;
 use crate::plan::{ActionStatus, FindingKind, PlacementStatus};
+use crate::runbook::RunStatus;
 
 /// Manager states counted by `swarm_warden_managers`: `reachable` (the leader reaches
 /// it), `unreachable` (not yet dead), `dead` (down and unreachable for `dead_after`).
@@ -35,7 +36,7 @@ struct VolumeLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RunbookLabels {
-    status: String,
+    status: &'static str,
 }
 
 /// Every metric, registered once.
@@ -227,22 +228,16 @@ impl Metrics {
                 .get_or_create(&labels)
                 .set(exhaustion);
         }
-        for status in ["running", "awaiting-approval", "succeeded", "failed"] {
+        for status in RunStatus::ALL {
             let n = done
                 .snapshot
                 .runbooks
                 .iter()
-                .filter(|j| {
-                    serde_json::to_value(j.status)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .as_deref()
-                        == Some(status)
-                })
+                .filter(|j| j.status == status)
                 .count();
             self.runbooks
                 .get_or_create(&RunbookLabels {
-                    status: status.into(),
+                    status: status.as_str(),
                 })
                 .set(n as i64);
         }

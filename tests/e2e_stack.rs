@@ -92,8 +92,8 @@ struct Replica {
     container: String,
 }
 
-async fn running_replicas(lab: &Lab, table: &NodeTable) -> Vec<Replica> {
-    let Ok((client, _)) = answering_client(lab, table).await else {
+async fn running_replicas(lab: &Lab) -> Vec<Replica> {
+    let Ok((client, table)) = lab.manager_client().await else {
         return Vec::new();
     };
     let options = ListTasksOptionsBuilder::default()
@@ -133,28 +133,9 @@ async fn running_replicas(lab: &Lab, table: &NodeTable) -> Vec<Replica> {
     replicas
 }
 
-/// A client of a reachable manager, and its hostname.
-async fn answering_client(
-    lab: &Lab,
-    table: &NodeTable,
-) -> Result<(bollard::Docker, String), String> {
-    for m in table
-        .managers()
-        .filter(|m| m.is_reachable_manager() || m.leader)
-    {
-        if let Ok(client) = lab.client(&m.hostname).await {
-            return Ok((client, m.hostname.clone()));
-        }
-    }
-    Err(format!("no manager answers:\n{table}"))
-}
-
 /// Who holds the lease (empty: nobody), read from the Swarm config.
 async fn lease_holder(lab: &Lab) -> String {
-    let Ok(table) = lab.node_table().await else {
-        return String::new();
-    };
-    let Ok((client, _)) = answering_client(lab, &table).await else {
+    let Ok((client, _)) = lab.manager_client().await else {
         return String::new();
     };
     client
@@ -298,7 +279,7 @@ async fn the_stack_repairs_its_swarm_even_after_losing_the_manager_it_runs_on() 
         "the service running on a manager",
         Duration::from_secs(90),
         || async {
-            let replicas = running_replicas(&lab, &table).await;
+            let replicas = running_replicas(&lab).await;
             match replicas.as_slice() {
                 [r] if r.node.starts_with('m') => match scrape(&lab, &r.node) {
                     Ok(m) if m.contains("swarm_warden_leader 1\n") => Probe::Done(r.clone()),
@@ -371,11 +352,7 @@ async fn the_stack_repairs_its_swarm_even_after_losing_the_manager_it_runs_on() 
             if holder.is_empty() || holder == first_holder {
                 return Probe::Pending(format!("holder {holder:?}"));
             }
-            let table = match lab.node_table().await {
-                Ok(t) => t,
-                Err(e) => return Probe::Pending(e.to_string()),
-            };
-            match running_replicas(&lab, &table)
+            match running_replicas(&lab)
                 .await
                 .into_iter()
                 .find(|r| r.node != first.node)
@@ -445,7 +422,7 @@ async fn with_two_replicas_exactly_one_holds_the_lease_and_acts() {
         "two replicas, one leader",
         Duration::from_secs(120),
         || async {
-            let replicas = running_replicas(&lab, &table).await;
+            let replicas = running_replicas(&lab).await;
             if replicas.len() != 2 {
                 return Probe::Pending(format!("{replicas:?}"));
             }

@@ -447,6 +447,13 @@ impl Lab {
         Ok(())
     }
 
+    /// A client of the first manager that answers, with the node table it returned.
+    pub async fn manager_client(&self) -> Result<(Docker, NodeTable)> {
+        self.answering_manager()
+            .await
+            .map(|(_, client, table)| (client, table))
+    }
+
     /// The node table as the first manager that answers sees it.
     pub async fn node_table(&self) -> Result<NodeTable> {
         self.answering_manager().await.map(|(_, _, table)| table)
