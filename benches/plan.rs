@@ -58,6 +58,7 @@ fn snapshot(now: SystemTime) -> Snapshot {
                     memory_bytes: 32 << 30,
                 },
                 engine_labels: BTreeMap::new(),
+                ..Default::default()
             }
         })
         .collect();
@@ -93,6 +94,7 @@ fn snapshot(now: SystemTime) -> Snapshot {
             } else {
                 Vec::new()
             },
+            ..Default::default()
         })
         .collect();
     let tasks: Vec<Task> = (0..TASKS)

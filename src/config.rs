@@ -150,9 +150,17 @@ pub struct PlacementPolicy {
     pub include: Selector,
     /// Services it selects are exempt.
     pub exclude: Selector,
-    /// How long a service's rolling update may take before it counts as failed.
+    /// How long a service's rolling update may take before it counts as failed and is
+    /// rolled back.
     #[serde(with = "humantime_serde")]
     pub update_timeout: Duration,
+    /// Services whose node-local data (local volumes, bind mounts) may be left behind: the
+    /// policy form of the `swarm-warden.data=disposable` service label.
+    pub disposable: Selector,
+    /// Volume drivers whose volumes every node reaches (the data follows the task), in
+    /// addition to NFS/CIFS through the `local` driver and cluster (CSI) volumes. Any other
+    /// driver counts as node-local. Default: Docker for AWS's `cloudstor:aws`.
+    pub shared_volume_drivers: Vec<String>,
 }
 
 impl Default for PlacementPolicy {
@@ -164,6 +172,8 @@ impl Default for PlacementPolicy {
             include: Selector::default(),
             exclude: Selector::default(),
             update_timeout: Duration::from_secs(300),
+            disposable: Selector::default(),
+            shared_volume_drivers: vec!["cloudstor:aws".into()],
         }
     }
 }

@@ -202,6 +202,7 @@ impl Metrics {
                 ActionStatus::Blocked => "blocked",
                 ActionStatus::Done => "done",
                 ActionStatus::Failed => "failed",
+                ActionStatus::RolledBack => "rolled-back",
             };
             self.actions
                 .get_or_create(&ActionLabels {

@@ -67,7 +67,7 @@ pub enum Control {
 }
 
 /// A swarm node.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Node {
     /// Node ID.
     pub id: String,
@@ -100,6 +100,22 @@ pub struct Node {
     pub resources: Resources,
     /// Labels of the node's Docker Engine (`engine.labels.*` constraints).
     pub engine_labels: BTreeMap<String, String>,
+    /// Generic resources the node offers (`--node-generic-resource`), by kind: a discrete
+    /// count, or the number of named resources of that kind.
+    pub generic_resources: BTreeMap<String, i64>,
+    /// Plugins the node's Engine reports (`Description.Engine.Plugins`); empty when it
+    /// reports none, which the capacity check reads as "unknown", not "none".
+    pub plugins: Vec<EnginePlugin>,
+}
+
+/// A plugin an Engine has: SwarmKit's plugin filter needs the volume and log drivers a
+/// task uses on the node it runs on.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EnginePlugin {
+    /// `Volume`, `Network`, `Log`, ... as the Engine spells it.
+    pub kind: String,
+    /// `local`, `json-file`, `rexray/ebs`, ...
+    pub name: String,
 }
 
 /// An OS / architecture pair, as nodes report it and services may require it.
@@ -137,18 +153,20 @@ pub struct ManagerStatus {
 }
 
 /// `Spec.Role`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Role {
     /// A manager (or being promoted).
     Manager,
     /// A worker (or being demoted).
+    #[default]
     Worker,
 }
 
 /// `Spec.Availability`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Availability {
     /// Takes tasks.
+    #[default]
     Active,
     /// Keeps its tasks, takes no new ones.
     Pause,
@@ -157,9 +175,10 @@ pub enum Availability {
 }
 
 /// `Status.State`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum NodeState {
     /// Not heard from since a leader change.
+    #[default]
     Unknown,
     /// Missed its heartbeats.
     Down,
@@ -219,7 +238,7 @@ impl Node {
 }
 
 /// A service, with what placement decisions need.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Service {
     /// Service ID.
     pub id: String,
@@ -245,6 +264,46 @@ pub struct Service {
     pub update: Option<UpdateStatus>,
     /// Its mounts.
     pub mounts: Vec<Mount>,
+    /// Labels of its containers (`--container-label`), not of the service.
+    pub container_labels: BTreeMap<String, String>,
+    /// Ports published in host mode with a fixed published port: SwarmKit's port filter
+    /// lets one task per node bind each.
+    pub host_ports: Vec<HostPort>,
+    /// Generic resources each task reserves (`--generic-resource`), by kind.
+    pub generic_reservations: BTreeMap<String, i64>,
+    /// The log driver its tasks use, when the spec names one.
+    pub log_driver: Option<String>,
+    /// How its rolling updates replace tasks.
+    pub update_config: UpdateConfig,
+}
+
+/// A port published in host mode (`--publish mode=host,published=P`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HostPort {
+    /// The published port on the node.
+    pub port: u32,
+    /// `tcp`, `udp` or `sctp`.
+    pub protocol: String,
+}
+
+/// The parts of `Spec.UpdateConfig` that decide how many tasks run at once in an update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpdateConfig {
+    /// Tasks replaced at once; 0 = all at once.
+    pub parallelism: u64,
+    /// `start-first`: a new task starts before the old one stops, so both hold their
+    /// node's resources and host ports for a while.
+    pub start_first: bool,
+}
+
+impl Default for UpdateConfig {
+    /// Docker's defaults: one task at a time, stop-first.
+    fn default() -> Self {
+        Self {
+            parallelism: 1,
+            start_first: false,
+        }
+    }
 }
 
 /// A mount of a service's containers.
@@ -328,6 +387,24 @@ pub enum ServiceMode {
     },
     /// Run to completion on every eligible node.
     GlobalJob,
+}
+
+impl Default for ServiceMode {
+    /// Docker's default: one replica.
+    fn default() -> Self {
+        ServiceMode::Replicated { replicas: 1 }
+    }
+}
+
+impl ServiceMode {
+    /// A job (replicated or global): its tasks run to completion, and any spec update
+    /// starts a new job iteration, running it again.
+    pub fn is_job(self) -> bool {
+        matches!(
+            self,
+            ServiceMode::ReplicatedJob { .. } | ServiceMode::GlobalJob
+        )
+    }
 }
 
 /// A task that should be running.

@@ -6,8 +6,9 @@ use std::time::SystemTime;
 use bollard::models;
 
 use crate::model::{
-    Availability, ManagerStatus, Mount, Node, NodeState, Platform, Reachability, Resources, Role,
-    Service, ServiceMode, Task, UpdateState, UpdateStatus,
+    Availability, EnginePlugin, HostPort, ManagerStatus, Mount, Node, NodeState, Platform,
+    Reachability, Resources, Role, Service, ServiceMode, Task, UpdateConfig, UpdateState,
+    UpdateStatus,
 };
 
 pub(super) fn node(n: &models::Node) -> Node {
@@ -67,7 +68,43 @@ pub(super) fn node(n: &models::Node) -> Node {
                 .and_then(|d| d.engine.as_ref())
                 .and_then(|e| e.labels.clone()),
         ),
+        generic_resources: generic(
+            n.description
+                .as_ref()
+                .and_then(|d| d.resources.as_ref())
+                .and_then(|r| r.generic_resources.as_ref()),
+        ),
+        plugins: n
+            .description
+            .as_ref()
+            .and_then(|d| d.engine.as_ref())
+            .and_then(|e| e.plugins.as_ref())
+            .map(|plugins| {
+                plugins
+                    .iter()
+                    .map(|p| EnginePlugin {
+                        kind: p.typ.clone().unwrap_or_default(),
+                        name: p.name.clone().unwrap_or_default(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
+}
+
+/// Generic resources by kind: a discrete resource's value, or how many named resources of
+/// that kind there are (SwarmKit counts both the same way when it schedules).
+fn generic(resources: Option<&models::GenericResources>) -> BTreeMap<String, i64> {
+    let mut out: BTreeMap<String, i64> = BTreeMap::new();
+    for r in resources.into_iter().flatten() {
+        if let Some(d) = &r.discrete_resource_spec {
+            *out.entry(d.kind.clone().unwrap_or_default()).or_default() += d.value.unwrap_or(0);
+        }
+        if let Some(n) = &r.named_resource_spec {
+            *out.entry(n.kind.clone().unwrap_or_default()).or_default() += 1;
+        }
+    }
+    out
 }
 
 fn platform(p: &models::Platform) -> Platform {
@@ -117,15 +154,64 @@ pub(super) fn service(s: &models::Service) -> Service {
             .unwrap_or_default(),
         mounts: template
             .container_spec
-            .and_then(|c| c.mounts)
+            .as_ref()
+            .and_then(|c| c.mounts.clone())
             .unwrap_or_default()
             .iter()
             .map(mount)
             .collect(),
         reservations: template
             .resources
-            .and_then(|r| r.reservations)
-            .map(|r| resources(&r))
+            .as_ref()
+            .and_then(|r| r.reservations.as_ref())
+            .map(resources)
+            .unwrap_or_default(),
+        generic_reservations: generic(
+            template
+                .resources
+                .as_ref()
+                .and_then(|r| r.reservations.as_ref())
+                .and_then(|r| r.generic_resources.as_ref()),
+        ),
+        container_labels: labels(
+            template
+                .container_spec
+                .as_ref()
+                .and_then(|c| c.labels.clone()),
+        ),
+        host_ports: spec
+            .endpoint_spec
+            .as_ref()
+            .and_then(|e| e.ports.as_ref())
+            .into_iter()
+            .flatten()
+            .filter(|p| p.publish_mode == Some(models::EndpointPortConfigPublishModeEnum::HOST))
+            .filter_map(|p| {
+                Some(HostPort {
+                    port: u32::try_from(p.published_port?).ok().filter(|p| *p > 0)?,
+                    protocol: p
+                        .protocol
+                        .map(|p| p.to_string())
+                        .filter(|p| !p.is_empty())
+                        .unwrap_or_else(|| "tcp".into()),
+                })
+            })
+            .collect(),
+        log_driver: template
+            .log_driver
+            .as_ref()
+            .and_then(|l| l.name.clone())
+            .filter(|n| !n.is_empty()),
+        update_config: spec
+            .update_config
+            .as_ref()
+            .map(|u| UpdateConfig {
+                parallelism: u
+                    .parallelism
+                    .and_then(|p| u64::try_from(p).ok())
+                    .unwrap_or(1),
+                start_first: u.order == Some(models::ServiceSpecUpdateConfigOrderEnum::START_FIRST),
+            })
             .unwrap_or_default(),
         max_replicas_per_node: count(placement.max_replicas, 0),
         platforms: placement

@@ -135,7 +135,8 @@ impl Observer {
             })?;
         let services: Vec<_> = services.iter().map(convert::service).collect();
         // Two narrow task lists instead of all tasks: those on managers (placement
-        // verdicts), and those of services that reserve resources (free capacity).
+        // verdicts), and those of the services whose tasks capacity and promotion checks
+        // count (reservations, host ports, node-local data, watched volumes).
         let manager_ids: Vec<&str> = nodes
             .iter()
             .filter(|n| n.is_manager())
@@ -146,10 +147,10 @@ impl Observer {
             .as_ref()
             .map(|p| crate::plan::volumes::watched(&services, p))
             .unwrap_or_default();
-        let mut reserving: Vec<&str> = services
-            .iter()
-            .filter(|s| !s.reservations.is_zero())
-            .map(|s| s.id.as_str())
+        let default_policy = Policy::default();
+        let policy = self.policy.as_deref().unwrap_or(&default_policy);
+        let mut reserving: Vec<&str> = crate::plan::services_needing_tasks(&services, policy)
+            .into_iter()
             .chain(watched.iter().map(|w| w.service_id.as_str()))
             .collect();
         reserving.sort_unstable();

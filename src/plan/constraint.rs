@@ -212,6 +212,51 @@ impl Constraints {
             .as_ref()
             .is_ok_and(|cs| cs.iter().any(Constraint::excludes_managers))
     }
+
+    /// Hints for `node.labels.*` / `engine.labels.*` constraints whose label no node has
+    /// while some node has a label of that name in another case: SwarmKit compares label
+    /// names case-sensitively, so `node.labels.Tier` never matches a `tier` label. One
+    /// sentence per such constraint, e.g. "`node.labels.Tier == control`: no node has label
+    /// `Tier`; did you mean `tier` (label names are case-sensitive)?".
+    pub fn label_case_hints(&self, nodes: &[Node]) -> Vec<String> {
+        let Ok(parsed) = &self.parsed else {
+            return Vec::new();
+        };
+        let mut hints = Vec::new();
+        for c in parsed {
+            let (label, engine) = if let Some(l) = strip_prefix_ignore_case(&c.key, "node.labels.")
+            {
+                (l, false)
+            } else if let Some(l) = strip_prefix_ignore_case(&c.key, "engine.labels.") {
+                (l, true)
+            } else {
+                continue;
+            };
+            let labels_of = |n: &'_ Node| -> Vec<String> {
+                let map = if engine { &n.engine_labels } else { &n.labels };
+                map.keys().cloned().collect()
+            };
+            if nodes
+                .iter()
+                .any(|n| labels_of(n).iter().any(|k| k == label))
+            {
+                continue;
+            }
+            let mut near: Vec<String> = nodes
+                .iter()
+                .flat_map(labels_of)
+                .filter(|k| k.eq_ignore_ascii_case(label))
+                .collect();
+            near.sort();
+            near.dedup();
+            if let Some(near) = near.first() {
+                hints.push(format!(
+                    "`{c}`: no node has label `{label}`; did you mean `{near}` (label names are case-sensitive)?"
+                ));
+            }
+        }
+        hints
+    }
 }
 
 /// Whether a node's platform is one a service runs on (SwarmKit's platform filter:

@@ -4,10 +4,10 @@
 //! Memory only ever makes the planner *more* careful or *more* precise; a fresh process
 //! (`--once`) falls back on the nodes' own status timestamps.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::SystemTime;
 
-use crate::model::{Control, Node, NodeState, Snapshot};
+use crate::model::{Control, Node, NodeState, Snapshot, UpdateState};
 use crate::plan::PlacementFix;
 
 /// Observations carried from one reconcile to the next.
@@ -21,6 +21,9 @@ pub struct Memory {
     last_membership_change: Option<SystemTime>,
     /// Services swarm-warden added the placement constraint to.
     placement_fixes: HashMap<String, PlacementFix>,
+    /// Services whose last update was rolled back, with the Ready, Active workers there
+    /// were when that was first seen: the fix is tried again only once a worker joins.
+    placement_rollbacks: HashMap<String, BTreeSet<String>>,
     /// First observation of each EFS volume out of credits at its permitted rate.
     throttled_since: HashMap<String, SystemTime>,
     /// What the previous lease holder passed on, until the first leader sighting uses it.
@@ -78,6 +81,23 @@ impl Memory {
             .retain(|id, _| snapshot.nodes.iter().any(|n| &n.id == id));
         self.placement_fixes
             .retain(|id, _| snapshot.services.iter().any(|s| &s.id == id));
+        let workers = crate::plan::worker_set(snapshot);
+        let rolled_back = |id: &str| {
+            snapshot.services.iter().any(|s| {
+                s.id == id
+                    && s.update
+                        .as_ref()
+                        .is_some_and(|u| u.state == UpdateState::RollbackCompleted)
+            })
+        };
+        self.placement_rollbacks.retain(|id, _| rolled_back(id));
+        for service in &snapshot.services {
+            if rolled_back(&service.id) {
+                self.placement_rollbacks
+                    .entry(service.id.clone())
+                    .or_insert_with(|| workers.clone());
+            }
+        }
         for t in &snapshot.telemetry {
             let throttled = matches!(
                 (t.credits, t.metered_rate, t.storage),
@@ -155,6 +175,22 @@ impl Memory {
             .map_or(0, |f| f.drifts + 1);
         self.placement_fixes
             .insert(service_id.to_owned(), PlacementFix { at, drifts });
+    }
+
+    /// Records that swarm-warden rolled a placement fix back while `workers` were the Ready,
+    /// Active workers: it is tried again only once another worker joins.
+    pub fn record_placement_rollback(&mut self, service_id: &str, workers: BTreeSet<String>) {
+        self.placement_rollbacks
+            .insert(service_id.to_owned(), workers);
+    }
+
+    /// Whether a service whose last update was rolled back may get the placement fix again:
+    /// only when a worker joined since the rollback was first seen (a fresh process has seen
+    /// it just now, so it waits for a change, or for the service's next update).
+    pub fn rollback_retry_allowed(&self, service_id: &str, workers: &BTreeSet<String>) -> bool {
+        self.placement_rollbacks
+            .get(service_id)
+            .is_some_and(|seen| workers.iter().any(|w| !seen.contains(w)))
     }
 
     /// The last placement fix swarm-warden made to a service, if any.

@@ -17,8 +17,9 @@ use serde::Serialize;
 
 pub use memory::{Handoff, Memory};
 pub use placement::{
-    compose_snippet, strands, PlacementFix, PlacementStatus, ServicePlacement, ServiceRef,
-    TaskOnManager, ALLOW_MANAGERS_LABEL, SELF_LABEL,
+    classify, compose_snippet, node_local_data, parse_bool, services_needing_tasks, strands,
+    worker_set, Exemption, Hold, Locality, MountData, PlacementFix, PlacementStatus,
+    ServicePlacement, ServiceRef, TaskOnManager, ALLOW_MANAGERS_LABEL, DATA_LABEL, SELF_LABEL,
 };
 pub use quorum::{can_remove_member, ClusterSummary};
 
@@ -63,7 +64,14 @@ pub fn plan(snapshot: &Snapshot, policy: &Policy, memory: &Memory, now: SystemTi
         services: Vec::new(),
         requeue_after: None,
     };
-    quorum::plan_managers(snapshot, &policy.managers, memory, now, &mut plan);
+    quorum::plan_managers(
+        snapshot,
+        &policy.managers,
+        &policy.placement,
+        memory,
+        now,
+        &mut plan,
+    );
     placement::plan_placement(snapshot, policy, memory, now, &mut plan);
     volumes::plan_volumes(snapshot, policy, memory, now, &mut plan);
     plan
@@ -175,7 +183,7 @@ impl fmt::Display for Action {
 
 /// Where an action stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum ActionStatus {
     /// Would be (or is about to be) carried out.
     Planned,
@@ -185,6 +193,9 @@ pub enum ActionStatus {
     Done,
     /// Tried and failed; `detail` says why.
     Failed,
+    /// Carried out, did not converge, and was undone (a placement update rolled back to
+    /// the previous spec); `detail` says why.
+    RolledBack,
 }
 
 impl fmt::Display for ActionStatus {
@@ -194,6 +205,7 @@ impl fmt::Display for ActionStatus {
             ActionStatus::Blocked => "blocked",
             ActionStatus::Done => "done",
             ActionStatus::Failed => "failed",
+            ActionStatus::RolledBack => "rolled-back",
         })
     }
 }
@@ -277,6 +289,17 @@ pub enum FindingKind {
     WorkloadOnManager,
     /// A stack service lost the constraint swarm-warden added (a stack deploy overwrote it).
     StackDrift,
+    /// A service with node-local data (local volumes, bind mounts) runs on a manager; it is
+    /// never moved automatically.
+    StatefulOnManager,
+    /// A job may run on managers; jobs are never updated (an update runs them again).
+    JobOnManager,
+    /// No node satisfies a service's constraints: its tasks stay Pending.
+    ConstraintMatchesNoNode,
+    /// A `swarm-warden.*` service label has a value swarm-warden cannot read.
+    LabelValueInvalid,
+    /// A `swarm-warden.*` label is set on a service's containers instead of the service.
+    LabelOnContainers,
     /// A service that does not support NFS keeps its data on an NFS/EFS volume.
     StatefulOnNfs,
     /// An EFS volume out of credits, running at its baseline, for a while.
@@ -302,6 +325,11 @@ impl FindingKind {
             FindingKind::PromotionStuck => "promotion-stuck",
             FindingKind::WorkloadOnManager => "workload-on-manager",
             FindingKind::StackDrift => "stack-drift",
+            FindingKind::StatefulOnManager => "stateful-on-manager",
+            FindingKind::JobOnManager => "job-on-manager",
+            FindingKind::ConstraintMatchesNoNode => "constraint-matches-no-node",
+            FindingKind::LabelValueInvalid => "label-value-invalid",
+            FindingKind::LabelOnContainers => "label-on-containers",
             FindingKind::StatefulOnNfs => "stateful-on-nfs",
             FindingKind::VolumeThrottled => "volume-throttled",
             FindingKind::VolumeCreditsLow => "volume-credits-low",

@@ -83,6 +83,7 @@ fn elapsed(now: SystemTime, since: SystemTime) -> Duration {
 pub(super) fn plan_managers(
     snapshot: &Snapshot,
     policy: &ManagerPolicy,
+    placement: &crate::config::PlacementPolicy,
     memory: &Memory,
     now: SystemTime,
     plan: &mut Plan,
@@ -157,7 +158,7 @@ pub(super) fn plan_managers(
     }
     if members < policy.desired.get() {
         plan_promotion(
-            snapshot, policy, memory, now, members, reachable, &guards, plan,
+            snapshot, policy, placement, memory, now, members, reachable, &guards, plan,
         );
     }
 }
@@ -208,6 +209,7 @@ fn plan_removals(
 fn plan_promotion(
     snapshot: &Snapshot,
     policy: &ManagerPolicy,
+    placement: &crate::config::PlacementPolicy,
     memory: &Memory,
     now: SystemTime,
     members: usize,
@@ -290,15 +292,16 @@ fn plan_promotion(
     // A promoted worker sheds the tasks kept off managers: never promote the one worker
     // such a task can run on. Checked in preference order, so usually once.
     let mut stranding = Vec::new();
-    let Some(chosen) = ranked
-        .into_iter()
-        .find(|candidate| match strands(snapshot, candidate) {
-            Some(why) => {
-                stranding.push(format!("{}: {why}", candidate.hostname));
-                false
-            }
-            None => true,
-        })
+    let Some(chosen) =
+        ranked
+            .into_iter()
+            .find(|candidate| match strands(snapshot, placement, candidate) {
+                Some(why) => {
+                    stranding.push(format!("{}: {why}", candidate.hostname));
+                    false
+                }
+                None => true,
+            })
     else {
         plan.findings.push(finding(
             FindingKind::NoPromotionCandidate,
@@ -570,6 +573,7 @@ pub(crate) mod tests {
                 memory_bytes: 4 << 30,
             },
             engine_labels: BTreeMap::new(),
+            ..Default::default()
         }
     }
 

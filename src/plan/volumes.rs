@@ -428,6 +428,7 @@ mod tests {
                     .collect(),
                 read_only: false,
             }],
+            ..Default::default()
         }
     }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::model::{Availability, NodeState, Reachability, Snapshot};
-use crate::plan::{ActionStatus, PlacementStatus, Plan, Severity};
+use crate::plan::{ActionStatus, Plan, Severity};
 
 /// Version of the JSON report's shape; bumped on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -124,9 +124,12 @@ pub struct ServiceView {
     pub name: String,
     /// Its stack, if deployed with `docker stack deploy`.
     pub stack: Option<String>,
-    /// `compliant`, `exempt`, `violating` or `blocked`.
+    /// `compliant`, `exempt`, `violating`, `blocked` or `unschedulable`.
     pub status: &'static str,
-    /// Why exempt or blocked.
+    /// Why exempt, blocked or unschedulable, as a stable code (`job`, `node-local-data`,
+    /// `pinned-to-managers`, `rolled-back`, ...; see the schema).
+    pub reason_code: Option<&'static str>,
+    /// Why exempt, blocked or unschedulable, for people.
     pub reason: Option<String>,
     /// Its tasks that should be running on managers now.
     pub tasks_on_managers: Vec<TaskView>,
@@ -239,29 +242,22 @@ impl Report {
             services: plan
                 .services
                 .iter()
-                .map(|v| {
-                    let (status, reason) = match &v.status {
-                        PlacementStatus::Compliant => ("compliant", None),
-                        PlacementStatus::Exempt(r) => ("exempt", Some(r.clone())),
-                        PlacementStatus::Violating => ("violating", None),
-                        PlacementStatus::Blocked(r) => ("blocked", Some(r.clone())),
-                    };
-                    ServiceView {
-                        id: v.service.id.clone(),
-                        name: v.service.name.clone(),
-                        stack: v.stack.clone(),
-                        status,
-                        reason,
-                        tasks_on_managers: v
-                            .tasks_on_managers
-                            .iter()
-                            .map(|t| TaskView {
-                                task: t.task_id.clone(),
-                                node: t.node_id.clone(),
-                                hostname: t.hostname.clone(),
-                            })
-                            .collect(),
-                    }
+                .map(|v| ServiceView {
+                    id: v.service.id.clone(),
+                    name: v.service.name.clone(),
+                    stack: v.stack.clone(),
+                    status: v.status.as_str(),
+                    reason_code: v.status.reason_code(),
+                    reason: v.status.reason(),
+                    tasks_on_managers: v
+                        .tasks_on_managers
+                        .iter()
+                        .map(|t| TaskView {
+                            task: t.task_id.clone(),
+                            node: t.node_id.clone(),
+                            hostname: t.hostname.clone(),
+                        })
+                        .collect(),
                 })
                 .collect(),
             runbooks: snapshot.runbooks.clone(),

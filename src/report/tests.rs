@@ -30,6 +30,7 @@ fn sample(control_lost: bool) -> Report {
         platforms: Vec::new(),
         update: None,
         mounts: Vec::new(),
+        ..Default::default()
     }];
     snap.tasks = vec![crate::model::Task {
         id: "task1".into(),

@@ -960,6 +960,7 @@ mod tests {
             platforms: Vec::new(),
             update: None,
             mounts: Vec::new(),
+            ..Default::default()
         }];
         let mut j = Journal::new(
             RunbookKind::EfsPadding,

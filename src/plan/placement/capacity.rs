@@ -1,0 +1,364 @@
+//! Whether workers can take a service's tasks once managers are excluded, by the filters
+//! SwarmKit's scheduler applies (`manager/scheduler/filter.go`) that the Swarm API shows:
+//!
+//! - node Ready and Active, a worker;
+//! - constraints (`node.*`, `engine.labels.*`) and platforms;
+//! - plugins: the volume drivers of its mounts and its log driver must be on the node
+//!   (checked when the node reports its plugins);
+//! - CPU and memory reservations against what other services' tasks reserve there;
+//! - generic resources (`--generic-resource`), the same way;
+//! - `max_replicas_per_node`;
+//! - host-mode published ports: one task per node and port, and none where another
+//!   service's task holds the port;
+//! - a `start-first` update runs old and new tasks side by side: it needs room for
+//!   `parallelism` extra tasks while old ones still sit on workers.
+//!
+//! Not modelled: network plugins, CSI volume topology, and whether the node has the image
+//! (not a filter: a task that cannot start fails, and the update is rolled back).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::config::PlacementPolicy;
+use crate::model::{Availability, HostPort, Node, NodeState, Resources, Role, Service, Snapshot};
+use crate::plan::constraint::{platform_allows, Constraints};
+
+use super::data::{node_local_data, same_plugin};
+
+/// Ready, Active workers: where tasks kept off managers can go.
+pub fn ready_workers(snapshot: &Snapshot) -> Vec<&Node> {
+    snapshot
+        .nodes
+        .iter()
+        .filter(|n| {
+            !n.is_manager()
+                && n.role == Role::Worker
+                && n.state == NodeState::Ready
+                && n.availability == Availability::Active
+        })
+        .collect()
+}
+
+/// What the tasks in the snapshot already take on each node.
+pub struct Usage<'a> {
+    per_node: HashMap<&'a str, Resources>,
+    generic_per_node: HashMap<&'a str, BTreeMap<&'a str, i64>>,
+    /// Host ports bound on each node, with the service binding them.
+    ports_per_node: HashMap<&'a str, Vec<(&'a HostPort, &'a str)>>,
+    tasks_per_service_node: HashMap<(&'a str, &'a str), u64>,
+}
+
+impl<'a> Usage<'a> {
+    /// Sums the snapshot's tasks.
+    pub fn of(snapshot: &'a Snapshot, services: &HashMap<&'a str, &'a Service>) -> Self {
+        let mut usage = Usage {
+            per_node: HashMap::new(),
+            generic_per_node: HashMap::new(),
+            ports_per_node: HashMap::new(),
+            tasks_per_service_node: HashMap::new(),
+        };
+        for task in &snapshot.tasks {
+            let Some(node) = task.node_id.as_deref() else {
+                continue;
+            };
+            *usage
+                .tasks_per_service_node
+                .entry((task.service_id.as_str(), node))
+                .or_default() += 1;
+            let Some(service) = services.get(task.service_id.as_str()) else {
+                continue;
+            };
+            let used = usage.per_node.entry(node).or_default();
+            used.nano_cpus += service.reservations.nano_cpus;
+            used.memory_bytes += service.reservations.memory_bytes;
+            let generic = usage.generic_per_node.entry(node).or_default();
+            for (kind, n) in &service.generic_reservations {
+                *generic.entry(kind.as_str()).or_default() += n;
+            }
+            if !service.host_ports.is_empty() {
+                let ports = usage.ports_per_node.entry(node).or_default();
+                ports.extend(service.host_ports.iter().map(|p| (p, service.id.as_str())));
+            }
+        }
+        usage
+    }
+
+    /// Tasks of `service` on `node` in the snapshot.
+    fn own(&self, node: &Node, service: &Service) -> u64 {
+        self.tasks_per_service_node
+            .get(&(service.id.as_str(), node.id.as_str()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Free reservations on `node` for `service`: its own tasks there count as free, since
+    /// the rolling update replaces them.
+    pub fn free_for(&self, node: &Node, service: &Service) -> Resources {
+        let used = self
+            .per_node
+            .get(node.id.as_str())
+            .copied()
+            .unwrap_or_default();
+        let own = self.own(node, service) as i64;
+        Resources {
+            nano_cpus: node.resources.nano_cpus - used.nano_cpus
+                + own * service.reservations.nano_cpus,
+            memory_bytes: node.resources.memory_bytes - used.memory_bytes
+                + own * service.reservations.memory_bytes,
+        }
+    }
+
+    /// Another service's task on `node` holds one of `service`'s host ports.
+    fn port_taken(&self, node: &Node, service: &Service) -> Option<&'a HostPort> {
+        self.ports_per_node
+            .get(node.id.as_str())?
+            .iter()
+            .find(|(port, owner)| *owner != service.id && service.host_ports.contains(port))
+            .map(|(port, _)| *port)
+    }
+
+    /// How many tasks of `service` `node` can take: by free CPU, memory and generic
+    /// resources, `max_replicas_per_node` and host ports.
+    pub fn slots(&self, node: &Node, service: &Service) -> u64 {
+        let by = |free: i64, each: i64| {
+            if each > 0 {
+                u64::try_from(free.max(0) / each).unwrap_or(0)
+            } else {
+                u64::MAX
+            }
+        };
+        let free = self.free_for(node, service);
+        let mut slots = by(free.nano_cpus, service.reservations.nano_cpus)
+            .min(by(free.memory_bytes, service.reservations.memory_bytes));
+        let own = self.own(node, service) as i64;
+        for (kind, each) in &service.generic_reservations {
+            let offered = node.generic_resources.get(kind).copied().unwrap_or(0);
+            let used = self
+                .generic_per_node
+                .get(node.id.as_str())
+                .and_then(|g| g.get(kind.as_str()))
+                .copied()
+                .unwrap_or(0);
+            slots = slots.min(by(offered - used + own * each, *each));
+        }
+        if service.max_replicas_per_node > 0 {
+            slots = slots.min(service.max_replicas_per_node);
+        }
+        if !service.host_ports.is_empty() {
+            slots = slots.min(u64::from(self.port_taken(node, service).is_none()));
+        }
+        slots
+    }
+}
+
+/// Whether `node` passes the service's constraints, platforms and plugin needs.
+pub fn eligible(service: &Service, constraints: &Constraints, node: &Node) -> bool {
+    constraints.allow(node)
+        && platform_allows(&service.platforms, &node.platform)
+        && has_plugins(service, node)
+}
+
+/// SwarmKit's plugin filter for what the API shows: the volume drivers of the service's
+/// mounts and its log driver. A node that reports no plugins at all is given the benefit of
+/// the doubt (older Engines report none).
+fn has_plugins(service: &Service, node: &Node) -> bool {
+    if node.plugins.is_empty() {
+        return true;
+    }
+    let has = |kind: &str, name: &str| {
+        node.plugins
+            .iter()
+            .any(|p| p.kind.eq_ignore_ascii_case(kind) && same_plugin(&p.name, name))
+    };
+    let volumes_ok = service
+        .mounts
+        .iter()
+        .filter(|m| m.kind == "volume" && !m.driver.is_empty() && m.driver != "local")
+        .all(|m| has("Volume", &m.driver));
+    let log_ok = service.log_driver.as_deref().is_none_or(|d| has("Log", d));
+    volumes_ok && log_ok
+}
+
+/// Tasks the workers must hold at once for the update to finish: the service's tasks, plus
+/// the old tasks a `start-first` update keeps running beside their replacements. `None`
+/// for global services (one per eligible node).
+pub fn tasks_needed(service: &Service, usage: &Usage, workers: &[&Node]) -> Option<u64> {
+    let need = service.concurrent_tasks()?;
+    if !service.update_config.start_first {
+        return Some(need);
+    }
+    let old_on_workers: u64 = workers.iter().map(|w| usage.own(w, service)).sum();
+    let parallelism = match service.update_config.parallelism {
+        0 => old_on_workers,
+        p => p.min(old_on_workers),
+    };
+    Some(need.saturating_add(parallelism))
+}
+
+fn cpus(nano: i64) -> String {
+    format!("{:.2} CPU", nano as f64 / 1e9)
+}
+
+fn mib(bytes: i64) -> String {
+    format!("{} MiB", bytes / (1 << 20))
+}
+
+/// "w1, w2, w3" or "w1, w2, w3, w4, w5 and 12 more".
+fn names(hosts: &[&Node]) -> String {
+    let shown: Vec<&str> = hosts.iter().take(5).map(|h| h.hostname.as_str()).collect();
+    match hosts.len().saturating_sub(5) {
+        0 => shown.join(", "),
+        more => format!("{} and {more} more", shown.join(", ")),
+    }
+}
+
+/// Whether workers can take every task of `service` once managers are excluded: `Ok`
+/// with a summary naming the eligible workers, or `Err` with the numbers that say why not.
+pub fn capacity(
+    service: &Service,
+    constraints: &Constraints,
+    workers: &[&Node],
+    usage: &Usage,
+) -> Result<String, String> {
+    let hosts: Vec<&Node> = workers
+        .iter()
+        .copied()
+        .filter(|w| eligible(service, constraints, w))
+        .collect();
+    if hosts.is_empty() {
+        return Err(format!(
+            "No Ready, Active worker satisfies its other constraints {:?}{}{}: {} Ready, Active worker(s) in the swarm.",
+            service.constraints,
+            if service.platforms.is_empty() { "" } else { ", platforms" },
+            if service.mounts.iter().any(|m| !m.driver.is_empty() && m.driver != "local") || service.log_driver.is_some() {
+                " and plugins"
+            } else {
+                ""
+            },
+            workers.len()
+        ));
+    }
+    let Some(need) = tasks_needed(service, usage, workers) else {
+        return Ok(format!(
+            "{} eligible worker(s): {}",
+            hosts.len(),
+            names(&hosts)
+        ));
+    };
+    let room = hosts
+        .iter()
+        .map(|h| usage.slots(h, service))
+        .fold(0u64, u64::saturating_add);
+    if room >= need {
+        let room = if room == u64::MAX {
+            "room for any number of tasks".to_owned()
+        } else {
+            format!("room for {room} task(s)")
+        };
+        return Ok(format!(
+            "{} eligible worker(s) with {room}: {}",
+            hosts.len(),
+            names(&hosts)
+        ));
+    }
+    let res = service.reservations;
+    let mut why = format!("{need} task(s)");
+    if need > service.concurrent_tasks().unwrap_or(need) {
+        why.push_str(" (start-first: old tasks run beside their replacements)");
+    }
+    if !res.is_zero() {
+        why.push_str(&format!(
+            " reserving {} and {} each",
+            cpus(res.nano_cpus),
+            mib(res.memory_bytes)
+        ));
+    }
+    for (kind, n) in &service.generic_reservations {
+        why.push_str(&format!(", {n} {kind} each"));
+    }
+    if service.max_replicas_per_node > 0 {
+        why.push_str(&format!(
+            ", at most {} per node",
+            service.max_replicas_per_node
+        ));
+    }
+    if !service.host_ports.is_empty() {
+        let ports: Vec<String> = service
+            .host_ports
+            .iter()
+            .map(|p| format!("{}/{}", p.port, p.protocol))
+            .collect();
+        why.push_str(&format!(
+            ", one per node for its host-mode port(s) {}",
+            ports.join(", ")
+        ));
+    }
+    let free: Vec<String> = hosts
+        .iter()
+        .take(10)
+        .map(|h| {
+            let f = usage.free_for(h, service);
+            let mut line = format!(
+                "{} {} / {} free, {} slot(s)",
+                h.hostname,
+                cpus(f.nano_cpus),
+                mib(f.memory_bytes),
+                usage.slots(h, service)
+            );
+            if let Some(port) = usage.port_taken(h, service) {
+                line.push_str(&format!(
+                    ", port {}/{} held by another service",
+                    port.port, port.protocol
+                ));
+            }
+            line
+        })
+        .collect();
+    Err(format!(
+        "Workers cannot host {why}: the {} eligible worker(s) have room for {room} ({}).",
+        hosts.len(),
+        free.join("; ")
+    ))
+}
+
+/// Why promoting `candidate` would harm a service kept off managers: it runs a task with
+/// node-local data there (the task would move and leave the data behind), or no other
+/// worker could host the service (by constraints, platforms or capacity). `None` when it
+/// would not.
+pub fn strands(snapshot: &Snapshot, policy: &PlacementPolicy, candidate: &Node) -> Option<String> {
+    let services: HashMap<&str, &Service> = snapshot
+        .services
+        .iter()
+        .map(|s| (s.id.as_str(), s))
+        .collect();
+    let on_candidate: HashSet<&str> = snapshot
+        .tasks
+        .iter()
+        .filter(|t| t.node_id.as_deref() == Some(candidate.id.as_str()))
+        .map(|t| t.service_id.as_str())
+        .collect();
+    let usage = Usage::of(snapshot, &services);
+    let others: Vec<&Node> = ready_workers(snapshot)
+        .into_iter()
+        .filter(|w| w.id != candidate.id)
+        .collect();
+    snapshot.services.iter().find_map(|service| {
+        let constraints = Constraints::parse(&service.constraints);
+        if !constraints.exclude_managers() || !constraints.allow(candidate) {
+            return None;
+        }
+        if on_candidate.contains(service.id.as_str()) {
+            let data = node_local_data(service, policy);
+            if !data.is_empty() {
+                let what: Vec<String> = data.iter().map(ToString::to_string).collect();
+                return Some(format!(
+                    "{} runs there with node-local data ({}): as a manager the node sheds the task and the data stays behind",
+                    service.name,
+                    what.join("; ")
+                ));
+            }
+        }
+        capacity(service, &constraints, &others, &usage)
+            .err()
+            .map(|why| format!("{} would be stranded: {why}", service.name))
+    })
+}
