@@ -264,11 +264,11 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     lease.release().await;
                 }
                 print!("{}", done.report().render(format));
-                let failed = done
-                    .plan
-                    .actions
-                    .iter()
-                    .any(|a| a.status == ActionStatus::Failed);
+                // A rolled-back fix changed nothing in the end, but it did not do its job.
+                let failed =
+                    done.plan.actions.iter().any(|a| {
+                        matches!(a.status, ActionStatus::Failed | ActionStatus::RolledBack)
+                    });
                 return Ok(if failed {
                     ExitCode::FAILURE
                 } else {

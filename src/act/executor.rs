@@ -51,6 +51,14 @@ pub enum ActError {
         /// What SwarmKit said.
         message: String,
     },
+    /// A placement update did not converge and was rolled back to the previous spec.
+    #[error("the placement update of {service} was rolled back: {reason}")]
+    RolledBack {
+        /// The service.
+        service: String,
+        /// Why: the update's state and its tasks' errors.
+        reason: String,
+    },
     /// Shutdown was requested while waiting.
     #[error("interrupted by shutdown while waiting for {0}")]
     Interrupted(String),
@@ -173,6 +181,12 @@ impl Executor {
                     entry.detail = Some(detail);
                 }
                 Ok(None) => {} // blocked on re-check; the entry says why
+                Err(e @ ActError::RolledBack { .. }) => {
+                    // No backoff: the planner holds the service while its rollback stands.
+                    tracing::warn!(action = %entry.action, error = %e, "Action rolled back");
+                    entry.status = ActionStatus::RolledBack;
+                    entry.detail = Some(e.to_string());
+                }
                 Err(e) => {
                     let wait = self.backoffs.failed(&key, Instant::now());
                     tracing::warn!(action = %entry.action, error = %e, retry_in = ?wait, "Action failed");
@@ -269,9 +283,14 @@ impl Executor {
                     .filter(|n| n.is_manager())
                     .map(|n| n.id.clone())
                     .collect();
+                let workers = plan::worker_set(&fresh);
                 let result = self.enforce_placement(&service, &managers, policy).await;
-                if result.is_ok() {
-                    memory.record_placement_fix(&service.id, SystemTime::now());
+                match &result {
+                    Ok(_) => memory.record_placement_fix(&service.id, SystemTime::now()),
+                    Err(ActError::RolledBack { .. }) => {
+                        memory.record_placement_rollback(&service.id, workers)
+                    }
+                    Err(_) => {}
                 }
                 result.map(Some)
             }
@@ -290,51 +309,149 @@ impl Executor {
             .rollout(&service.id, managers)
             .await?
             .started_at;
-        self.writer
+        let written = self
+            .writer
             .add_constraint(&service.id, &service.name, service.version, NOT_ON_MANAGERS)
             .await?;
-        let deadline = start + policy.placement.update_timeout;
+        let timeout = policy.placement.update_timeout;
         let what = format!("the rolling update of {}", service.name);
-        // Done: no update running (a new one finished, or SwarmKit found no task to
-        // replace and left no update status) and no task left on a manager — seen twice in
-        // a row, since the write resets the status before the updater picks it up.
+        let why = match self
+            .await_rollout(service, managers, before.as_deref(), timeout, &what)
+            .await?
+        {
+            RolloutEnd::Converged => {
+                return Ok(format!(
+                    "Added `{NOT_ON_MANAGERS}` to {}; its rolling update finished after {:.1}s with no task left on a manager.",
+                    service.name,
+                    start.elapsed().as_secs_f64()
+                ))
+            }
+            RolloutEnd::RolledBackBySwarm(why) => {
+                return Err(ActError::RolledBack {
+                    service: service.name.clone(),
+                    reason: why,
+                })
+            }
+            RolloutEnd::Stuck(why) => why,
+        };
+        // Never leave a service half-updated: back to the spec it had.
+        tracing::warn!(service = %service.name, reason = %why, "Placement update did not converge: rolling back");
+        self.writer
+            .roll_back(&service.id, &service.name, &written)
+            .await?;
+        let back = self
+            .await_rollback(service, managers, timeout, &what)
+            .await?;
+        Err(ActError::RolledBack {
+            service: service.name.clone(),
+            reason: format!("{why}; rolled back to the previous spec in {back:.1}s"),
+        })
+    }
+
+    /// Polls the service's update until it converges (no update running, no task left on a
+    /// manager, seen twice in a row since the write resets the status before the updater
+    /// picks it up), SwarmKit rolls it back itself, or it is stuck: paused, or not done
+    /// within `timeout`.
+    async fn await_rollout(
+        &self,
+        service: &Service,
+        managers: &[String],
+        before: Option<&str>,
+        timeout: Duration,
+        what: &str,
+    ) -> Result<RolloutEnd, ActError> {
+        let deadline = Instant::now() + timeout;
         let mut settled = 0;
+        let mut last: Option<Rollout> = None;
         loop {
             match self.observer.rollout(&service.id, managers).await {
-                Ok(Rollout {
-                    state:
-                        Some(
-                            state @ (UpdateState::Paused
-                            | UpdateState::RollbackStarted
-                            | UpdateState::RollbackPaused
-                            | UpdateState::RollbackCompleted),
-                        ),
-                    message,
-                    started_at,
-                    ..
-                }) if started_at != before => {
-                    return Err(ActError::UpdateFailed {
-                        service: service.name.clone(),
-                        state: format!("{state:?}"),
-                        message,
-                    })
+                Ok(r) if r.started_at.as_deref() != before => {
+                    match r.state {
+                        Some(UpdateState::Paused) => {
+                            return Ok(RolloutEnd::Stuck(format!(
+                                "the update paused: \"{}\"{}",
+                                r.message,
+                                errors(&r)
+                            )))
+                        }
+                        Some(UpdateState::RollbackStarted | UpdateState::RollbackCompleted) => {
+                            let secs = self
+                                .await_rollback(service, managers, timeout, what)
+                                .await?;
+                            return Ok(RolloutEnd::RolledBackBySwarm(format!(
+                                "SwarmKit rolled the update back (its update_config.failure_action): \"{}\"{}; back after {secs:.1}s",
+                                r.message,
+                                errors(&r)
+                            )));
+                        }
+                        Some(UpdateState::RollbackPaused) => {
+                            return Err(ActError::UpdateFailed {
+                                service: service.name.clone(),
+                                state: "RollbackPaused".into(),
+                                message: r.message,
+                            })
+                        }
+                        Some(UpdateState::Completed) | None if r.tasks_on == 0 => {
+                            settled += 1;
+                            if settled >= 2 {
+                                return Ok(RolloutEnd::Converged);
+                            }
+                        }
+                        _ => settled = 0,
+                    }
+                    last = Some(r);
                 }
-                Ok(r)
-                    if r.tasks_on == 0
-                        && (r.state.is_none()
-                            || (r.state == Some(UpdateState::Completed)
-                                && r.started_at != before)) =>
-                {
+                Ok(r) if r.state.is_none() && r.tasks_on == 0 => {
+                    // SwarmKit found no task to replace and left no update status.
                     settled += 1;
                     if settled >= 2 {
-                        return Ok(format!(
-                            "Added `{NOT_ON_MANAGERS}` to {}; its rolling update finished after {:.1}s with no task left on a manager.",
-                            service.name,
-                            start.elapsed().as_secs_f64()
-                        ));
+                        return Ok(RolloutEnd::Converged);
                     }
+                    last = Some(r);
                 }
-                Ok(_) => settled = 0,
+                Ok(r) => {
+                    settled = 0;
+                    last = Some(r);
+                }
+                Err(e) if e.is_transient() => {
+                    tracing::debug!(error = %e, "Observation failed while waiting")
+                }
+                Err(e) => return Err(e.into()),
+            }
+            if Instant::now() >= deadline {
+                return Ok(RolloutEnd::Stuck(format!(
+                    "it did not converge within placement.update_timeout ({}){}",
+                    human(timeout),
+                    last.as_ref().map(errors).unwrap_or_default()
+                )));
+            }
+            self.pause(what).await?;
+        }
+    }
+
+    /// Waits for a rollback to complete; returns how long it took, in seconds.
+    async fn await_rollback(
+        &self,
+        service: &Service,
+        managers: &[String],
+        timeout: Duration,
+        what: &str,
+    ) -> Result<f64, ActError> {
+        let start = Instant::now();
+        let deadline = start + timeout;
+        loop {
+            match self.observer.rollout(&service.id, managers).await {
+                Ok(r) if r.state == Some(UpdateState::RollbackCompleted) => {
+                    return Ok(start.elapsed().as_secs_f64())
+                }
+                Ok(r) if r.state == Some(UpdateState::RollbackPaused) => {
+                    return Err(ActError::UpdateFailed {
+                        service: service.name.clone(),
+                        state: "RollbackPaused".into(),
+                        message: r.message,
+                    })
+                }
+                Ok(_) => {}
                 Err(e) if e.is_transient() => {
                     tracing::debug!(error = %e, "Observation failed while waiting")
                 }
@@ -342,14 +459,19 @@ impl Executor {
             }
             if Instant::now() >= deadline {
                 return Err(ActError::NotConverged {
-                    what,
-                    after: policy.placement.update_timeout,
+                    what: format!("the rollback of {}", service.name),
+                    after: timeout,
                 });
             }
-            tokio::select! {
-                _ = self.cancel.cancelled() => return Err(ActError::Interrupted(what)),
-                _ = tokio::time::sleep(CONVERGENCE_POLL) => {}
-            }
+            self.pause(what).await?;
+        }
+    }
+
+    /// One poll interval, cut short by shutdown.
+    async fn pause(&self, what: &str) -> Result<(), ActError> {
+        tokio::select! {
+            _ = self.cancel.cancelled() => Err(ActError::Interrupted(what.to_owned())),
+            _ = tokio::time::sleep(CONVERGENCE_POLL) => Ok(()),
         }
     }
 
@@ -439,6 +561,25 @@ impl Executor {
     }
 }
 
+/// How a placement update ended.
+enum RolloutEnd {
+    /// Done, no task left on a manager.
+    Converged,
+    /// SwarmKit rolled it back on its own; why.
+    RolledBackBySwarm(String),
+    /// Paused or not done in time; why. swarm-warden rolls it back.
+    Stuck(String),
+}
+
+/// "; tasks: pending: no suitable node (...)", or nothing.
+fn errors(r: &Rollout) -> String {
+    if r.task_errors.is_empty() {
+        String::new()
+    } else {
+        format!("; tasks: {}", r.task_errors.join(" | "))
+    }
+}
+
 fn describe(action: &Action) -> String {
     match action {
         Action::RemoveDeadManager(n) => {
@@ -448,7 +589,7 @@ fn describe(action: &Action) -> String {
             format!("promote {n} to manager and wait until it is reachable")
         }
         Action::EnforcePlacement(s) => format!(
-            "add `{NOT_ON_MANAGERS}` to service {s} (version-checked update) and wait for its rolling update"
+            "add `{NOT_ON_MANAGERS}` to service {s} (version-checked update), wait for its rolling update, and roll it back if it pauses or has not converged within placement.update_timeout"
         ),
         Action::StartRunbook { kind, efs_id, .. } => format!(
             "start the {} runbook for {efs_id}: steps {}",

@@ -1,7 +1,7 @@
 //! The only writes swarm-warden makes to nodes, each carrying the version it read
 //! (optimistic concurrency: a concurrent change makes the write fail, not clobber it).
 
-use bollard::models::{NodeSpec, NodeSpecAvailabilityEnum, NodeSpecRoleEnum};
+use bollard::models::{NodeSpec, NodeSpecAvailabilityEnum, NodeSpecRoleEnum, ServiceSpec};
 use bollard::query_parameters::{
     DeleteNodeOptions, InspectServiceOptions, UpdateNodeOptions, UpdateServiceOptions,
 };
@@ -66,14 +66,14 @@ impl Writer {
 
     /// Adds `constraint` to a service's placement constraints, keeping the rest of its spec,
     /// if the service is still at `expected_version` (else nothing is written: the next
-    /// reconcile reads it again).
+    /// reconcile reads it again). Returns the spec written, for [`Writer::roll_back`].
     pub async fn add_constraint(
         &self,
         service_id: &str,
         name: &str,
         expected_version: u64,
         constraint: &str,
-    ) -> Result<(), WriteError> {
+    ) -> Result<ServiceSpec, WriteError> {
         let what = || format!("add `{constraint}` to service {name}");
         let current = self
             .docker
@@ -110,6 +110,48 @@ impl Writer {
             version: i32::try_from(version).unwrap_or(i32::MAX),
             registry_auth_from: "spec".into(),
             rollback: None,
+        };
+        self.docker
+            .update_service(service_id, spec.clone(), options, None)
+            .await
+            .map(|_| spec)
+            .map_err(|e| WriteError {
+                what: what(),
+                message: message(&e),
+            })
+    }
+
+    /// Rolls a service back to its previous spec (`docker service rollback`), only if its
+    /// spec is still `written` — what swarm-warden wrote. A spec someone else changed since
+    /// is theirs: it is not rolled back, and the error says so.
+    pub async fn roll_back(
+        &self,
+        service_id: &str,
+        name: &str,
+        written: &ServiceSpec,
+    ) -> Result<(), WriteError> {
+        let what = || format!("roll back service {name}");
+        let current = self
+            .docker
+            .inspect_service(service_id, None::<InspectServiceOptions>)
+            .await
+            .map_err(|e| WriteError {
+                what: what(),
+                message: message(&e),
+            })?;
+        let spec = current.spec.unwrap_or_default();
+        let same = serde_json::to_value(&spec).ok() == serde_json::to_value(written).ok();
+        if !same {
+            return Err(WriteError {
+                what: what(),
+                message: "its spec changed since swarm-warden updated it (another writer, a stack deploy?): not rolled back".into(),
+            });
+        }
+        let version = current.version.and_then(|v| v.index).unwrap_or(0);
+        let options = UpdateServiceOptions {
+            version: i32::try_from(version).unwrap_or(i32::MAX),
+            registry_auth_from: "spec".into(),
+            rollback: Some("previous".into()),
         };
         self.docker
             .update_service(service_id, spec, options, None)

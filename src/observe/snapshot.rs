@@ -225,6 +225,10 @@ pub struct Rollout {
     pub started_at: Option<String>,
     /// Its tasks that should run on the given nodes.
     pub tasks_on: usize,
+    /// Why its tasks do not run, newest first, distinct, at most three: the errors of its
+    /// tasks that are pending, rejected or failed since the latest update started
+    /// ("no suitable node (host-mode port already in use on 2 nodes)", "No such image").
+    pub task_errors: Vec<String>,
 }
 
 impl Observer {
@@ -251,10 +255,9 @@ impl Observer {
             .as_ref()
             .and_then(|u| u.started_at.clone());
         let update = convert::service(&service).update;
-        let filters = HashMap::from([
-            ("service", vec![service_id]),
-            ("desired-state", vec!["running"]),
-        ]);
+        // Every task of the service (a few per slot: SwarmKit keeps a short history), so
+        // that failed attempts explain themselves.
+        let filters = HashMap::from([("service", vec![service_id])]);
         let tasks = self
             .docker
             .list_tasks(Some(
@@ -265,12 +268,17 @@ impl Observer {
                 call: "list tasks",
                 source,
             })?;
+        let desired_running = |t: &&bollard::models::Task| {
+            t.desired_state == Some(bollard::models::TaskState::RUNNING)
+        };
         Ok(Rollout {
             state: update.as_ref().map(|u| u.state),
             message: update.map(|u| u.message).unwrap_or_default(),
+            task_errors: task_errors(&tasks, started_at.as_deref()),
             started_at,
             tasks_on: tasks
                 .iter()
+                .filter(desired_running)
                 .filter(|t| t.node_id.as_ref().is_some_and(|n| nodes.contains(n)))
                 .count(),
         })
@@ -316,6 +324,45 @@ impl Observer {
             *cached = None;
         }
     }
+}
+
+/// The errors of tasks that did not start since `since` (an Engine timestamp), newest
+/// first, distinct, at most three.
+fn task_errors(tasks: &[bollard::models::Task], since: Option<&str>) -> Vec<String> {
+    use bollard::models::TaskState;
+    let since = since.and_then(convert::timestamp);
+    let mut failed: Vec<(std::time::SystemTime, String)> = tasks
+        .iter()
+        .filter_map(|t| {
+            let status = t.status.as_ref()?;
+            let state = status.state?;
+            if !matches!(
+                state,
+                TaskState::PENDING | TaskState::REJECTED | TaskState::FAILED
+            ) {
+                return None;
+            }
+            let at = status.timestamp.as_deref().and_then(convert::timestamp)?;
+            if since.is_some_and(|since| at < since) {
+                return None;
+            }
+            let why = status
+                .err
+                .clone()
+                .filter(|e| !e.is_empty())
+                .or_else(|| status.message.clone())
+                .unwrap_or_default();
+            Some((at, format!("{state}: {why}")))
+        })
+        .collect();
+    failed.sort_by_key(|f| std::cmp::Reverse(f.0));
+    let mut out: Vec<String> = Vec::new();
+    for (_, why) in failed {
+        if !out.contains(&why) && out.len() < 3 {
+            out.push(why);
+        }
+    }
+    out
 }
 
 /// A worker (a demoted manager) refuses cluster calls.
