@@ -2,44 +2,14 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use bollard::query_parameters::{ListServicesOptions, ListTasksOptionsBuilder};
 use common::*;
 use swarm_chaos::{Lab, LabSpec, Probe};
 
 const POLICY: &str = "placement:\n  max_updates_per_cycle: 2\n  update_timeout: 3m\ncontroller:\n  resync: 5s\n  backoff_min: 2s\n  backoff_max: 10s\n";
 
 const STACK: &str = "version: \"3.8\"\nservices:\n  api:\n    image: busybox:latest\n    command: [\"sleep\", \"1d\"]\n    deploy:\n      replicas: 3\n";
-
-fn docker(lab: &Lab, args: &[&str]) {
-    let out = lab
-        .docker_cli("m1")
-        .expect("cli")
-        .args(args)
-        .output()
-        .expect("docker CLI");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn create(lab: &Lab, name: &str, extra: &[&str]) {
-    let mut args = vec![
-        "service",
-        "create",
-        "-d",
-        "--no-resolve-image",
-        "--name",
-        name,
-    ];
-    args.extend_from_slice(extra);
-    args.extend_from_slice(&["busybox", "sleep", "1d"]);
-    docker(lab, &args);
-}
 
 fn deploy_stack(lab: &Lab) {
     let file = lab.paths().dir().join("stack.yml");
@@ -59,87 +29,11 @@ fn deploy_stack(lab: &Lab) {
     );
 }
 
-/// Name -> (version, constraints) of every service.
-async fn services(lab: &Lab) -> HashMap<String, (u64, Vec<String>)> {
-    let client = lab.client("m1").await.expect("client");
-    client
-        .list_services(None::<ListServicesOptions>)
-        .await
-        .expect("services")
-        .into_iter()
-        .map(|s| {
-            let spec = s.spec.unwrap_or_default();
-            let constraints = spec
-                .task_template
-                .and_then(|t| t.placement)
-                .and_then(|p| p.constraints)
-                .unwrap_or_default();
-            (
-                spec.name.unwrap_or_default(),
-                (s.version.and_then(|v| v.index).unwrap_or(0), constraints),
-            )
-        })
-        .collect()
-}
-
-/// Running tasks of a service per hostname.
-async fn running_on(lab: &Lab, service: &str) -> Vec<String> {
-    let table = lab.node_table().await.expect("table");
-    let client = lab.client("m1").await.expect("client");
-    let filters = HashMap::from([
-        ("service", vec![service]),
-        ("desired-state", vec!["running"]),
-    ]);
-    let tasks = client
-        .list_tasks(Some(
-            ListTasksOptionsBuilder::default().filters(&filters).build(),
-        ))
-        .await
-        .expect("tasks");
-    tasks
-        .iter()
-        .filter(|t| {
-            t.status.as_ref().and_then(|s| s.state) == Some(bollard::models::TaskState::RUNNING)
-        })
-        .filter_map(|t| t.node_id.as_ref())
-        .filter_map(|id| {
-            table
-                .rows
-                .iter()
-                .find(|r| &r.id == id)
-                .map(|r| r.hostname.clone())
-        })
-        .collect()
-}
-
-async fn wait_running(lab: &Lab, service: &str, count: usize) -> Vec<String> {
-    swarm_chaos::wait_until(
-        &format!("{count} running tasks of {service}"),
-        Duration::from_secs(90),
-        || async {
-            let on = running_on(lab, service).await;
-            if on.len() >= count {
-                Probe::Done(on)
-            } else {
-                Probe::Pending(format!("{on:?}"))
-            }
-        },
-    )
-    .await
-    .expect("tasks running")
-}
-
 async fn api_constrained(lab: &Lab) -> bool {
     services(lab)
         .await
         .get("app_api")
         .is_some_and(|s| has_constraint(&s.1))
-}
-
-fn has_constraint(constraints: &[String]) -> bool {
-    constraints
-        .iter()
-        .any(|c| c.replace(' ', "") == "node.role!=manager")
 }
 
 #[tokio::test]

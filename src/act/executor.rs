@@ -429,7 +429,10 @@ impl Executor {
         }
     }
 
-    /// Waits for a rollback to complete; returns how long it took, in seconds.
+    /// Waits for a rollback to complete and every task it wants to run; returns how long
+    /// it took, in seconds. (SwarmKit calls a rollback complete at once when the slots it
+    /// rolls back hold failed tasks: the restart supervisor starts their replacements
+    /// later.)
     async fn await_rollback(
         &self,
         service: &Service,
@@ -441,7 +444,11 @@ impl Executor {
         let deadline = start + timeout;
         loop {
             match self.observer.rollout(&service.id, managers).await {
-                Ok(r) if r.state == Some(UpdateState::RollbackCompleted) => {
+                Ok(r)
+                    if r.state == Some(UpdateState::RollbackCompleted)
+                        && r.tasks_running.0 == r.tasks_running.1
+                        && r.replicas.is_none_or(|n| r.tasks_running.1 as u64 >= n) =>
+                {
                     return Ok(start.elapsed().as_secs_f64())
                 }
                 Ok(r) if r.state == Some(UpdateState::RollbackPaused) => {

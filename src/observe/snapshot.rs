@@ -173,6 +173,32 @@ impl Observer {
                 })?;
             tasks.extend(listed.iter().map(convert::task));
         }
+        // A job's tasks have desired state `complete`, which the Engine's filter cannot
+        // select: list the jobs' tasks whole (jobs are few) and keep the live ones.
+        let jobs: Vec<&str> = services
+            .iter()
+            .filter(|s| s.mode.is_job())
+            .map(|s| s.id.as_str())
+            .collect();
+        if !jobs.is_empty() {
+            let filters = HashMap::from([("service", jobs)]);
+            let listed = self
+                .docker
+                .list_tasks(Some(
+                    ListTasksOptionsBuilder::default().filters(&filters).build(),
+                ))
+                .await
+                .map_err(|source| ObserveError::Api {
+                    call: "list tasks",
+                    source,
+                })?;
+            tasks.extend(
+                listed
+                    .iter()
+                    .filter(|t| live_job_task(t))
+                    .map(convert::task),
+            );
+        }
         tasks.sort_by(|a, b| a.id.cmp(&b.id));
         tasks.dedup_by(|a, b| a.id == b.id);
         // Always read: a migrated service no longer mounts the watched volume, but its run
@@ -225,6 +251,10 @@ pub struct Rollout {
     pub started_at: Option<String>,
     /// Its tasks that should run on the given nodes.
     pub tasks_on: usize,
+    /// Its tasks that should run, and of those, how many do.
+    pub tasks_running: (usize, usize),
+    /// How many tasks it wants (replicas); `None` for global services.
+    pub replicas: Option<u64>,
     /// Why its tasks do not run, newest first, distinct, at most three: the errors of its
     /// tasks that are pending, rejected or failed since the latest update started
     /// ("no suitable node (host-mode port already in use on 2 nodes)", "No such image").
@@ -254,7 +284,12 @@ impl Observer {
             .update_status
             .as_ref()
             .and_then(|u| u.started_at.clone());
-        let update = convert::service(&service).update;
+        let converted = convert::service(&service);
+        let replicas = match converted.mode {
+            crate::model::ServiceMode::Replicated { replicas } => Some(replicas),
+            _ => None,
+        };
+        let update = converted.update;
         // Every task of the service (a few per slot: SwarmKit keeps a short history), so
         // that failed attempts explain themselves.
         let filters = HashMap::from([("service", vec![service_id])]);
@@ -275,7 +310,19 @@ impl Observer {
             state: update.as_ref().map(|u| u.state),
             message: update.map(|u| u.message).unwrap_or_default(),
             task_errors: task_errors(&tasks, started_at.as_deref()),
+            replicas,
             started_at,
+            tasks_running: (
+                tasks.iter().filter(desired_running).count(),
+                tasks
+                    .iter()
+                    .filter(desired_running)
+                    .filter(|t| {
+                        t.status.as_ref().and_then(|s| s.state)
+                            == Some(bollard::models::TaskState::RUNNING)
+                    })
+                    .count(),
+            ),
             tasks_on: tasks
                 .iter()
                 .filter(desired_running)
@@ -324,6 +371,24 @@ impl Observer {
             *cached = None;
         }
     }
+}
+
+/// A job task that is to complete and has not yet ended: it holds its node like a running
+/// task.
+fn live_job_task(t: &bollard::models::Task) -> bool {
+    use bollard::models::TaskState;
+    t.desired_state == Some(TaskState::COMPLETE)
+        && t.status.as_ref().and_then(|s| s.state).is_some_and(|s| {
+            !matches!(
+                s,
+                TaskState::COMPLETE
+                    | TaskState::FAILED
+                    | TaskState::REJECTED
+                    | TaskState::SHUTDOWN
+                    | TaskState::ORPHANED
+                    | TaskState::REMOVE
+            )
+        })
 }
 
 /// The errors of tasks that did not start since `since` (an Engine timestamp), newest

@@ -2,6 +2,10 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
+mod services;
+#[allow(unused_imports)] // not every test binary uses them
+pub use services::*;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
