@@ -878,6 +878,61 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_worker_holding_node_local_data_of_a_kept_off_service_is_passed_over() {
+        let snap_with = |w2_has_data: bool| {
+            let mut snap = cluster(
+                vec![
+                    manager("m1", true),
+                    manager("m2", false),
+                    worker("w1"),
+                    worker("w2"),
+                ],
+                t(100),
+            );
+            let db = crate::model::Service {
+                id: "db".into(),
+                name: "db".into(),
+                constraints: vec!["node.role != manager".into()],
+                mounts: vec![crate::model::Mount {
+                    kind: "volume".into(),
+                    source: "pgdata".into(),
+                    target: "/var/lib/postgresql/data".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            };
+            let mut tasks = vec![crate::model::Task {
+                id: "t1".into(),
+                service_id: "db".into(),
+                node_id: Some("w1".into()),
+                state: "running".into(),
+            }];
+            if w2_has_data {
+                tasks.push(crate::model::Task {
+                    id: "t2".into(),
+                    node_id: Some("w2".into()),
+                    ..tasks[0].clone()
+                });
+            }
+            snap.services = vec![db];
+            snap.tasks = tasks;
+            snap
+        };
+        // w1 comes first by name, but its promotion would leave pgdata behind.
+        let plan = plan_once(&snap_with(false), &policy());
+        assert_eq!(plan.runnable().next().unwrap().action.target(), "w2");
+        // Both hold data: no promotion, and the report says why.
+        let plan = plan_once(&snap_with(true), &policy());
+        assert_eq!(plan.runnable().count(), 0);
+        let f = plan
+            .findings
+            .iter()
+            .find(|f| f.kind == FindingKind::NoPromotionCandidate)
+            .unwrap();
+        assert!(f.message.contains("pgdata"), "{}", f.message);
+    }
+
+    #[test]
     fn nothing_is_done_right_after_a_leader_change() {
         let mut memory = Memory::default();
         let mut snap = cluster(

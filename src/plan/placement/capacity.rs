@@ -211,19 +211,44 @@ fn names(hosts: &[&Node]) -> String {
     }
 }
 
-/// Whether workers can take every task of `service` once managers are excluded: `Ok`
-/// with a summary naming the eligible workers, or `Err` with the numbers that say why not.
-pub fn capacity(
+/// What decides which workers pass [`eligible`] for a service: services with the same key
+/// share one scan of the workers (in a big swarm most services have the same few).
+pub fn eligibility_key(service: &Service) -> String {
+    let drivers: Vec<&str> = service
+        .mounts
+        .iter()
+        .filter(|m| m.kind == "volume")
+        .map(|m| m.driver.as_str())
+        .collect();
+    format!(
+        "{:?}|{:?}|{drivers:?}|{:?}",
+        service.constraints, service.platforms, service.log_driver
+    )
+}
+
+/// The workers among `workers` that pass [`eligible`] for `service`.
+pub fn eligible_workers<'a>(
     service: &Service,
     constraints: &Constraints,
-    workers: &[&Node],
-    usage: &Usage,
-) -> Result<String, String> {
-    let hosts: Vec<&Node> = workers
+    workers: &[&'a Node],
+) -> Vec<&'a Node> {
+    workers
         .iter()
         .copied()
         .filter(|w| eligible(service, constraints, w))
-        .collect();
+        .collect()
+}
+
+/// Whether workers can take every task of `service` once managers are excluded: `Ok`
+/// with a summary naming the eligible workers, or `Err` with the numbers that say why not.
+/// `hosts` are the eligible workers ([`eligible_workers`]) out of `workers` Ready, Active
+/// ones.
+pub fn capacity(
+    service: &Service,
+    hosts: &[&Node],
+    workers: usize,
+    usage: &Usage,
+) -> Result<String, String> {
     if hosts.is_empty() {
         return Err(format!(
             "No Ready, Active worker satisfies its other constraints {:?}{}{}: {} Ready, Active worker(s) in the swarm.",
@@ -234,31 +259,27 @@ pub fn capacity(
             } else {
                 ""
             },
-            workers.len()
+            workers
         ));
     }
-    let Some(need) = tasks_needed(service, usage, workers) else {
+    let Some(need) = tasks_needed(service, usage, hosts) else {
         return Ok(format!(
             "{} eligible worker(s): {}",
             hosts.len(),
-            names(&hosts)
+            names(hosts)
         ));
     };
-    let room = hosts
-        .iter()
-        .map(|h| usage.slots(h, service))
-        .fold(0u64, u64::saturating_add);
-    if room >= need {
-        let room = if room == u64::MAX {
-            "room for any number of tasks".to_owned()
-        } else {
-            format!("room for {room} task(s)")
-        };
-        return Ok(format!(
-            "{} eligible worker(s) with {room}: {}",
-            hosts.len(),
-            names(&hosts)
-        ));
+    // Summed lazily: in a big swarm the first few workers usually settle it.
+    let mut room: u64 = 0;
+    for host in hosts {
+        room = room.saturating_add(usage.slots(host, service));
+        if room >= need {
+            return Ok(format!(
+                "{} eligible worker(s), room for the {need} task(s): {}",
+                hosts.len(),
+                names(hosts)
+            ));
+        }
     }
     let res = service.reservations;
     let mut why = format!("{need} task(s)");
@@ -295,6 +316,7 @@ pub fn capacity(
     let free: Vec<String> = hosts
         .iter()
         .take(10)
+        .copied()
         .map(|h| {
             let f = usage.free_for(h, service);
             let mut line = format!(
@@ -357,7 +379,8 @@ pub fn strands(snapshot: &Snapshot, policy: &PlacementPolicy, candidate: &Node) 
                 ));
             }
         }
-        capacity(service, &constraints, &others, &usage)
+        let hosts = eligible_workers(service, &constraints, &others);
+        capacity(service, &hosts, others.len(), &usage)
             .err()
             .map(|why| format!("{} would be stranded: {why}", service.name))
     })

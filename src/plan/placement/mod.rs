@@ -11,7 +11,9 @@ mod verdict;
 #[cfg(test)]
 mod tests;
 
+use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
+use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
 use super::constraint::{platform_allows, Constraints, NOT_ON_MANAGERS};
@@ -91,6 +93,25 @@ struct Context<'a> {
     managers: HashMap<&'a str, &'a Node>,
     workers: Vec<&'a Node>,
     local_ok: bool,
+    /// Eligible workers by [`capacity::eligibility_key`].
+    eligible: RefCell<HashMap<String, Rc<Vec<&'a Node>>>>,
+}
+
+impl<'a> Context<'a> {
+    /// The workers eligible for `service`, scanned once per eligibility key.
+    fn eligible(&self, service: &Service, constraints: &Constraints) -> Rc<Vec<&'a Node>> {
+        let key = capacity::eligibility_key(service);
+        if let Some(hosts) = self.eligible.borrow().get(&key) {
+            return hosts.clone();
+        }
+        let hosts = Rc::new(capacity::eligible_workers(
+            service,
+            constraints,
+            &self.workers,
+        ));
+        self.eligible.borrow_mut().insert(key, hosts.clone());
+        hosts
+    }
 }
 
 pub(super) fn plan_placement(
@@ -126,6 +147,7 @@ pub(super) fn plan_placement(
             .nodes
             .iter()
             .any(|n| n.id == snapshot.local.node_id && n.is_reachable_manager()),
+        eligible: RefCell::new(HashMap::new()),
     };
     let mut on_managers: HashMap<&str, Vec<TaskOnManager>> = HashMap::new();
     for task in &snapshot.tasks {
@@ -323,7 +345,8 @@ fn fix(
             ),
         ));
     }
-    let capacity = capacity(service, constraints, &cx.workers, &cx.usage);
+    let hosts = cx.eligible(service, constraints);
+    let capacity = capacity(service, &hosts, cx.workers.len(), &cx.usage);
     let mut reason = format!(
         "{} {where_now}; adding `{NOT_ON_MANAGERS}` moves its tasks to workers",
         service.name
