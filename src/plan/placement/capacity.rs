@@ -67,12 +67,16 @@ impl<'a> Usage<'a> {
             let Some(service) = services.get(task.service_id.as_str()) else {
                 continue;
             };
-            let used = usage.per_node.entry(node).or_default();
-            used.nano_cpus += service.reservations.nano_cpus;
-            used.memory_bytes += service.reservations.memory_bytes;
-            let generic = usage.generic_per_node.entry(node).or_default();
-            for (kind, n) in &service.generic_reservations {
-                *generic.entry(kind.as_str()).or_default() += n;
+            if !service.reservations.is_zero() {
+                let used = usage.per_node.entry(node).or_default();
+                used.nano_cpus += service.reservations.nano_cpus;
+                used.memory_bytes += service.reservations.memory_bytes;
+            }
+            if !service.generic_reservations.is_empty() {
+                let generic = usage.generic_per_node.entry(node).or_default();
+                for (kind, n) in &service.generic_reservations {
+                    *generic.entry(kind.as_str()).or_default() += n;
+                }
             }
             if !service.host_ports.is_empty() {
                 let ports = usage.ports_per_node.entry(node).or_default();

@@ -139,12 +139,12 @@ pub fn container_only_labels(service: &Service) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Why the service may run on managers, or why its labels cannot be read, or neither.
+/// Why the service may run on managers by policy, role constraint or label, or why its
+/// labels cannot be read, or neither. (Pins by hostname, ID or label: [`pin`].)
 pub fn exemption(
     service: &Service,
     constraints: &Constraints,
     policy: &Policy,
-    snapshot: &Snapshot,
 ) -> Result<Option<Exemption>, UnreadableLabel> {
     let p = &policy.placement;
     let is_self = LabelValue::of(service, SELF_LABEL).boolean() == Ok(Some(true));
@@ -191,12 +191,15 @@ pub fn exemption(
             });
         }
     }
-    if pinned_to_managers(service, constraints, snapshot) {
-        return Ok(Some(Exemption::PinnedToManagers {
-            constraints: service.constraints.clone(),
-        }));
-    }
     Ok(None)
+}
+
+/// [`Exemption::PinnedToManagers`] when no worker can ever run the service; called for
+/// services that some manager can run (so not for one whose constraints match no node).
+pub fn pin(service: &Service, constraints: &Constraints, snapshot: &Snapshot) -> Option<Exemption> {
+    pinned_to_managers(service, constraints, snapshot).then(|| Exemption::PinnedToManagers {
+        constraints: service.constraints.clone(),
+    })
 }
 
 /// No worker can ever run it while a manager can: none of the swarm's workers (in any state) satisfies its
@@ -208,10 +211,6 @@ fn pinned_to_managers(service: &Service, constraints: &Constraints, snapshot: &S
         return false;
     }
     let fits = |n: &Node| constraints.allow(n) && platform_allows(&service.platforms, &n.platform);
-    if !snapshot.nodes.iter().any(|n| n.is_manager() && fits(n)) {
-        // Matches no manager either: not a pin, a constraint that matches no node.
-        return false;
-    }
     let mut workers = snapshot.nodes.iter().filter(|n| !n.is_manager());
     if workers.any(fits) {
         return false;

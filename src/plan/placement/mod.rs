@@ -201,7 +201,7 @@ fn judge(
             ),
         ));
     }
-    match intent::exemption(service, &constraints, cx.policy, cx.snapshot) {
+    match intent::exemption(service, &constraints, cx.policy) {
         Ok(Some(exemption)) => {
             verdict.status = PlacementStatus::Exempt(exemption);
             return verdict;
@@ -256,6 +256,10 @@ fn judge(
         .map(|m| m.hostname.as_str())
         .collect();
     if allowed.is_empty() {
+        return verdict;
+    }
+    if let Some(pinned) = intent::pin(service, &constraints, cx.snapshot) {
+        verdict.status = PlacementStatus::Exempt(pinned);
         return verdict;
     }
     let running = verdict.tasks_on_managers.len();

@@ -999,7 +999,7 @@ proptest! {
             let service = snap.services.iter().find(|s| s.name == fix.action.target()).unwrap();
             let constraints = Constraints::parse(&service.constraints);
             // Never an exempt service.
-            prop_assert!(matches!(intent::exemption(service, &constraints, &policy, &snap), Ok(None)));
+            prop_assert!(matches!(intent::exemption(service, &constraints, &policy), Ok(None)) && intent::pin(service, &constraints, &snap).is_none());
             // Only when a manager could run it now.
             prop_assert!(snap.nodes.iter().any(|n| n.is_manager() && constraints.allow(n)));
             // Only when workers can take every task.
