@@ -273,8 +273,6 @@ pub struct Service {
     pub generic_reservations: BTreeMap<String, i64>,
     /// The log driver its tasks use, when the spec names one.
     pub log_driver: Option<String>,
-    /// How its rolling updates replace tasks.
-    pub update_config: UpdateConfig,
 }
 
 /// A port published in host mode (`--publish mode=host,published=P`).
@@ -284,26 +282,6 @@ pub struct HostPort {
     pub port: u32,
     /// `tcp`, `udp` or `sctp`.
     pub protocol: String,
-}
-
-/// The parts of `Spec.UpdateConfig` that decide how many tasks run at once in an update.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UpdateConfig {
-    /// Tasks replaced at once; 0 = all at once.
-    pub parallelism: u64,
-    /// `start-first`: a new task starts before the old one stops, so both hold their
-    /// node's resources and host ports for a while.
-    pub start_first: bool,
-}
-
-impl Default for UpdateConfig {
-    /// Docker's defaults: one task at a time, stop-first.
-    fn default() -> Self {
-        Self {
-            parallelism: 1,
-            start_first: false,
-        }
-    }
 }
 
 /// A mount of a service's containers.

@@ -7,8 +7,7 @@ use bollard::models;
 
 use crate::model::{
     Availability, EnginePlugin, HostPort, ManagerStatus, Mount, Node, NodeState, Platform,
-    Reachability, Resources, Role, Service, ServiceMode, Task, UpdateConfig, UpdateState,
-    UpdateStatus,
+    Reachability, Resources, Role, Service, ServiceMode, Task, UpdateState, UpdateStatus,
 };
 
 pub(super) fn node(n: &models::Node) -> Node {
@@ -202,17 +201,6 @@ pub(super) fn service(s: &models::Service) -> Service {
             .as_ref()
             .and_then(|l| l.name.clone())
             .filter(|n| !n.is_empty()),
-        update_config: spec
-            .update_config
-            .as_ref()
-            .map(|u| UpdateConfig {
-                parallelism: u
-                    .parallelism
-                    .and_then(|p| u64::try_from(p).ok())
-                    .unwrap_or(1),
-                start_first: u.order == Some(models::ServiceSpecUpdateConfigOrderEnum::START_FIRST),
-            })
-            .unwrap_or_default(),
         max_replicas_per_node: count(placement.max_replicas, 0),
         platforms: placement
             .platforms

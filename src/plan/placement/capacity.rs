@@ -9,9 +9,13 @@
 //! - generic resources (`--generic-resource`), the same way;
 //! - `max_replicas_per_node`;
 //! - host-mode published ports: one task per node and port, and none where another
-//!   service's task holds the port;
-//! - a `start-first` update runs old and new tasks side by side: it needs room for
-//!   `parallelism` extra tasks while old ones still sit on workers.
+//!   service's task holds the port.
+//!
+//! Adding `node.role != manager` replaces only the tasks on managers: SwarmKit keeps a task
+//! whose node still satisfies the new constraints (`IsTaskDirtyPlacementConstraintsOnly`;
+//! seen in the lab, and pinned by the field e2e test). So the service's own tasks on workers
+//! stay where they are and count once, and a `start-first` update's old tasks run beside
+//! their replacements on managers, not on workers: no extra worker room is needed.
 //!
 //! Not modelled: network plugins, CSI volume topology, and whether the node has the image
 //! (not a filter: a task that cannot start fails, and the update is rolled back).
@@ -182,22 +186,6 @@ fn has_plugins(service: &Service, node: &Node) -> bool {
     volumes_ok && log_ok
 }
 
-/// Tasks the workers must hold at once for the update to finish: the service's tasks, plus
-/// the old tasks a `start-first` update keeps running beside their replacements. `None`
-/// for global services (one per eligible node).
-pub fn tasks_needed(service: &Service, usage: &Usage, workers: &[&Node]) -> Option<u64> {
-    let need = service.concurrent_tasks()?;
-    if !service.update_config.start_first {
-        return Some(need);
-    }
-    let old_on_workers: u64 = workers.iter().map(|w| usage.own(w, service)).sum();
-    let parallelism = match service.update_config.parallelism {
-        0 => old_on_workers,
-        p => p.min(old_on_workers),
-    };
-    Some(need.saturating_add(parallelism))
-}
-
 fn cpus(nano: i64) -> String {
     format!("{:.2} CPU", nano as f64 / 1e9)
 }
@@ -266,7 +254,7 @@ pub fn capacity(
             workers
         ));
     }
-    let Some(need) = tasks_needed(service, usage, hosts) else {
+    let Some(need) = service.concurrent_tasks() else {
         return Ok(format!(
             "{} eligible worker(s): {}",
             hosts.len(),
@@ -287,9 +275,6 @@ pub fn capacity(
     }
     let res = service.reservations;
     let mut why = format!("{need} task(s)");
-    if need > service.concurrent_tasks().unwrap_or(need) {
-        why.push_str(" (start-first: old tasks run beside their replacements)");
-    }
     if !res.is_zero() {
         why.push_str(&format!(
             " reserving {} and {} each",

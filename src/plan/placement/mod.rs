@@ -58,7 +58,7 @@ pub fn worker_set(snapshot: &Snapshot) -> BTreeSet<String> {
 }
 
 /// IDs of the services whose tasks on workers the planner needs besides those on managers:
-/// capacity (reservations, generic resources, host ports, start-first updates) and
+/// capacity (reservations, generic resources, host ports) and
 /// promotions (tasks with node-local data). The observer lists exactly these.
 pub fn services_needing_tasks<'a>(services: &'a [Service], policy: &Policy) -> Vec<&'a str> {
     services
@@ -67,7 +67,6 @@ pub fn services_needing_tasks<'a>(services: &'a [Service], policy: &Policy) -> V
             !s.reservations.is_zero()
                 || !s.generic_reservations.is_empty()
                 || !s.host_ports.is_empty()
-                || s.update_config.start_first
                 || !node_local_data(s, &policy.placement).is_empty()
         })
         .map(|s| s.id.as_str())

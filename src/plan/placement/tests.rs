@@ -4,8 +4,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::model::{
-    Availability, HostPort, Mount, NodeState, Platform, Resources, ServiceMode, Task, UpdateConfig,
-    UpdateStatus,
+    Availability, HostPort, Mount, NodeState, Platform, Resources, ServiceMode, Task, UpdateStatus,
 };
 use crate::plan::quorum_test_support::{cluster, manager, t, worker};
 use crate::plan::{plan, ActionStatus};
@@ -585,28 +584,16 @@ fn a_worker_where_another_service_holds_the_port_cannot_take_the_task() {
 }
 
 #[test]
-fn a_start_first_update_needs_room_for_the_old_task_beside_the_new() {
+fn the_services_own_tasks_on_workers_stay_and_count_once() {
+    // SwarmKit replaces only the task on m1; the one on w1 keeps its port.
     let mut edge = replicated("edge", 2);
     edge.host_ports = vec![HostPort {
         port: 8443,
         protocol: "tcp".into(),
     }];
     let tasks = vec![task(&edge, "m1", 0), task(&edge, "w1", 1)];
-    let snap = swarm(vec![edge.clone()], tasks.clone());
-    assert_eq!(
-        *status_of(&plan_of(&snap, &roomy_policy()), "edge"),
-        PlacementStatus::Violating,
-        "stop-first: two workers, two tasks"
-    );
-    edge.update_config = UpdateConfig {
-        parallelism: 1,
-        start_first: true,
-    };
     let plan = plan_of(&swarm(vec![edge], tasks), &roomy_policy());
-    let Hold::Capacity(why) = hold_of(&plan, "edge") else {
-        panic!("{:?}", status_of(&plan, "edge"));
-    };
-    assert!(why.contains("start-first"), "{why}");
+    assert_eq!(*status_of(&plan, "edge"), PlacementStatus::Violating);
 }
 
 #[test]
@@ -846,13 +833,13 @@ fn arb_service(i: usize) -> impl Strategy<Value = Service> {
             prop::collection::vec(0..CONSTRAINTS.len(), 0..3),
         ),
         (prop::bool::weighted(0.15), 0..3i64, 0..3u64),
-        (0..6u8, prop::bool::weighted(0.2), 0..3u8, any::<bool>()),
+        (0..6u8, prop::bool::weighted(0.2), 0..3u8),
     )
         .prop_map(
             move |(
                 (mode, replicas, constraints),
                 (allow, cpu, max_per_node),
-                (data, disposable, port, start_first),
+                (data, disposable, port),
             )| {
                 let mode = match mode {
                     0 | 1 => ServiceMode::Replicated { replicas },
@@ -898,7 +885,6 @@ fn arb_service(i: usize) -> impl Strategy<Value = Service> {
                         protocol: "tcp".into(),
                     }];
                 }
-                s.update_config.start_first = start_first;
                 s
             },
         )
@@ -1006,10 +992,9 @@ proptest! {
             let hosts = eligible(service, &constraints, &workers);
             prop_assert!(!hosts.is_empty());
             // Never more tasks than the workers' ports, max_replicas_per_node and
-            // reservations allow, start-first's extra tasks included.
+            // reservations allow.
             if let Some(replicas) = service.concurrent_tasks() {
-                let old_on_workers = snap.tasks.iter().filter(|t| t.service_id == service.id && hosts.iter().any(|h| Some(h.id.as_str()) == t.node_id.as_deref())).count() as u64;
-                let need = if service.update_config.start_first { replicas + old_on_workers.min(1) } else { replicas };
+                let need = replicas;
                 let room = hosts.iter().map(|h| oracle_slots(&snap, service, h)).fold(0u64, u64::saturating_add);
                 prop_assert!(room >= need, "room {} < need {}", room, need);
             }
