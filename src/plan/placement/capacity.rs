@@ -165,24 +165,28 @@ pub fn eligible(service: &Service, constraints: &Constraints, node: &Node) -> bo
         && has_plugins(service, node)
 }
 
-/// SwarmKit's plugin filter for what the API shows: the volume drivers of the service's
-/// mounts and its log driver. A node that reports no plugins at all is given the benefit of
-/// the doubt (older Engines report none).
+/// SwarmKit's plugin filter (`PluginFilter`) for what the API shows: the volume drivers of
+/// the service's mounts and its log driver. As in SwarmKit, a node that reports no plugins
+/// of a kind passes for that kind (older Engines report none), and log driver `none` needs
+/// no plugin.
 fn has_plugins(service: &Service, node: &Node) -> bool {
-    if node.plugins.is_empty() {
-        return true;
-    }
     let has = |kind: &str, name: &str| {
-        node.plugins
-            .iter()
-            .any(|p| p.kind.eq_ignore_ascii_case(kind) && same_plugin(&p.name, name))
+        let of_kind = || {
+            node.plugins
+                .iter()
+                .filter(|p| p.kind.eq_ignore_ascii_case(kind))
+        };
+        of_kind().next().is_none() || of_kind().any(|p| same_plugin(&p.name, name))
     };
     let volumes_ok = service
         .mounts
         .iter()
         .filter(|m| m.kind == "volume" && !m.driver.is_empty() && m.driver != "local")
         .all(|m| has("Volume", &m.driver));
-    let log_ok = service.log_driver.as_deref().is_none_or(|d| has("Log", d));
+    let log_ok = service
+        .log_driver
+        .as_deref()
+        .is_none_or(|d| d == "none" || has("Log", d));
     volumes_ok && log_ok
 }
 

@@ -11,6 +11,21 @@ use crate::model::{Mount, Service};
 
 use super::intent::{LabelValue, DATA_LABEL};
 
+/// Host paths that hold the host's own state, not a service's data: node_exporter, cAdvisor
+/// and time-zone mounts read them on every node alike.
+const SYSTEM_PATHS: &[&str] = &[
+    "/proc",
+    "/sys",
+    "/dev",
+    "/etc/localtime",
+    "/etc/timezone",
+    "/etc/hostname",
+    "/lib/modules",
+];
+
+/// The Docker socket: a service that mounts it talks to the Engine of its node.
+pub const DOCKER_SOCKETS: &[&str] = &["/var/run/docker.sock", "/run/docker.sock"];
+
 /// Filesystem types the `local` driver mounts over the network (`--opt type=nfs`):
 /// every node that mounts the volume sees the same data.
 const NETWORK_FS_TYPES: &[&str] = &["nfs", "nfs4", "cifs", "smb", "smb3", "ceph", "glusterfs"];
@@ -25,7 +40,8 @@ pub enum Locality {
     /// volumes, drivers in `placement.shared_volume_drivers`, watched EFS volumes.
     Shared,
     /// Nothing to keep: tmpfs, named pipes, anonymous volumes (new for every task), the
-    /// image's own content.
+    /// image's own content, read-only host paths (nothing is written there), the host's
+    /// own system paths.
     Disposable,
 }
 
@@ -75,7 +91,22 @@ fn locality(mount: &Mount, policy: &PlacementPolicy) -> (Locality, String) {
         "npipe" => return (Locality::Disposable, "named pipe".into()),
         "image" => return (Locality::Disposable, "an image's content".into()),
         "cluster" => return (Locality::Shared, "cluster (CSI) volume".into()),
-        "bind" => return (Locality::NodeLocal, "bind mount of a host path".into()),
+        "bind" => {
+            let path = mount.source.trim_end_matches('/');
+            return if SYSTEM_PATHS
+                .iter()
+                .chain(DOCKER_SOCKETS)
+                .any(|p| path == *p || path.starts_with(&format!("{p}/")))
+            {
+                (Locality::Disposable, "the host's own system path".into())
+            } else if mount.read_only {
+                // Nothing is written there; on another node the path must exist, or the
+                // task fails to start and the update is rolled back.
+                (Locality::Disposable, "read-only host path".into())
+            } else {
+                (Locality::NodeLocal, "bind mount of a host path".into())
+            };
+        }
         _ => {}
     }
     if mount.source.is_empty() {
@@ -138,19 +169,29 @@ pub fn same_plugin(a: &str, b: &str) -> bool {
     strip(a) == strip(b)
 }
 
-/// Whether the user said the service's node-local data may be left behind: the
-/// `swarm-warden.data=disposable` label or `placement.disposable`.
-pub fn marked_disposable(service: &Service, policy: &PlacementPolicy) -> bool {
+/// Whether the user said the service's data needs no node: `swarm-warden.data=disposable`
+/// (it may be left behind), `swarm-warden.data=shared` (its volumes reach every node, e.g.
+/// NFS volumes created beforehand on each node, whose options the Swarm API does not show)
+/// or `placement.disposable`.
+pub fn data_may_move(service: &Service, policy: &PlacementPolicy) -> bool {
     matches!(
         LabelValue::of(service, DATA_LABEL),
-        LabelValue::Set(v) if v.eq_ignore_ascii_case("disposable")
+        LabelValue::Set(v) if v.eq_ignore_ascii_case("disposable") || v.eq_ignore_ascii_case("shared")
     ) || policy.disposable.selects(&service.name, &service.labels)
 }
 
+/// Whether the service mounts the Docker socket (it talks to its node's Engine).
+pub fn mounts_docker_socket(service: &Service) -> bool {
+    service
+        .mounts
+        .iter()
+        .any(|m| m.kind == "bind" && DOCKER_SOCKETS.contains(&m.source.trim_end_matches('/')))
+}
+
 /// The service's mounts whose data would stay behind if its tasks moved to other nodes;
-/// empty when there are none or the service is marked disposable.
+/// empty when there are none or the user said the data may move.
 pub fn node_local_data(service: &Service, policy: &PlacementPolicy) -> Vec<MountData> {
-    if marked_disposable(service, policy) {
+    if data_may_move(service, policy) {
         return Vec::new();
     }
     service
@@ -213,6 +254,30 @@ mod tests {
     }
 
     #[test]
+    fn read_only_and_system_host_paths_are_not_data() {
+        let mut ro = mount("bind", "/srv/config", "", &[]);
+        ro.read_only = true;
+        assert_eq!(locality_of(&ro), Locality::Disposable);
+        for path in [
+            "/etc/localtime",
+            "/proc",
+            "/sys/fs/cgroup",
+            "/var/run/docker.sock",
+        ] {
+            assert_eq!(
+                locality_of(&mount("bind", path, "", &[])),
+                Locality::Disposable,
+                "{path}"
+            );
+        }
+        assert_eq!(
+            locality_of(&mount("bind", "/procdata", "", &[])),
+            Locality::NodeLocal,
+            "a prefix of a name is not a system path"
+        );
+    }
+
+    #[test]
     fn network_filesystems_cluster_volumes_and_declared_drivers_are_shared() {
         for fs in ["nfs", "NFS4", "cifs"] {
             assert_eq!(
@@ -258,6 +323,8 @@ mod tests {
         let policy = PlacementPolicy::default();
         assert_eq!(node_local_data(&s, &policy).len(), 1);
         s.labels.insert(DATA_LABEL.into(), "Disposable".into());
+        assert!(node_local_data(&s, &policy).is_empty());
+        s.labels.insert(DATA_LABEL.into(), "shared".into());
         assert!(node_local_data(&s, &policy).is_empty());
         s.labels.clear();
         let mut policy = PlacementPolicy::default();

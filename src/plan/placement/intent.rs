@@ -12,8 +12,8 @@ use crate::plan::constraint::{platform_allows, Constraints};
 pub const ALLOW_MANAGERS_LABEL: &str = "swarm-warden.allow-managers";
 /// Service label that marks swarm-warden's own service.
 pub const SELF_LABEL: &str = "swarm-warden.self";
-/// Service label that says what the service's node-local data is worth:
-/// `disposable` lets placement move the service and leave the data behind.
+/// Service label that says where the service's data may go: `disposable` (it may be left
+/// behind) or `shared` (its volumes reach every node); either lets placement move it.
 pub const DATA_LABEL: &str = "swarm-warden.data";
 
 /// Why a service may run on managers.
@@ -35,6 +35,9 @@ pub enum Exemption {
         /// The constraints, as written.
         constraints: Vec<String>,
     },
+    /// It mounts the Docker socket: tools that read the swarm (Traefik's swarm provider,
+    /// Portainer, Swarmpit) need a manager's API, and on a worker they fail.
+    DockerSocket,
     /// `swarm-warden.allow-managers` reads as true.
     AllowManagersLabel {
         /// The value as written (`true`, `True`, `1`, ...).
@@ -52,6 +55,7 @@ impl Exemption {
             Exemption::Global => "global",
             Exemption::PinnedByRole => "pinned-by-role",
             Exemption::PinnedToManagers { .. } => "pinned-to-managers",
+            Exemption::DockerSocket => "docker-socket",
             Exemption::AllowManagersLabel { .. } => "allow-managers-label",
         }
     }
@@ -70,6 +74,9 @@ impl fmt::Display for Exemption {
             Exemption::PinnedToManagers { constraints } => write!(
                 f,
                 "pinned to managers by its own constraints {constraints:?}: no worker can satisfy them"
+            ),
+            Exemption::DockerSocket => f.write_str(
+                "mounts the Docker socket: it may need a manager's API (Traefik, Portainer, Swarmpit); add the constraint yourself if it only talks to its own node",
             ),
             Exemption::AllowManagersLabel { value } => {
                 write!(f, "labelled {ALLOW_MANAGERS_LABEL}={value}")
@@ -182,12 +189,15 @@ pub fn exemption(
             })
         }
     }
+    if super::data::mounts_docker_socket(service) {
+        return Ok(Some(Exemption::DockerSocket));
+    }
     if let LabelValue::Set(v) = LabelValue::of(service, DATA_LABEL) {
-        if !v.eq_ignore_ascii_case("disposable") {
+        if !v.eq_ignore_ascii_case("disposable") && !v.eq_ignore_ascii_case("shared") {
             return Err(UnreadableLabel {
                 key: DATA_LABEL,
                 value: v.to_owned(),
-                allowed: "disposable",
+                allowed: "disposable or shared",
             });
         }
     }

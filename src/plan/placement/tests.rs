@@ -636,6 +636,50 @@ fn generic_resources_and_missing_volume_plugins_limit_the_workers() {
 }
 
 #[test]
+fn a_service_mounting_the_docker_socket_is_exempt_and_read_only_binds_do_not_hold() {
+    let mut ui = replicated("portainer", 1);
+    ui.mounts = vec![Mount {
+        kind: "bind".into(),
+        source: "/var/run/docker.sock".into(),
+        target: "/var/run/docker.sock".into(),
+        ..Default::default()
+    }];
+    let mut app = replicated("app", 1);
+    app.mounts = vec![Mount {
+        kind: "bind".into(),
+        source: "/etc/localtime".into(),
+        target: "/etc/localtime".into(),
+        read_only: true,
+        ..Default::default()
+    }];
+    let plan = plan_of(&swarm(vec![ui, app], vec![]), &roomy_policy());
+    assert!(matches!(
+        status_of(&plan, "portainer"),
+        PlacementStatus::Exempt(Exemption::DockerSocket)
+    ));
+    assert_eq!(*status_of(&plan, "app"), PlacementStatus::Violating);
+}
+
+#[test]
+fn log_driver_none_and_nodes_without_log_plugins_pass_the_plugin_filter() {
+    let mut quiet = replicated("quiet", 1);
+    quiet.log_driver = Some("none".into());
+    let mut gelf = replicated("gelf", 1);
+    gelf.log_driver = Some("gelf".into());
+    let mut snap = swarm(vec![quiet, gelf], vec![]);
+    for node in &mut snap.nodes {
+        // Volume plugins reported, log plugins not: the log kind is not filtered.
+        node.plugins = vec![crate::model::EnginePlugin {
+            kind: "Volume".into(),
+            name: "local".into(),
+        }];
+    }
+    let plan = plan_of(&snap, &roomy_policy());
+    assert_eq!(*status_of(&plan, "quiet"), PlacementStatus::Violating);
+    assert_eq!(*status_of(&plan, "gelf"), PlacementStatus::Violating);
+}
+
+#[test]
 fn services_pinned_by_hostname_id_or_a_manager_only_label_are_exempt() {
     let by_host = service(
         "by-host",
