@@ -273,6 +273,9 @@ pub struct Service {
     pub generic_reservations: BTreeMap<String, i64>,
     /// The log driver its tasks use, when the spec names one.
     pub log_driver: Option<String>,
+    /// SHA-256 (hex) of its spec in canonical JSON: equal hashes, equal specs. Tells a spec
+    /// swarm-warden wrote (or rolled back to) from one changed since.
+    pub spec_hash: String,
 }
 
 /// A port published in host mode (`--publish mode=host,published=P`).
@@ -310,6 +313,8 @@ pub struct UpdateStatus {
     pub state: UpdateState,
     /// What SwarmKit said about it.
     pub message: String,
+    /// When it started, by the raft leader's clock.
+    pub started_at: Option<SystemTime>,
 }
 
 /// `UpdateStatus.State`.

@@ -21,6 +21,9 @@ use crate::plan::{self, human, Action, ActionStatus, Memory, Plan, PlannedAction
 /// How often convergence is polled.
 const CONVERGENCE_POLL: Duration = Duration::from_secs(1);
 
+/// Polls in a row a placement update must look done before it counts as converged.
+const SETTLED_POLLS: u32 = 3;
+
 /// Why an action did not complete.
 #[derive(Debug, thiserror::Error)]
 pub enum ActError {
@@ -287,9 +290,11 @@ impl Executor {
                 let result = self.enforce_placement(&service, &managers, policy).await;
                 match &result {
                     Ok(_) => memory.record_placement_fix(&service.id, SystemTime::now()),
-                    Err(ActError::RolledBack { .. }) => {
-                        memory.record_placement_rollback(&service.id, workers)
-                    }
+                    Err(ActError::RolledBack { .. }) => memory.record_placement_rollback(
+                        &service.id,
+                        service.spec_hash.clone(),
+                        workers,
+                    ),
                     Err(_) => {}
                 }
                 result.map(Some)
@@ -349,9 +354,10 @@ impl Executor {
     }
 
     /// Polls the service's update until it converges (no update running, no task left on a
-    /// manager, seen twice in a row since the write resets the status before the updater
-    /// picks it up), SwarmKit rolls it back itself, or it is stuck: paused, or not done
-    /// within `timeout`.
+    /// manager, every task it wants running — seen [`SETTLED_POLLS`] times in a row, since
+    /// the write resets the status before the updater picks it up and a task may fail just
+    /// after its update's monitor period), SwarmKit rolls it back itself, or it is stuck:
+    /// paused, or not done within `timeout`.
     async fn await_rollout(
         &self,
         service: &Service,
@@ -391,9 +397,9 @@ impl Executor {
                                 message: r.message,
                             })
                         }
-                        Some(UpdateState::Completed) | None if r.tasks_on == 0 => {
+                        Some(UpdateState::Completed) | None if r.settled() => {
                             settled += 1;
-                            if settled >= 2 {
+                            if settled >= SETTLED_POLLS {
                                 return Ok(RolloutEnd::Converged);
                             }
                         }
@@ -401,10 +407,10 @@ impl Executor {
                     }
                     last = Some(r);
                 }
-                Ok(r) if r.state.is_none() && r.tasks_on == 0 => {
+                Ok(r) if r.state.is_none() && r.settled() => {
                     // SwarmKit found no task to replace and left no update status.
                     settled += 1;
-                    if settled >= 2 {
+                    if settled >= SETTLED_POLLS {
                         return Ok(RolloutEnd::Converged);
                     }
                     last = Some(r);
@@ -444,11 +450,7 @@ impl Executor {
         let deadline = start + timeout;
         loop {
             match self.observer.rollout(&service.id, managers).await {
-                Ok(r)
-                    if r.state == Some(UpdateState::RollbackCompleted)
-                        && r.tasks_running.0 == r.tasks_running.1
-                        && r.replicas.is_none_or(|n| r.tasks_running.1 as u64 >= n) =>
-                {
+                Ok(r) if r.state == Some(UpdateState::RollbackCompleted) && r.all_running() => {
                     return Ok(start.elapsed().as_secs_f64())
                 }
                 Ok(r) if r.state == Some(UpdateState::RollbackPaused) => {

@@ -140,7 +140,11 @@ impl Writer {
                 message: message(&e),
             })?;
         let spec = current.spec.unwrap_or_default();
-        let same = serde_json::to_value(&spec).ok() == serde_json::to_value(written).ok();
+        // Fails closed: a spec that cannot be compared is not rolled back.
+        let same = matches!(
+            (serde_json::to_value(&spec), serde_json::to_value(written)),
+            (Ok(a), Ok(b)) if a == b
+        );
         if !same {
             return Err(WriteError {
                 what: what(),

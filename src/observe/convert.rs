@@ -122,6 +122,7 @@ fn resources(r: &models::ResourceObject) -> Resources {
 
 pub(super) fn service(s: &models::Service) -> Service {
     let spec = s.spec.clone().unwrap_or_default();
+    let hash = spec_hash(&spec);
     let mode = spec.mode.unwrap_or_default();
     let template = spec.task_template.unwrap_or_default();
     let placement = template.placement.unwrap_or_default();
@@ -227,9 +228,54 @@ pub(super) fn service(s: &models::Service) -> Service {
             Some(UpdateStatus {
                 state,
                 message: u.message.clone().unwrap_or_default(),
+                started_at: u.started_at.as_deref().and_then(timestamp),
             })
         }),
+        spec_hash: hash,
     }
+}
+
+/// SHA-256 (hex) of a service spec in canonical JSON (object keys sorted at every level), so
+/// the same spec hashes the same whatever order its maps were read in.
+pub fn spec_hash(spec: &models::ServiceSpec) -> String {
+    use sha2::{Digest, Sha256};
+    fn canonical(v: &serde_json::Value, out: &mut String) {
+        match v {
+            serde_json::Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&serde_json::Value::String(k.clone()).to_string());
+                    out.push(':');
+                    canonical(&map[k], out);
+                }
+                out.push('}');
+            }
+            serde_json::Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    canonical(item, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut text = String::new();
+    if let Ok(value) = serde_json::to_value(spec) {
+        canonical(&value, &mut text);
+    }
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 pub(super) fn task(t: &models::Task) -> Task {
@@ -296,6 +342,27 @@ mod tests {
         assert_eq!(timestamp("0001-01-01T00:00:00Z"), None);
         assert_eq!(timestamp("yesterday"), None);
         let _ = Duration::ZERO;
+    }
+
+    #[test]
+    fn spec_hashes_ignore_map_order_and_see_every_change() {
+        let spec = |labels: &[(&str, &str)], image: &str| -> models::ServiceSpec {
+            serde_json::from_value(serde_json::json!({
+                "Name": "web",
+                "Labels": labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<std::collections::HashMap<_, _>>(),
+                "TaskTemplate": {"ContainerSpec": {"Image": image}}
+            }))
+            .unwrap()
+        };
+        let a = spec(&[("a", "1"), ("b", "2"), ("c", "3")], "busybox");
+        let b = spec(&[("c", "3"), ("a", "1"), ("b", "2")], "busybox");
+        assert_eq!(spec_hash(&a), spec_hash(&b));
+        assert_ne!(spec_hash(&a), spec_hash(&spec(&[("a", "1")], "busybox")));
+        assert_ne!(
+            spec_hash(&a),
+            spec_hash(&spec(&[("a", "1"), ("b", "2"), ("c", "3")], "busybox:2"))
+        );
+        assert_eq!(spec_hash(&a).len(), 64);
     }
 
     #[test]

@@ -261,6 +261,19 @@ pub struct Rollout {
     pub task_errors: Vec<String>,
 }
 
+impl Rollout {
+    /// Every task the service wants runs (at least `replicas` of them).
+    pub fn all_running(&self) -> bool {
+        let (desired, running) = self.tasks_running;
+        desired == running && self.replicas.is_none_or(|n| running as u64 >= n)
+    }
+
+    /// No task should run on the given nodes any more, and all that should run do.
+    pub fn settled(&self) -> bool {
+        self.tasks_on == 0 && self.all_running()
+    }
+}
+
 impl Observer {
     /// One service's update state and how many of its tasks should run on `nodes`. Per
     /// object on purpose: only the executor calls it, for the one service it just updated.

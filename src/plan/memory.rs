@@ -21,9 +21,10 @@ pub struct Memory {
     last_membership_change: Option<SystemTime>,
     /// Services swarm-warden added the placement constraint to.
     placement_fixes: HashMap<String, PlacementFix>,
-    /// Services whose last update was rolled back, with the Ready, Active workers there
-    /// were when that was first seen: the fix is tried again only once a worker joins.
-    placement_rollbacks: HashMap<String, BTreeSet<String>>,
+    /// Services whose placement fix was rolled back (or whose last update was seen rolled
+    /// back), with the spec and the Ready, Active workers of that moment: the fix is tried
+    /// again only once the spec really changed or a worker joined.
+    placement_rollbacks: HashMap<String, RolledBack>,
     /// First observation of each EFS volume out of credits at its permitted rate.
     throttled_since: HashMap<String, SystemTime>,
     /// What the previous lease holder passed on, until the first leader sighting uses it.
@@ -41,6 +42,15 @@ pub struct Handoff {
     pub raft_leader_since: Option<SystemTime>,
     /// When the holder last changed raft membership.
     pub last_membership_change: Option<SystemTime>,
+}
+
+/// What a rolled-back placement fix was up against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RolledBack {
+    /// The service's spec after the rollback ([`crate::model::Service::spec_hash`]).
+    spec_hash: String,
+    /// The Ready, Active workers then.
+    workers: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,12 +100,16 @@ impl Memory {
                         .is_some_and(|u| u.state == UpdateState::RollbackCompleted)
             })
         };
-        self.placement_rollbacks.retain(|id, _| rolled_back(id));
+        self.placement_rollbacks
+            .retain(|id, _| snapshot.services.iter().any(|s| &s.id == id));
         for service in &snapshot.services {
             if rolled_back(&service.id) {
                 self.placement_rollbacks
                     .entry(service.id.clone())
-                    .or_insert_with(|| workers.clone());
+                    .or_insert_with(|| RolledBack {
+                        spec_hash: service.spec_hash.clone(),
+                        workers: workers.clone(),
+                    });
             }
         }
         for t in &snapshot.telemetry {
@@ -169,6 +183,7 @@ impl Memory {
     /// Records that swarm-warden added the placement constraint to a service at `at`; a fix
     /// of a service fixed before counts as one more drift.
     pub fn record_placement_fix(&mut self, service_id: &str, at: SystemTime) {
+        self.placement_rollbacks.remove(service_id);
         let drifts = self
             .placement_fixes
             .get(service_id)
@@ -177,20 +192,38 @@ impl Memory {
             .insert(service_id.to_owned(), PlacementFix { at, drifts });
     }
 
-    /// Records that swarm-warden rolled a placement fix back while `workers` were the Ready,
-    /// Active workers: it is tried again only once another worker joins.
-    pub fn record_placement_rollback(&mut self, service_id: &str, workers: BTreeSet<String>) {
+    /// Records that swarm-warden rolled a placement fix back to the spec hashed `spec_hash`
+    /// while `workers` were the Ready, Active workers.
+    pub fn record_placement_rollback(
+        &mut self,
+        service_id: &str,
+        spec_hash: String,
+        workers: BTreeSet<String>,
+    ) {
         self.placement_rollbacks
-            .insert(service_id.to_owned(), workers);
+            .insert(service_id.to_owned(), RolledBack { spec_hash, workers });
     }
 
-    /// Whether a service whose last update was rolled back may get the placement fix again:
-    /// only when a worker joined since the rollback was first seen (a fresh process has seen
-    /// it just now, so it waits for a change, or for the service's next update).
-    pub fn rollback_retry_allowed(&self, service_id: &str, workers: &BTreeSet<String>) -> bool {
-        self.placement_rollbacks
-            .get(service_id)
-            .is_some_and(|seen| workers.iter().any(|w| !seen.contains(w)))
+    /// Whether a rolled-back placement fix holds `service` back: its last update was rolled
+    /// back (as SwarmKit says, or as remembered) and since then neither did its spec change
+    /// (an identical `docker stack deploy` is no change) nor did a worker join. A fresh
+    /// process that finds a rolled-back service counts from its first look.
+    pub fn rollback_holds(
+        &self,
+        service: &crate::model::Service,
+        workers: &BTreeSet<String>,
+    ) -> bool {
+        let rolled_back_now = service
+            .update
+            .as_ref()
+            .is_some_and(|u| u.state == UpdateState::RollbackCompleted);
+        match self.placement_rollbacks.get(&service.id) {
+            Some(seen) => {
+                seen.spec_hash == service.spec_hash
+                    && workers.iter().all(|w| seen.workers.contains(w))
+            }
+            None => rolled_back_now,
+        }
     }
 
     /// The last placement fix swarm-warden made to a service, if any.

@@ -391,14 +391,14 @@ fn fix(
             state: u.state,
             message: u.message.clone(),
         })
-    } else if let Some(u) = update.filter(|u| {
-        u.state == UpdateState::RollbackCompleted
-            && !cx
-                .memory
-                .rollback_retry_allowed(&service.id, &worker_set(cx.snapshot))
-    }) {
+    } else if cx.memory.rollback_holds(service, &worker_set(cx.snapshot)) {
         Some(Hold::RolledBack {
-            message: u.message.clone(),
+            message: update
+                .filter(|u| u.state == UpdateState::RollbackCompleted)
+                .map_or_else(
+                    || "rolled back by swarm-warden; its spec has not changed since".to_owned(),
+                    |u| u.message.clone(),
+                ),
             cli: cli_snippet(&service.name),
         })
     } else if let Err(why) = &capacity {

@@ -308,6 +308,7 @@ fn an_update_in_progress_or_paused_blocks_the_fix() {
     web.update = Some(crate::model::UpdateStatus {
         state: UpdateState::Paused,
         message: "update paused due to failure".into(),
+        started_at: None,
     });
     let plan = plan_of(&swarm(vec![web], vec![]), &Policy::default());
     assert!(plan.actions[0]
@@ -807,6 +808,7 @@ fn a_rolled_back_service_is_not_retried_until_a_worker_joins() {
     web.update = Some(UpdateStatus {
         state: UpdateState::RollbackCompleted,
         message: "rollback completed".into(),
+        started_at: None,
     });
     let snap = swarm(vec![web], vec![]);
     let policy = roomy_policy();
@@ -824,6 +826,33 @@ fn a_rolled_back_service_is_not_retried_until_a_worker_joins() {
     grown.nodes.push(worker("w3"));
     memory.observe(&grown);
     let retried = plan(&grown, &policy, &memory, grown.observed_at);
+    assert_eq!(*status_of(&retried, "web"), PlacementStatus::Violating);
+}
+
+#[test]
+fn an_identical_redeploy_does_not_retry_a_rolled_back_fix_but_a_changed_spec_does() {
+    let mut web = replicated("web", 2);
+    web.spec_hash = "after-rollback".into();
+    let snap = swarm(vec![web], vec![]);
+    let policy = roomy_policy();
+    let mut memory = Memory::default();
+    memory.observe(&snap);
+    memory.record_placement_rollback("id-web", "after-rollback".into(), worker_set(&snap));
+    // `docker stack deploy` of the same file: the update status is new, the spec is not.
+    let mut redeployed = snap.clone();
+    redeployed.services[0].update = Some(UpdateStatus {
+        state: UpdateState::Completed,
+        message: "update completed".into(),
+        started_at: None,
+    });
+    memory.observe(&redeployed);
+    let held = plan(&redeployed, &policy, &memory, redeployed.observed_at);
+    assert!(matches!(hold_of(&held, "web"), Hold::RolledBack { .. }));
+    // A real change (a new image, say): tried again.
+    let mut changed = redeployed.clone();
+    changed.services[0].spec_hash = "new-image".into();
+    memory.observe(&changed);
+    let retried = plan(&changed, &policy, &memory, changed.observed_at);
     assert_eq!(*status_of(&retried, "web"), PlacementStatus::Violating);
 }
 
