@@ -24,6 +24,24 @@ pub struct Snapshot {
     pub telemetry: Vec<VolumeTelemetry>,
     /// Runbook journals stored in the swarm.
     pub runbooks: Vec<crate::runbook::Journal>,
+    /// Placement fixes in flight, recorded in the swarm before their write.
+    pub placement_records: Vec<PlacementRecord>,
+}
+
+/// A placement fix in flight, as recorded in the swarm (a Swarm config) right before the
+/// service was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacementRecord {
+    /// The config holding the record.
+    pub config_id: String,
+    /// The service.
+    pub service_id: String,
+    /// Its name then.
+    pub service_name: String,
+    /// Hash of the spec written ([`Service::spec_hash`]).
+    pub spec_hash: String,
+    /// When it was written, by the writer's clock.
+    pub written_at: SystemTime,
 }
 
 /// What Prometheus says about one EFS file system.

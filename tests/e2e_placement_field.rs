@@ -372,5 +372,68 @@ async fn three_cycles_move_only_what_may_move_and_keep_jobs_and_data_where_they_
     );
     assert!(!has_constraint(&services(&lab).await["slow"].1));
     assert_eq!(running_on(&lab, "slow").await.len(), 2);
+
+    // swarm-warden killed in the middle of its own rolling update: the record it left in
+    // the swarm lets the next process roll the stuck fix back.
+    create(
+        &lab,
+        "crashy",
+        &["--replicas", "2", "--update-delay", "90s"],
+    );
+    wait_running(&lab, "crashy", 2).await;
+    let patient = policy_file(
+        &lab,
+        &POLICY.replace("update_timeout: 60s", "update_timeout: 25s"),
+    );
+    let warden = Warden::start(&lab, "m1", &patient, &[]);
+    let records = || {
+        docker(
+            &lab,
+            &[
+                "config",
+                "ls",
+                "-q",
+                "--filter",
+                "label=swarm-warden.placement.service",
+            ],
+        )
+    };
+    swarm_chaos::wait_until(
+        "the placement record of crashy",
+        std::time::Duration::from_secs(60),
+        || async {
+            if !records().is_empty() && has_constraint(&services(&lab).await["crashy"].1) {
+                swarm_chaos::Probe::Done(())
+            } else {
+                swarm_chaos::Probe::Pending(warden.log())
+            }
+        },
+    )
+    .await
+    .expect("fix in flight");
+    warden.kill();
+    let patient = patient.to_str().expect("utf-8 path");
+    swarm_chaos::wait_until(
+        "the stuck fix of crashy rolled back",
+        std::time::Duration::from_secs(120),
+        || async {
+            let report = run_once(&lab, patient);
+            let rolled = report["actions"]
+                .as_array()
+                .expect("actions")
+                .iter()
+                .find(|a| a["kind"] == "roll-back-placement" && a["target"] == "crashy")
+                .cloned();
+            match rolled {
+                Some(a) if a["status"] == "done" => swarm_chaos::Probe::Done(a),
+                other => swarm_chaos::Probe::Pending(format!("{other:?}")),
+            }
+        },
+    )
+    .await
+    .expect("rolled back");
+    assert!(!has_constraint(&services(&lab).await["crashy"].1));
+    assert_eq!(running_on(&lab, "crashy").await.len(), 2);
+    assert!(records().is_empty(), "record left: {}", records());
     teardown_leaving_nothing(lab);
 }

@@ -12,17 +12,13 @@ use super::backoff::Backoffs;
 use super::writer::{WriteError, Writer};
 use crate::config::Policy;
 use crate::lease::Handover;
-use crate::model::{Node, Role, Service, Snapshot, UpdateState};
-use crate::observe::Rollout;
+use crate::model::{Node, Role, Snapshot};
 use crate::observe::{ObserveError, Observer};
 use crate::plan::constraint::NOT_ON_MANAGERS;
 use crate::plan::{self, human, Action, ActionStatus, Memory, Plan, PlannedAction};
 
 /// How often convergence is polled.
 const CONVERGENCE_POLL: Duration = Duration::from_secs(1);
-
-/// Polls in a row a placement update must look done before it counts as converged.
-const SETTLED_POLLS: u32 = 3;
 
 /// Why an action did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +37,9 @@ pub enum ActError {
         /// How long we waited.
         after: Duration,
     },
+    /// A placement record could not be written.
+    #[error("placement record: {0}")]
+    Record(String),
     /// A runbook journal could not be written.
     #[error("runbook journal: {0}")]
     Runbook(String),
@@ -70,15 +69,15 @@ pub enum ActError {
 /// Carries out plans against one swarm.
 #[derive(Debug)]
 pub struct Executor {
-    observer: Observer,
-    writer: Writer,
+    pub(super) observer: Observer,
+    pub(super) writer: Writer,
     dry_run: bool,
     /// Whether this replica holds the lease; checked right before every write.
     leader: tokio::sync::watch::Receiver<bool>,
     /// The exchange of memory with the lease (none without a lease).
     handover: Option<Arc<Handover>>,
     backoffs: Backoffs,
-    cancel: CancellationToken,
+    pub(super) cancel: CancellationToken,
 }
 
 impl Executor {
@@ -299,185 +298,37 @@ impl Executor {
                 }
                 result.map(Some)
             }
-        }
-    }
-
-    async fn enforce_placement(
-        &self,
-        service: &Service,
-        managers: &[String],
-        policy: &Policy,
-    ) -> Result<String, ActError> {
-        let start = Instant::now();
-        let before = self
-            .observer
-            .rollout(&service.id, managers)
-            .await?
-            .started_at;
-        let written = self
-            .writer
-            .add_constraint(&service.id, &service.name, service.version, NOT_ON_MANAGERS)
-            .await?;
-        let timeout = policy.placement.update_timeout;
-        let what = format!("the rolling update of {}", service.name);
-        let why = match self
-            .await_rollout(service, managers, before.as_deref(), timeout, &what)
-            .await?
-        {
-            RolloutEnd::Converged => {
-                return Ok(format!(
-                    "Added `{NOT_ON_MANAGERS}` to {}; its rolling update finished after {:.1}s with no task left on a manager.",
-                    service.name,
-                    start.elapsed().as_secs_f64()
-                ))
+            Action::RollBackPlacement(s) => {
+                let (Some(service), Some(record)) = (
+                    fresh.services.iter().find(|x| x.id == s.id),
+                    fresh
+                        .placement_records
+                        .iter()
+                        .find(|r| r.service_id == s.id),
+                ) else {
+                    entry.status = ActionStatus::Blocked;
+                    entry.blocked_by =
+                        Some("On re-check: the service or its record is gone.".into());
+                    return Ok(None);
+                };
+                let managers: Vec<String> = fresh
+                    .nodes
+                    .iter()
+                    .filter(|n| n.is_manager())
+                    .map(|n| n.id.clone())
+                    .collect();
+                self.roll_back_stuck(service, record, &managers, policy)
+                    .await
+                    .map(Some)
             }
-            RolloutEnd::RolledBackBySwarm(why) => {
-                return Err(ActError::RolledBack {
-                    service: service.name.clone(),
-                    reason: why,
-                })
+            Action::ClearPlacementRecord { config_id, .. } => {
+                self.clear_record(config_id).await.map(Some)
             }
-            RolloutEnd::Stuck(why) => why,
-        };
-        // Never leave a service half-updated: back to the spec it had.
-        tracing::warn!(service = %service.name, reason = %why, "Placement update did not converge: rolling back");
-        self.writer
-            .roll_back(&service.id, &service.name, &written)
-            .await?;
-        let back = self
-            .await_rollback(service, managers, timeout, &what)
-            .await?;
-        Err(ActError::RolledBack {
-            service: service.name.clone(),
-            reason: format!("{why}; rolled back to the previous spec in {back:.1}s"),
-        })
-    }
-
-    /// Polls the service's update until it converges (no update running, no task left on a
-    /// manager, every task it wants running — seen [`SETTLED_POLLS`] times in a row, since
-    /// the write resets the status before the updater picks it up and a task may fail just
-    /// after its update's monitor period), SwarmKit rolls it back itself, or it is stuck:
-    /// paused, or not done within `timeout`.
-    async fn await_rollout(
-        &self,
-        service: &Service,
-        managers: &[String],
-        before: Option<&str>,
-        timeout: Duration,
-        what: &str,
-    ) -> Result<RolloutEnd, ActError> {
-        let deadline = Instant::now() + timeout;
-        let mut settled = 0;
-        let mut last: Option<Rollout> = None;
-        loop {
-            match self.observer.rollout(&service.id, managers).await {
-                Ok(r) if r.started_at.as_deref() != before => {
-                    match r.state {
-                        Some(UpdateState::Paused) => {
-                            return Ok(RolloutEnd::Stuck(format!(
-                                "the update paused: \"{}\"{}",
-                                r.message,
-                                errors(&r)
-                            )))
-                        }
-                        Some(UpdateState::RollbackStarted | UpdateState::RollbackCompleted) => {
-                            let secs = self
-                                .await_rollback(service, managers, timeout, what)
-                                .await?;
-                            return Ok(RolloutEnd::RolledBackBySwarm(format!(
-                                "SwarmKit rolled the update back (its update_config.failure_action): \"{}\"{}; back after {secs:.1}s",
-                                r.message,
-                                errors(&r)
-                            )));
-                        }
-                        Some(UpdateState::RollbackPaused) => {
-                            return Err(ActError::UpdateFailed {
-                                service: service.name.clone(),
-                                state: "RollbackPaused".into(),
-                                message: r.message,
-                            })
-                        }
-                        Some(UpdateState::Completed) | None if r.settled() => {
-                            settled += 1;
-                            if settled >= SETTLED_POLLS {
-                                return Ok(RolloutEnd::Converged);
-                            }
-                        }
-                        _ => settled = 0,
-                    }
-                    last = Some(r);
-                }
-                Ok(r) if r.state.is_none() && r.settled() => {
-                    // SwarmKit found no task to replace and left no update status.
-                    settled += 1;
-                    if settled >= SETTLED_POLLS {
-                        return Ok(RolloutEnd::Converged);
-                    }
-                    last = Some(r);
-                }
-                Ok(r) => {
-                    settled = 0;
-                    last = Some(r);
-                }
-                Err(e) if e.is_transient() => {
-                    tracing::debug!(error = %e, "Observation failed while waiting")
-                }
-                Err(e) => return Err(e.into()),
-            }
-            if Instant::now() >= deadline {
-                return Ok(RolloutEnd::Stuck(format!(
-                    "it did not converge within placement.update_timeout ({}){}",
-                    human(timeout),
-                    last.as_ref().map(errors).unwrap_or_default()
-                )));
-            }
-            self.pause(what).await?;
-        }
-    }
-
-    /// Waits for a rollback to complete and every task it wants to run; returns how long
-    /// it took, in seconds. (SwarmKit calls a rollback complete at once when the slots it
-    /// rolls back hold failed tasks: the restart supervisor starts their replacements
-    /// later.)
-    async fn await_rollback(
-        &self,
-        service: &Service,
-        managers: &[String],
-        timeout: Duration,
-        what: &str,
-    ) -> Result<f64, ActError> {
-        let start = Instant::now();
-        let deadline = start + timeout;
-        loop {
-            match self.observer.rollout(&service.id, managers).await {
-                Ok(r) if r.state == Some(UpdateState::RollbackCompleted) && r.all_running() => {
-                    return Ok(start.elapsed().as_secs_f64())
-                }
-                Ok(r) if r.state == Some(UpdateState::RollbackPaused) => {
-                    return Err(ActError::UpdateFailed {
-                        service: service.name.clone(),
-                        state: "RollbackPaused".into(),
-                        message: r.message,
-                    })
-                }
-                Ok(_) => {}
-                Err(e) if e.is_transient() => {
-                    tracing::debug!(error = %e, "Observation failed while waiting")
-                }
-                Err(e) => return Err(e.into()),
-            }
-            if Instant::now() >= deadline {
-                return Err(ActError::NotConverged {
-                    what: format!("the rollback of {}", service.name),
-                    after: timeout,
-                });
-            }
-            self.pause(what).await?;
         }
     }
 
     /// One poll interval, cut short by shutdown.
-    async fn pause(&self, what: &str) -> Result<(), ActError> {
+    pub(super) async fn pause(&self, what: &str) -> Result<(), ActError> {
         tokio::select! {
             _ = self.cancel.cancelled() => Err(ActError::Interrupted(what.to_owned())),
             _ = tokio::time::sleep(CONVERGENCE_POLL) => Ok(()),
@@ -570,25 +421,6 @@ impl Executor {
     }
 }
 
-/// How a placement update ended.
-enum RolloutEnd {
-    /// Done, no task left on a manager.
-    Converged,
-    /// SwarmKit rolled it back on its own; why.
-    RolledBackBySwarm(String),
-    /// Paused or not done in time; why. swarm-warden rolls it back.
-    Stuck(String),
-}
-
-/// "; tasks: pending: no suitable node (...)", or nothing.
-fn errors(r: &Rollout) -> String {
-    if r.task_errors.is_empty() {
-        String::new()
-    } else {
-        format!("; tasks: {}", r.task_errors.join(" | "))
-    }
-}
-
 fn describe(action: &Action) -> String {
     match action {
         Action::RemoveDeadManager(n) => {
@@ -600,6 +432,12 @@ fn describe(action: &Action) -> String {
         Action::EnforcePlacement(s) => format!(
             "add `{NOT_ON_MANAGERS}` to service {s} (version-checked update), wait for its rolling update, and roll it back if it pauses or has not converged within placement.update_timeout"
         ),
+        Action::RollBackPlacement(s) => format!(
+            "roll service {s} back to its previous spec (its placement fix is stuck) and wait for its tasks"
+        ),
+        Action::ClearPlacementRecord { service, config_id } => {
+            format!("remove the record {config_id} of the finished placement fix of {service}")
+        }
         Action::StartRunbook { kind, efs_id, .. } => format!(
             "start the {} runbook for {efs_id}: steps {}",
             kind.as_str(),

@@ -3,6 +3,8 @@
 
 mod backoff;
 mod executor;
+pub mod inflight;
+mod placement;
 mod writer;
 
 pub use backoff::Backoffs;

@@ -64,29 +64,22 @@ impl Writer {
             })
     }
 
-    /// Adds `constraint` to a service's placement constraints, keeping the rest of its spec,
-    /// if the service is still at `expected_version` (else nothing is written: the next
-    /// reconcile reads it again). Returns the spec written, for [`Writer::roll_back`].
-    pub async fn add_constraint(
+    /// Reads a service, checks it is still at `expected_version`, and returns its spec with
+    /// `constraint` added (the rest unchanged) and the version to write it at. Nothing is
+    /// written: a changed service is read again next time.
+    pub async fn with_constraint(
         &self,
         service_id: &str,
         name: &str,
         expected_version: u64,
         constraint: &str,
-    ) -> Result<ServiceSpec, WriteError> {
-        let what = || format!("add `{constraint}` to service {name}");
-        let current = self
-            .docker
-            .inspect_service(service_id, None::<InspectServiceOptions>)
-            .await
-            .map_err(|e| WriteError {
-                what: what(),
-                message: message(&e),
-            })?;
+    ) -> Result<(ServiceSpec, u64), WriteError> {
+        let what = format!("add `{constraint}` to service {name}");
+        let current = self.inspect(service_id, &what).await?;
         let version = current.version.and_then(|v| v.index).unwrap_or(0);
         if version != expected_version {
             return Err(WriteError {
-                what: what(),
+                what,
                 message: format!(
                     "the service changed since it was read (version {expected_version} -> {version}); it is read again next time"
                 ),
@@ -106,49 +99,50 @@ impl Writer {
         {
             constraints.push(constraint.to_owned());
         }
+        Ok((spec, version))
+    }
+
+    /// Writes a service spec at `version` (optimistic concurrency: a concurrent change makes
+    /// the Engine refuse it). `change` says what the spec changes, for the error.
+    pub async fn write_spec(
+        &self,
+        service_id: &str,
+        name: &str,
+        spec: ServiceSpec,
+        version: u64,
+        change: &str,
+    ) -> Result<(), WriteError> {
         let options = UpdateServiceOptions {
             version: i32::try_from(version).unwrap_or(i32::MAX),
             registry_auth_from: "spec".into(),
             rollback: None,
         };
         self.docker
-            .update_service(service_id, spec.clone(), options, None)
+            .update_service(service_id, spec, options, None)
             .await
-            .map(|_| spec)
+            .map(|_| ())
             .map_err(|e| WriteError {
-                what: what(),
+                what: format!("add `{change}` to service {name}"),
                 message: message(&e),
             })
     }
 
     /// Rolls a service back to its previous spec (`docker service rollback`), only if its
-    /// spec is still `written` — what swarm-warden wrote. A spec someone else changed since
-    /// is theirs: it is not rolled back, and the error says so.
+    /// spec still hashes to `written_hash` — what swarm-warden wrote. A spec someone else
+    /// changed since is theirs: it is not rolled back, and the error says so.
     pub async fn roll_back(
         &self,
         service_id: &str,
         name: &str,
-        written: &ServiceSpec,
+        written_hash: &str,
     ) -> Result<(), WriteError> {
-        let what = || format!("roll back service {name}");
-        let current = self
-            .docker
-            .inspect_service(service_id, None::<InspectServiceOptions>)
-            .await
-            .map_err(|e| WriteError {
-                what: what(),
-                message: message(&e),
-            })?;
+        let what = format!("roll back service {name}");
+        let current = self.inspect(service_id, &what).await?;
         let spec = current.spec.unwrap_or_default();
-        // Fails closed: a spec that cannot be compared is not rolled back.
-        let same = matches!(
-            (serde_json::to_value(&spec), serde_json::to_value(written)),
-            (Ok(a), Ok(b)) if a == b
-        );
-        if !same {
+        if crate::observe::spec_hash(&spec) != written_hash {
             return Err(WriteError {
-                what: what(),
-                message: "its spec changed since swarm-warden updated it (another writer, a stack deploy?): not rolled back".into(),
+                what,
+                message: "its spec changed since swarm-warden updated it (another writer, a stack deploy, SwarmKit's own rollback?): not rolled back".into(),
             });
         }
         let version = current.version.and_then(|v| v.index).unwrap_or(0);
@@ -162,7 +156,21 @@ impl Writer {
             .await
             .map(|_| ())
             .map_err(|e| WriteError {
-                what: what(),
+                what,
+                message: message(&e),
+            })
+    }
+
+    async fn inspect(
+        &self,
+        service_id: &str,
+        what: &str,
+    ) -> Result<bollard::models::Service, WriteError> {
+        self.docker
+            .inspect_service(service_id, None::<InspectServiceOptions>)
+            .await
+            .map_err(|e| WriteError {
+                what: what.to_owned(),
                 message: message(&e),
             })
     }

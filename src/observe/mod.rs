@@ -8,6 +8,7 @@ mod snapshot;
 mod telemetry;
 
 pub use connect::{connect, ConnectError, DEFAULT_DOCKER_HOST};
+pub use convert::spec_hash;
 pub use events::{watch_events, Trigger};
 pub use snapshot::{ObserveError, Observer, Rollout};
 pub use telemetry::Telemetry;

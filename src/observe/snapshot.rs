@@ -115,6 +115,7 @@ impl Observer {
                     tasks: Vec::new(),
                     telemetry: Vec::new(),
                     runbooks: Vec::new(),
+                    placement_records: Vec::new(),
                 })
             }
             Err(source) => {
@@ -210,6 +211,13 @@ impl Observer {
             .into_iter()
             .map(|s| s.journal)
             .collect();
+        let placement_records = crate::act::inflight::InflightStore::new(self.docker.clone())
+            .list()
+            .await
+            .map_err(|source| ObserveError::Api {
+                call: "list configs (placement records)",
+                source,
+            })?;
         let mut telemetry = Vec::new();
         if let Some(reader) = &self.telemetry {
             let mut ids: Vec<&str> = watched.iter().map(|w| w.efs_id.as_str()).collect();
@@ -236,6 +244,7 @@ impl Observer {
             tasks,
             telemetry,
             runbooks,
+            placement_records,
         })
     }
 }

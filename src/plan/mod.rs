@@ -106,6 +106,16 @@ pub enum Action {
     PromoteWorker(NodeRef),
     /// Add `node.role != manager` to a service's placement constraints.
     EnforcePlacement(ServiceRef),
+    /// Roll a stuck placement fix back to the service's previous spec (one a process that
+    /// died or stopped left in flight).
+    RollBackPlacement(ServiceRef),
+    /// Remove the record of a placement fix that is over (converged, or its spec changed).
+    ClearPlacementRecord {
+        /// The service.
+        service: ServiceRef,
+        /// The config holding the record.
+        config_id: String,
+    },
     /// Start a remediation runbook for a watched volume.
     StartRunbook {
         /// Which runbook.
@@ -126,6 +136,8 @@ impl Action {
             Action::RemoveDeadManager(_) => "remove-dead-manager",
             Action::PromoteWorker(_) => "promote-worker",
             Action::EnforcePlacement(_) => "enforce-placement",
+            Action::RollBackPlacement(_) => "roll-back-placement",
+            Action::ClearPlacementRecord { .. } => "clear-placement-record",
             Action::StartRunbook { kind, .. } => kind.as_str(),
         }
     }
@@ -134,7 +146,8 @@ impl Action {
     pub fn target(&self) -> &str {
         match self {
             Action::RemoveDeadManager(n) | Action::PromoteWorker(n) => &n.id,
-            Action::EnforcePlacement(s) => &s.name,
+            Action::EnforcePlacement(s) | Action::RollBackPlacement(s) => &s.name,
+            Action::ClearPlacementRecord { service, .. } => &service.name,
             Action::StartRunbook { efs_id, .. } => efs_id,
         }
     }
@@ -143,7 +156,8 @@ impl Action {
     pub fn target_name(&self) -> &str {
         match self {
             Action::RemoveDeadManager(n) | Action::PromoteWorker(n) => &n.hostname,
-            Action::EnforcePlacement(s) => &s.name,
+            Action::EnforcePlacement(s) | Action::RollBackPlacement(s) => &s.name,
+            Action::ClearPlacementRecord { service, .. } => &service.name,
             Action::StartRunbook { volume, .. } => volume,
         }
     }
@@ -152,7 +166,8 @@ impl Action {
     pub fn key(&self) -> String {
         let id = match self {
             Action::RemoveDeadManager(n) | Action::PromoteWorker(n) => &n.id,
-            Action::EnforcePlacement(s) => &s.id,
+            Action::EnforcePlacement(s) | Action::RollBackPlacement(s) => &s.id,
+            Action::ClearPlacementRecord { service, .. } => &service.id,
             Action::StartRunbook { efs_id, .. } => efs_id,
         };
         format!("{}/{id}", self.kind())
@@ -173,7 +188,12 @@ impl fmt::Display for Action {
             Action::RemoveDeadManager(n) | Action::PromoteWorker(n) => {
                 write!(f, "{} {n}", self.kind())
             }
-            Action::EnforcePlacement(s) => write!(f, "{} {s}", self.kind()),
+            Action::EnforcePlacement(s) | Action::RollBackPlacement(s) => {
+                write!(f, "{} {s}", self.kind())
+            }
+            Action::ClearPlacementRecord { service, .. } => {
+                write!(f, "{} {service}", self.kind())
+            }
             Action::StartRunbook {
                 efs_id, service, ..
             } => write!(f, "{} {efs_id} ({service})", self.kind()),
@@ -300,6 +320,9 @@ pub enum FindingKind {
     LabelValueInvalid,
     /// A `swarm-warden.*` label is set on a service's containers instead of the service.
     LabelOnContainers,
+    /// A placement fix left in flight is stuck (paused, or updating past
+    /// `placement.update_timeout`): it is rolled back.
+    PlacementUpdateStuck,
     /// A service that does not support NFS keeps its data on an NFS/EFS volume.
     StatefulOnNfs,
     /// An EFS volume out of credits, running at its baseline, for a while.
@@ -330,6 +353,7 @@ impl FindingKind {
             FindingKind::ConstraintMatchesNoNode => "constraint-matches-no-node",
             FindingKind::LabelValueInvalid => "label-value-invalid",
             FindingKind::LabelOnContainers => "label-on-containers",
+            FindingKind::PlacementUpdateStuck => "placement-update-stuck",
             FindingKind::StatefulOnNfs => "stateful-on-nfs",
             FindingKind::VolumeThrottled => "volume-throttled",
             FindingKind::VolumeCreditsLow => "volume-credits-low",

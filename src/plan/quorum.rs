@@ -612,6 +612,7 @@ pub(crate) mod tests {
             tasks: Vec::new(),
             telemetry: Vec::new(),
             runbooks: Vec::new(),
+            placement_records: Vec::new(),
         }
     }
 
@@ -1234,7 +1235,10 @@ pub(crate) mod tests {
                     prop_assert!(elapsed(now, ready) >= p.managers.stabilization);
                     prop_assert!(fault_tolerance(members + 1, reachable + 1) >= fault_tolerance(members, reachable));
                 }
-                Action::EnforcePlacement(_) | Action::StartRunbook { .. } => {}
+                Action::EnforcePlacement(_)
+                | Action::RollBackPlacement(_)
+                | Action::ClearPlacementRecord { .. }
+                | Action::StartRunbook { .. } => {}
             }
         }
 

@@ -5,6 +5,7 @@
 
 mod capacity;
 mod data;
+mod inflight;
 mod intent;
 mod verdict;
 
@@ -161,6 +162,7 @@ pub(super) fn plan_placement(
                 });
         }
     }
+    inflight::plan_records(&cx, plan);
     let mut budget = p.max_updates_per_cycle;
     let mut ordered: Vec<&Service> = snapshot.services.iter().collect();
     ordered.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));

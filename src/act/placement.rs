@@ -1,0 +1,275 @@
+//! Placement writes and their waits: the fix (recorded in the swarm before the write),
+//! its rolling update, and the rollback that keeps a service from staying half-updated.
+
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use super::executor::{ActError, Executor};
+use super::inflight::InflightStore;
+use crate::config::Policy;
+use crate::model::{PlacementRecord, Service, UpdateState};
+use crate::observe::{spec_hash, Rollout};
+use crate::plan::constraint::NOT_ON_MANAGERS;
+use crate::plan::human;
+
+/// Polls in a row a placement update must look done before it counts as converged.
+const SETTLED_POLLS: u32 = 3;
+
+impl Executor {
+    /// Adds the constraint, recording the fix in the swarm first (so a process that dies
+    /// during the rolling update leaves it for the next one to finish), waits for the update
+    /// and rolls it back if it does not converge. The record is removed once the fix is
+    /// over either way.
+    pub(super) async fn enforce_placement(
+        &self,
+        service: &Service,
+        managers: &[String],
+        policy: &Policy,
+    ) -> Result<String, ActError> {
+        let start = Instant::now();
+        let before = self
+            .observer
+            .rollout(&service.id, managers)
+            .await?
+            .started_at;
+        let (spec, version) = self
+            .writer
+            .with_constraint(&service.id, &service.name, service.version, NOT_ON_MANAGERS)
+            .await?;
+        let written_hash = spec_hash(&spec);
+        let records = InflightStore::new(self.observer.docker().clone());
+        let record = records
+            .create(&service.id, &service.name, &written_hash, SystemTime::now())
+            .await
+            .map_err(|e| ActError::Record(format!("create the record of {}: {e}", service.name)))?;
+        if let Err(e) = self
+            .writer
+            .write_spec(&service.id, &service.name, spec, version, NOT_ON_MANAGERS)
+            .await
+        {
+            self.forget(&records, &record).await;
+            return Err(e.into());
+        }
+        let timeout = policy.placement.update_timeout;
+        let what = format!("the rolling update of {}", service.name);
+        // Interrupted or failed waits leave the record: the next process finishes the job.
+        let why = match self
+            .await_rollout(service, managers, before.as_deref(), timeout, &what)
+            .await?
+        {
+            RolloutEnd::Converged => {
+                self.forget(&records, &record).await;
+                return Ok(format!(
+                    "Added `{NOT_ON_MANAGERS}` to {}; its rolling update finished after {:.1}s with every task running and none on a manager.",
+                    service.name,
+                    start.elapsed().as_secs_f64()
+                ));
+            }
+            RolloutEnd::RolledBackBySwarm(why) => {
+                self.forget(&records, &record).await;
+                return Err(ActError::RolledBack {
+                    service: service.name.clone(),
+                    reason: why,
+                });
+            }
+            RolloutEnd::Stuck(why) => why,
+        };
+        // Never leave a service half-updated: back to the spec it had.
+        tracing::warn!(service = %service.name, reason = %why, "Placement update did not converge: rolling back");
+        self.writer
+            .roll_back(&service.id, &service.name, &written_hash)
+            .await?;
+        let back = self
+            .await_rollback(service, managers, timeout, &what)
+            .await?;
+        self.forget(&records, &record).await;
+        Err(ActError::RolledBack {
+            service: service.name.clone(),
+            reason: format!("{why}; rolled back to the previous spec in {back:.1}s"),
+        })
+    }
+
+    /// Rolls back a fix that a previous process left stuck (its record says which spec it
+    /// wrote; a spec changed since is not rolled back), waits, and clears the record.
+    pub(super) async fn roll_back_stuck(
+        &self,
+        service: &Service,
+        record: &PlacementRecord,
+        managers: &[String],
+        policy: &Policy,
+    ) -> Result<String, ActError> {
+        self.writer
+            .roll_back(&service.id, &service.name, &record.spec_hash)
+            .await?;
+        let what = format!("the rollback of {}", service.name);
+        let back = self
+            .await_rollback(service, managers, policy.placement.update_timeout, &what)
+            .await?;
+        let records = InflightStore::new(self.observer.docker().clone());
+        self.forget(&records, &record.config_id).await;
+        Ok(format!(
+            "Rolled the stuck placement fix of {} back to its previous spec in {back:.1}s.",
+            service.name
+        ))
+    }
+
+    /// Removes a finished fix's record.
+    pub(super) async fn clear_record(&self, config_id: &str) -> Result<String, ActError> {
+        InflightStore::new(self.observer.docker().clone())
+            .delete(config_id)
+            .await
+            .map_err(|e| ActError::Record(format!("remove record {config_id}: {e}")))?;
+        Ok(format!("Removed placement record {config_id}."))
+    }
+
+    /// Removes a record, logging (not failing) when it cannot: the next reconcile sees the
+    /// fix over and plans the removal again.
+    async fn forget(&self, records: &InflightStore, config_id: &str) {
+        if let Err(e) = records.delete(config_id).await {
+            tracing::warn!(config = %config_id, error = %e, "Could not remove a placement record; the next reconcile will");
+        }
+    }
+
+    /// Polls the service's update until it converges (no update running, no task left on a
+    /// manager, every task it wants running — seen [`SETTLED_POLLS`] times in a row, since
+    /// the write resets the status before the updater picks it up and a task may fail just
+    /// after its update's monitor period), SwarmKit rolls it back itself, or it is stuck:
+    /// paused, or not done within `timeout`.
+    async fn await_rollout(
+        &self,
+        service: &Service,
+        managers: &[String],
+        before: Option<&str>,
+        timeout: Duration,
+        what: &str,
+    ) -> Result<RolloutEnd, ActError> {
+        let deadline = Instant::now() + timeout;
+        let mut settled = 0;
+        let mut last: Option<Rollout> = None;
+        loop {
+            match self.observer.rollout(&service.id, managers).await {
+                Ok(r) if r.started_at.as_deref() != before => {
+                    match r.state {
+                        Some(UpdateState::Paused) => {
+                            return Ok(RolloutEnd::Stuck(format!(
+                                "the update paused: \"{}\"{}",
+                                r.message,
+                                errors(&r)
+                            )))
+                        }
+                        Some(UpdateState::RollbackStarted | UpdateState::RollbackCompleted) => {
+                            let secs = self
+                                .await_rollback(service, managers, timeout, what)
+                                .await?;
+                            return Ok(RolloutEnd::RolledBackBySwarm(format!(
+                                "SwarmKit rolled the update back (its update_config.failure_action): \"{}\"{}; back after {secs:.1}s",
+                                r.message,
+                                errors(&r)
+                            )));
+                        }
+                        Some(UpdateState::RollbackPaused) => {
+                            return Err(ActError::UpdateFailed {
+                                service: service.name.clone(),
+                                state: "RollbackPaused".into(),
+                                message: r.message,
+                            })
+                        }
+                        Some(UpdateState::Completed) | None if r.settled() => {
+                            settled += 1;
+                            if settled >= SETTLED_POLLS {
+                                return Ok(RolloutEnd::Converged);
+                            }
+                        }
+                        _ => settled = 0,
+                    }
+                    last = Some(r);
+                }
+                Ok(r) if r.state.is_none() && r.settled() => {
+                    // SwarmKit found no task to replace and left no update status.
+                    settled += 1;
+                    if settled >= SETTLED_POLLS {
+                        return Ok(RolloutEnd::Converged);
+                    }
+                    last = Some(r);
+                }
+                Ok(r) => {
+                    settled = 0;
+                    last = Some(r);
+                }
+                Err(e) if e.is_transient() => {
+                    tracing::debug!(error = %e, "Observation failed while waiting")
+                }
+                Err(e) => return Err(e.into()),
+            }
+            if Instant::now() >= deadline {
+                return Ok(RolloutEnd::Stuck(format!(
+                    "it did not converge within placement.update_timeout ({}){}",
+                    human(timeout),
+                    last.as_ref().map(errors).unwrap_or_default()
+                )));
+            }
+            self.pause(what).await?;
+        }
+    }
+
+    /// Waits for a rollback to complete and every task it wants to run; returns how long
+    /// it took, in seconds. (SwarmKit calls a rollback complete at once when the slots it
+    /// rolls back hold failed tasks: the restart supervisor starts their replacements
+    /// later.)
+    async fn await_rollback(
+        &self,
+        service: &Service,
+        managers: &[String],
+        timeout: Duration,
+        what: &str,
+    ) -> Result<f64, ActError> {
+        let start = Instant::now();
+        let deadline = start + timeout;
+        loop {
+            match self.observer.rollout(&service.id, managers).await {
+                Ok(r) if r.state == Some(UpdateState::RollbackCompleted) && r.all_running() => {
+                    return Ok(start.elapsed().as_secs_f64())
+                }
+                Ok(r) if r.state == Some(UpdateState::RollbackPaused) => {
+                    return Err(ActError::UpdateFailed {
+                        service: service.name.clone(),
+                        state: "RollbackPaused".into(),
+                        message: r.message,
+                    })
+                }
+                Ok(_) => {}
+                Err(e) if e.is_transient() => {
+                    tracing::debug!(error = %e, "Observation failed while waiting")
+                }
+                Err(e) => return Err(e.into()),
+            }
+            if Instant::now() >= deadline {
+                return Err(ActError::NotConverged {
+                    what: format!("the rollback of {}", service.name),
+                    after: timeout,
+                });
+            }
+            self.pause(what).await?;
+        }
+    }
+}
+
+/// How a placement update ended.
+enum RolloutEnd {
+    /// Done, no task left on a manager.
+    Converged,
+    /// SwarmKit rolled it back on its own; why.
+    RolledBackBySwarm(String),
+    /// Paused or not done in time; why. swarm-warden rolls it back.
+    Stuck(String),
+}
+
+/// "; tasks: pending: no suitable node (...)", or nothing.
+fn errors(r: &Rollout) -> String {
+    if r.task_errors.is_empty() {
+        String::new()
+    } else {
+        format!("; tasks: {}", r.task_errors.join(" | "))
+    }
+}
