@@ -279,12 +279,7 @@ impl Executor {
                     entry.blocked_by = Some("On re-check: the service is gone.".into());
                     return Ok(None);
                 };
-                let managers: Vec<String> = fresh
-                    .nodes
-                    .iter()
-                    .filter(|n| n.is_manager())
-                    .map(|n| n.id.clone())
-                    .collect();
+                let managers = manager_ids(&fresh);
                 let workers = plan::worker_set(&fresh);
                 let result = self.enforce_placement(&service, &managers, policy).await;
                 match &result {
@@ -311,12 +306,7 @@ impl Executor {
                         Some("On re-check: the service or its record is gone.".into());
                     return Ok(None);
                 };
-                let managers: Vec<String> = fresh
-                    .nodes
-                    .iter()
-                    .filter(|n| n.is_manager())
-                    .map(|n| n.id.clone())
-                    .collect();
+                let managers = manager_ids(&fresh);
                 self.roll_back_stuck(service, record, &managers, policy)
                     .await
                     .map(Some)
@@ -419,6 +409,16 @@ impl Executor {
             }
         }
     }
+}
+
+/// The IDs of the raft members.
+fn manager_ids(snapshot: &Snapshot) -> Vec<String> {
+    snapshot
+        .nodes
+        .iter()
+        .filter(|n| n.is_manager())
+        .map(|n| n.id.clone())
+        .collect()
 }
 
 fn describe(action: &Action) -> String {

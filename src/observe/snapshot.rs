@@ -162,16 +162,7 @@ impl Observer {
                 continue;
             }
             let filters = HashMap::from([("desired-state", vec!["running"]), (key, values)]);
-            let listed = self
-                .docker
-                .list_tasks(Some(
-                    ListTasksOptionsBuilder::default().filters(&filters).build(),
-                ))
-                .await
-                .map_err(|source| ObserveError::Api {
-                    call: "list tasks",
-                    source,
-                })?;
+            let listed = self.list_tasks(&filters).await?;
             tasks.extend(listed.iter().map(convert::task));
         }
         // A job's tasks have desired state `complete`, which the Engine's filter cannot
@@ -183,16 +174,7 @@ impl Observer {
             .collect();
         if !jobs.is_empty() {
             let filters = HashMap::from([("service", jobs)]);
-            let listed = self
-                .docker
-                .list_tasks(Some(
-                    ListTasksOptionsBuilder::default().filters(&filters).build(),
-                ))
-                .await
-                .map_err(|source| ObserveError::Api {
-                    call: "list tasks",
-                    source,
-                })?;
+            let listed = self.list_tasks(&filters).await?;
             tasks.extend(
                 listed
                     .iter()
@@ -315,16 +297,7 @@ impl Observer {
         // Every task of the service (a few per slot: SwarmKit keeps a short history), so
         // that failed attempts explain themselves.
         let filters = HashMap::from([("service", vec![service_id])]);
-        let tasks = self
-            .docker
-            .list_tasks(Some(
-                ListTasksOptionsBuilder::default().filters(&filters).build(),
-            ))
-            .await
-            .map_err(|source| ObserveError::Api {
-                call: "list tasks",
-                source,
-            })?;
+        let tasks = self.list_tasks(&filters).await?;
         let desired_running = |t: &&bollard::models::Task| {
             t.desired_state == Some(bollard::models::TaskState::RUNNING)
         };
@@ -355,6 +328,22 @@ impl Observer {
 }
 
 impl Observer {
+    /// One task list call with `filters`.
+    async fn list_tasks(
+        &self,
+        filters: &HashMap<&str, Vec<&str>>,
+    ) -> Result<Vec<bollard::models::Task>, ObserveError> {
+        self.docker
+            .list_tasks(Some(
+                ListTasksOptionsBuilder::default().filters(filters).build(),
+            ))
+            .await
+            .map_err(|source| ObserveError::Api {
+                call: "list tasks",
+                source,
+            })
+    }
+
     async fn local_node(&self) -> Result<LocalNode, ObserveError> {
         if let Some(local) = self.local.lock().ok().and_then(|l| l.clone()) {
             return Ok(local);

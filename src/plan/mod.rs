@@ -381,6 +381,18 @@ pub struct Finding {
     pub message: String,
 }
 
+impl Finding {
+    /// A finding about `subject`.
+    pub fn new(kind: FindingKind, severity: Severity, subject: &str, message: String) -> Self {
+        Self {
+            kind,
+            severity,
+            subject: subject.to_owned(),
+            message,
+        }
+    }
+}
+
 /// A duration as people read it, to the second.
 pub fn human(d: Duration) -> String {
     humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()

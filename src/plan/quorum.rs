@@ -108,7 +108,7 @@ pub(super) fn plan_managers(
                 let down_for = elapsed(now, since);
                 if down_for >= policy.dead_after {
                     dead.push((manager, since));
-                    plan.findings.push(finding(
+                    plan.findings.push(Finding::new(
                         FindingKind::DeadManager,
                         Severity::Critical,
                         &manager.id,
@@ -122,7 +122,7 @@ pub(super) fn plan_managers(
                 } else {
                     let left = policy.dead_after - down_for;
                     plan.requeue_at_most(left);
-                    plan.findings.push(finding(
+                    plan.findings.push(Finding::new(
                         FindingKind::ManagerUnreachable,
                         Severity::Warning,
                         &manager.id,
@@ -136,7 +136,7 @@ pub(super) fn plan_managers(
                     ));
                 }
             }
-            _ => plan.findings.push(finding(
+            _ => plan.findings.push(Finding::new(
                 FindingKind::ManagerUnreachable,
                 Severity::Warning,
                 &manager.id,
@@ -264,7 +264,7 @@ fn plan_promotion(
                 workers.iter().filter(|n| opted_out(n)).count(),
             )
         };
-        plan.findings.push(finding(
+        plan.findings.push(Finding::new(
             FindingKind::NoPromotionCandidate,
             Severity::Warning,
             "cluster",
@@ -303,7 +303,7 @@ fn plan_promotion(
                 None => true,
             })
     else {
-        plan.findings.push(finding(
+        plan.findings.push(Finding::new(
             FindingKind::NoPromotionCandidate,
             Severity::Warning,
             "cluster",
@@ -438,7 +438,7 @@ fn count_findings(members: usize, reachable: usize, policy: &ManagerPolicy, plan
     let q = quorum(members);
     let desired = policy.desired.get();
     if members > 0 && members % 2 == 0 {
-        plan.findings.push(finding(
+        plan.findings.push(Finding::new(
             FindingKind::EvenManagerCount,
             Severity::Warning,
             "cluster",
@@ -450,7 +450,7 @@ fn count_findings(members: usize, reachable: usize, policy: &ManagerPolicy, plan
         ));
     }
     if members > 0 && reachable <= q {
-        plan.findings.push(finding(
+        plan.findings.push(Finding::new(
             FindingKind::NoFaultTolerance,
             if members >= 3 { Severity::Critical } else { Severity::Warning },
             "cluster",
@@ -458,14 +458,14 @@ fn count_findings(members: usize, reachable: usize, policy: &ManagerPolicy, plan
         ));
     }
     if members < desired {
-        plan.findings.push(finding(
+        plan.findings.push(Finding::new(
             FindingKind::ManagersBelowDesired,
             Severity::Warning,
             "cluster",
             format!("The raft has {members} members; managers.desired is {desired}."),
         ));
     } else if members > desired {
-        plan.findings.push(finding(
+        plan.findings.push(Finding::new(
             FindingKind::ManagersAboveDesired,
             Severity::Info,
             "cluster",
@@ -486,7 +486,7 @@ fn stuck_promotions(snapshot: &Snapshot, plan: &mut Plan) {
         .iter()
         .filter(|n| n.role == Role::Manager && !n.is_manager() && n.state == NodeState::Down)
     {
-        plan.findings.push(finding(
+        plan.findings.push(Finding::new(
             FindingKind::PromotionStuck,
             Severity::Warning,
             &node.id,
@@ -504,7 +504,7 @@ fn quorum_lost(snapshot: &Snapshot, error: &str) -> Finding {
     } else {
         snapshot.local.addr.as_str()
     };
-    finding(
+    Finding::new(
         FindingKind::QuorumLost,
         Severity::Critical,
         "cluster",
@@ -520,15 +520,6 @@ fn quorum_lost(snapshot: &Snapshot, error: &str) -> Finding {
             short_id(&snapshot.local.node_id),
         ),
     )
-}
-
-fn finding(kind: FindingKind, severity: Severity, subject: &str, message: String) -> Finding {
-    Finding {
-        kind,
-        severity,
-        subject: subject.to_owned(),
-        message,
-    }
 }
 
 #[cfg(test)]

@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use super::{finding, Context, ServiceRef};
+use super::{Context, ServiceRef};
 use crate::config::Mode;
 use crate::model::{PlacementRecord, UpdateState};
-use crate::plan::{human, Action, FindingKind, Plan, PlannedAction, Severity};
+use crate::plan::{human, Action, Finding, FindingKind, Plan, PlannedAction, Severity};
 
 pub(super) fn plan_records(cx: &Context, plan: &mut Plan) {
     for record in &cx.snapshot.placement_records {
@@ -77,7 +77,7 @@ fn plan_record(cx: &Context, record: &PlacementRecord, plan: &mut Plan) {
     let Some(why) = stuck else {
         return;
     };
-    plan.findings.push(finding(
+    plan.findings.push(Finding::new(
         FindingKind::PlacementUpdateStuck,
         Severity::Warning,
         &service.name,

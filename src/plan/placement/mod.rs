@@ -74,15 +74,6 @@ pub fn services_needing_tasks<'a>(services: &'a [Service], policy: &Policy) -> V
         .collect()
 }
 
-fn finding(kind: FindingKind, severity: Severity, subject: &str, message: String) -> Finding {
-    Finding {
-        kind,
-        severity,
-        subject: subject.to_owned(),
-        message,
-    }
-}
-
 /// What every service's verdict is computed from.
 struct Context<'a> {
     snapshot: &'a Snapshot,
@@ -192,7 +183,7 @@ fn judge(
         tasks_on_managers,
     };
     for (key, value) in intent::container_only_labels(service) {
-        plan.findings.push(finding(
+        plan.findings.push(Finding::new(
             FindingKind::LabelOnContainers,
             Severity::Warning,
             &service.name,
@@ -209,7 +200,7 @@ fn judge(
         }
         Ok(None) => {}
         Err(label) => {
-            plan.findings.push(finding(
+            plan.findings.push(Finding::new(
                 FindingKind::LabelValueInvalid,
                 Severity::Warning,
                 &service.name,
@@ -241,7 +232,7 @@ fn judge(
             message.push(' ');
             message.push_str(&hint);
         }
-        plan.findings.push(finding(
+        plan.findings.push(Finding::new(
             FindingKind::ConstraintMatchesNoNode,
             Severity::Warning,
             &service.name,
@@ -280,7 +271,7 @@ fn judge(
     };
 
     if service.mode.is_job() {
-        plan.findings.push(finding(
+        plan.findings.push(Finding::new(
             FindingKind::JobOnManager,
             if running > 0 { Severity::Warning } else { Severity::Info },
             &service.name,
@@ -301,7 +292,7 @@ fn judge(
         } else {
             (FindingKind::WorkloadOnManager, Severity::Info)
         };
-        plan.findings.push(finding(
+        plan.findings.push(Finding::new(
             kind,
             severity,
             &service.name,
@@ -332,14 +323,14 @@ fn fix(
 ) -> ServicePlacement {
     let p = &cx.policy.placement;
     let fixed_before = cx.memory.placement_fix(&service.id);
-    plan.findings.push(finding(
+    plan.findings.push(Finding::new(
         FindingKind::WorkloadOnManager,
         Severity::Warning,
         &service.name,
         format!("Service {} {where_now}.", service.name),
     ));
     if let (Some(stack), Some(_)) = (service.stack(), fixed_before) {
-        plan.findings.push(finding(
+        plan.findings.push(Finding::new(
             FindingKind::StackDrift,
             Severity::Warning,
             &service.name,
