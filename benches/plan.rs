@@ -117,7 +117,7 @@ fn snapshot(now: SystemTime) -> Snapshot {
         tasks,
         telemetry: Vec::new(),
         runbooks: Vec::new(),
-        placement_records: Vec::new(),
+        placement_records: Default::default(),
     }
 }
 

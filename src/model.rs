@@ -25,7 +25,20 @@ pub struct Snapshot {
     /// Runbook journals stored in the swarm.
     pub runbooks: Vec<crate::runbook::Journal>,
     /// Placement fixes in flight, recorded in the swarm before their write.
-    pub placement_records: Vec<PlacementRecord>,
+    pub placement_records: PlacementRecords,
+}
+
+/// What the swarm holds of placement fixes in flight.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PlacementRecords {
+    /// The readable records.
+    pub records: Vec<PlacementRecord>,
+    /// Configs marked as records whose labels cannot be read (names): left alone,
+    /// reported.
+    pub unreadable: Vec<String>,
+    /// Why the records could not be listed, if they could not: placement then writes
+    /// nothing (a fix in flight could be missed), the rest of the reconcile goes on.
+    pub error: Option<String>,
 }
 
 /// A placement fix in flight, as recorded in the swarm (a Swarm config) right before the

@@ -298,6 +298,7 @@ impl Executor {
                     fresh.services.iter().find(|x| x.id == s.id),
                     fresh
                         .placement_records
+                        .records
                         .iter()
                         .find(|r| r.service_id == s.id),
                 ) else {

@@ -13,7 +13,7 @@ use bollard::models::ConfigSpec;
 use bollard::query_parameters::ListConfigsOptions;
 use bollard::Docker;
 
-use crate::model::PlacementRecord;
+use crate::model::{PlacementRecord, PlacementRecords};
 
 /// Name prefix of the records' config objects.
 pub const CONFIG_PREFIX: &str = "swarm-warden-placement-";
@@ -40,8 +40,8 @@ impl InflightStore {
     }
 
     /// Every record, one list call. A config with the marker label whose other labels cannot
-    /// be read is skipped (logged): it is never acted on.
-    pub async fn list(&self) -> Result<Vec<PlacementRecord>, bollard::errors::Error> {
+    /// be read is listed as unreadable: never acted on, reported.
+    pub async fn list(&self) -> Result<PlacementRecords, bollard::errors::Error> {
         let filters = HashMap::from([("label".to_owned(), vec![SERVICE_LABEL.to_owned()])]);
         let configs = self
             .docker
@@ -49,10 +49,12 @@ impl InflightStore {
                 filters: Some(filters),
             }))
             .await?;
-        let mut out = Vec::new();
+        let mut out = PlacementRecords::default();
         for config in configs {
             let id = config.id.unwrap_or_default();
-            let labels = config.spec.and_then(|s| s.labels).unwrap_or_default();
+            let spec = config.spec.unwrap_or_default();
+            let name = spec.name.unwrap_or_else(|| id.clone());
+            let labels = spec.labels.unwrap_or_default();
             let label = |k: &str| labels.get(k).cloned();
             let record = (|| {
                 Some(PlacementRecord {
@@ -64,11 +66,12 @@ impl InflightStore {
                 })
             })();
             match record {
-                Some(r) => out.push(r),
-                None => tracing::warn!(config = %id, "Unreadable placement record: left alone"),
+                Some(r) => out.records.push(r),
+                None => out.unreadable.push(name),
             }
         }
-        out.sort_by(|a, b| a.service_id.cmp(&b.service_id));
+        out.records.sort_by(|a, b| a.service_id.cmp(&b.service_id));
+        out.unreadable.sort();
         Ok(out)
     }
 

@@ -38,19 +38,22 @@ impl Executor {
             .with_constraint(&service.id, &service.name, service.version, NOT_ON_MANAGERS)
             .await?;
         let written_hash = spec_hash(&spec);
+        if written_hash.is_empty() {
+            return Err(ActError::Record(format!(
+                "the spec of {} cannot be hashed: not written",
+                service.name
+            )));
+        }
         let records = InflightStore::new(self.observer.docker().clone());
         let record = records
             .create(&service.id, &service.name, &written_hash, SystemTime::now())
             .await
             .map_err(|e| ActError::Record(format!("create the record of {}: {e}", service.name)))?;
-        if let Err(e) = self
-            .writer
+        // A failed write keeps its record: an error (a timeout) may come back after the
+        // write committed. The next reconcile clears it if the spec is not the one written.
+        self.writer
             .write_spec(&service.id, &service.name, spec, version, NOT_ON_MANAGERS)
-            .await
-        {
-            self.forget(&records, &record).await;
-            return Err(e.into());
-        }
+            .await?;
         let timeout = policy.placement.update_timeout;
         let what = format!("the rolling update of {}", service.name);
         // Interrupted or failed waits leave the record: the next process finishes the job.

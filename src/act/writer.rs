@@ -139,7 +139,8 @@ impl Writer {
         let what = format!("roll back service {name}");
         let current = self.inspect(service_id, &what).await?;
         let spec = current.spec.unwrap_or_default();
-        if crate::observe::spec_hash(&spec) != written_hash {
+        let current_hash = crate::observe::spec_hash(&spec);
+        if written_hash.is_empty() || current_hash != written_hash {
             return Err(WriteError {
                 what,
                 message: "its spec changed since swarm-warden updated it (another writer, a stack deploy, SwarmKit's own rollback?): not rolled back".into(),

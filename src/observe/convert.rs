@@ -235,8 +235,10 @@ pub(super) fn service(s: &models::Service) -> Service {
     }
 }
 
-/// SHA-256 (hex) of a service spec in canonical JSON (object keys sorted at every level), so
-/// the same spec hashes the same whatever order its maps were read in.
+/// `v1:` and the SHA-256 (hex) of a service spec in canonical JSON (object keys sorted at
+/// every level), so the same spec hashes the same whatever order its maps were read in.
+/// Empty when the spec cannot be serialized: an empty hash never equals another (callers
+/// check), so such a spec is never taken for one swarm-warden wrote.
 pub fn spec_hash(spec: &models::ServiceSpec) -> String {
     use sha2::{Digest, Sha256};
     fn canonical(v: &serde_json::Value, out: &mut String) {
@@ -268,14 +270,16 @@ pub fn spec_hash(spec: &models::ServiceSpec) -> String {
             other => out.push_str(&other.to_string()),
         }
     }
+    let Ok(value) = serde_json::to_value(spec) else {
+        return String::new();
+    };
     let mut text = String::new();
-    if let Ok(value) = serde_json::to_value(spec) {
-        canonical(&value, &mut text);
-    }
-    Sha256::digest(text.as_bytes())
+    canonical(&value, &mut text);
+    let hex: String = Sha256::digest(text.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
-        .collect()
+        .collect();
+    format!("v1:{hex}")
 }
 
 pub(super) fn task(t: &models::Task) -> Task {
@@ -362,7 +366,7 @@ mod tests {
             spec_hash(&a),
             spec_hash(&spec(&[("a", "1"), ("b", "2"), ("c", "3")], "busybox:2"))
         );
-        assert_eq!(spec_hash(&a).len(), 64);
+        assert_eq!(spec_hash(&a).len(), 67);
     }
 
     #[test]

@@ -115,7 +115,7 @@ impl Observer {
                     tasks: Vec::new(),
                     telemetry: Vec::new(),
                     runbooks: Vec::new(),
-                    placement_records: Vec::new(),
+                    placement_records: Default::default(),
                 })
             }
             Err(source) => {
@@ -193,13 +193,14 @@ impl Observer {
             .into_iter()
             .map(|s| s.journal)
             .collect();
+        // A failed listing blinds placement only, not the manager checks.
         let placement_records = crate::act::inflight::InflightStore::new(self.docker.clone())
             .list()
             .await
-            .map_err(|source| ObserveError::Api {
-                call: "list configs (placement records)",
-                source,
-            })?;
+            .unwrap_or_else(|e| crate::model::PlacementRecords {
+                error: Some(format!("listing configs failed: {e}")),
+                ..Default::default()
+            });
         let mut telemetry = Vec::new();
         if let Some(reader) = &self.telemetry {
             let mut ids: Vec<&str> = watched.iter().map(|w| w.efs_id.as_str()).collect();

@@ -103,13 +103,21 @@ impl Memory {
         self.placement_rollbacks
             .retain(|id, _| snapshot.services.iter().any(|s| &s.id == id));
         for service in &snapshot.services {
-            if rolled_back(&service.id) {
-                self.placement_rollbacks
-                    .entry(service.id.clone())
-                    .or_insert_with(|| RolledBack {
+            // Rolled back now: the current spec is the one rolled back to. An entry for an
+            // older rollback (another spec) is replaced, with today's workers.
+            if rolled_back(&service.id)
+                && self
+                    .placement_rollbacks
+                    .get(&service.id)
+                    .is_none_or(|r| r.spec_hash != service.spec_hash)
+            {
+                self.placement_rollbacks.insert(
+                    service.id.clone(),
+                    RolledBack {
                         spec_hash: service.spec_hash.clone(),
                         workers: workers.clone(),
-                    });
+                    },
+                );
             }
         }
         for t in &snapshot.telemetry {

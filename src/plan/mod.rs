@@ -323,6 +323,8 @@ pub enum FindingKind {
     /// A placement fix left in flight is stuck (paused, or updating past
     /// `placement.update_timeout`): it is rolled back.
     PlacementUpdateStuck,
+    /// Placement records (fixes in flight) cannot be read or listed.
+    PlacementRecordUnreadable,
     /// A service that does not support NFS keeps its data on an NFS/EFS volume.
     StatefulOnNfs,
     /// An EFS volume out of credits, running at its baseline, for a while.
@@ -354,6 +356,7 @@ impl FindingKind {
             FindingKind::LabelValueInvalid => "label-value-invalid",
             FindingKind::LabelOnContainers => "label-on-containers",
             FindingKind::PlacementUpdateStuck => "placement-update-stuck",
+            FindingKind::PlacementRecordUnreadable => "placement-record-unreadable",
             FindingKind::StatefulOnNfs => "stateful-on-nfs",
             FindingKind::VolumeThrottled => "volume-throttled",
             FindingKind::VolumeCreditsLow => "volume-credits-low",

@@ -603,7 +603,7 @@ pub(crate) mod tests {
             tasks: Vec::new(),
             telemetry: Vec::new(),
             runbooks: Vec::new(),
-            placement_records: Vec::new(),
+            placement_records: Default::default(),
         }
     }
 

@@ -10,8 +10,34 @@ use crate::config::Mode;
 use crate::model::{PlacementRecord, UpdateState};
 use crate::plan::{human, Action, Finding, FindingKind, Plan, PlannedAction, Severity};
 
+/// How far apart the record's time (the writer's clock) and the update's start (the raft
+/// leader's clock) may be for the running update to be the recorded fix: the write itself,
+/// SwarmKit picking the update up, and clock skew between two hosts.
+const SAME_UPDATE: Duration = Duration::from_secs(120);
+
+/// A record younger than this is not cleared on a finished-looking update: right after the
+/// write SwarmKit has not started the update yet (no update status).
+const GRACE: Duration = Duration::from_secs(30);
+
 pub(super) fn plan_records(cx: &Context, plan: &mut Plan) {
-    for record in &cx.snapshot.placement_records {
+    let records = &cx.snapshot.placement_records;
+    if let Some(error) = &records.error {
+        plan.findings.push(Finding::new(
+            FindingKind::PlacementRecordUnreadable,
+            Severity::Warning,
+            "cluster",
+            format!("Placement records could not be read ({error}): placement writes nothing this round, so that no fix in flight is missed."),
+        ));
+    }
+    for name in &records.unreadable {
+        plan.findings.push(Finding::new(
+            FindingKind::PlacementRecordUnreadable,
+            Severity::Warning,
+            name,
+            format!("The placement record {name} cannot be read (a newer swarm-warden's, or edited by hand); it is left alone. If no swarm-warden is fixing that service: docker config rm {name}"),
+        ));
+    }
+    for record in &records.records {
         plan_record(cx, record, plan);
     }
 }
@@ -42,7 +68,7 @@ fn plan_record(cx: &Context, record: &PlacementRecord, plan: &mut Plan) {
         plan.actions.push(clear("the service is gone"));
         return;
     };
-    if service.spec_hash != record.spec_hash {
+    if record.spec_hash.is_empty() || service.spec_hash != record.spec_hash {
         plan.actions.push(clear(
             "its spec changed since (rolled back, or updated by someone else)",
         ));
@@ -50,28 +76,62 @@ fn plan_record(cx: &Context, record: &PlacementRecord, plan: &mut Plan) {
     }
     let elapsed = cx.now.duration_since(record.written_at).unwrap_or_default();
     let timeout = cx.policy.placement.update_timeout;
-    let stuck = match service.update.as_ref().map(|u| u.state) {
+    let update = service.update.as_ref();
+    // The same spec can come back later by another hand (the compose file now carries the
+    // constraint): only an update that started around the write is the recorded fix.
+    let same_update = update.and_then(|u| u.started_at).is_some_and(|started| {
+        let apart = started
+            .duration_since(record.written_at)
+            .or_else(|e| Ok::<_, ()>(e.duration()))
+            .unwrap_or_default();
+        apart <= SAME_UPDATE
+    });
+    let on_managers = cx.snapshot.tasks.iter().any(|t| {
+        t.service_id == service.id
+            && t.node_id
+                .as_deref()
+                .is_some_and(|n| cx.managers.contains_key(n))
+    });
+    let stuck = match update.map(|u| u.state) {
+        _ if update.is_some() && !same_update && elapsed >= GRACE => {
+            plan.actions.push(clear(
+                "the service's running update is not the fix's (it started at another time)",
+            ));
+            return;
+        }
         Some(UpdateState::Paused) => Some(format!(
             "its rolling update paused: \"{}\"",
-            service
-                .update
-                .as_ref()
-                .map(|u| u.message.as_str())
-                .unwrap_or("")
+            update.map(|u| u.message.as_str()).unwrap_or("")
         )),
         Some(UpdateState::Updating) if elapsed >= timeout => Some(format!(
             "its rolling update has run for {} (placement.update_timeout {})",
             human(elapsed),
             human(timeout)
         )),
-        Some(UpdateState::Updating) => {
-            plan.requeue_at_most(timeout - elapsed + Duration::from_secs(1));
-            None
-        }
-        Some(UpdateState::RollbackStarted | UpdateState::RollbackPaused) => None,
-        Some(UpdateState::Completed | UpdateState::RollbackCompleted) | None => {
+        Some(UpdateState::Completed) | None if on_managers && elapsed >= timeout => Some(format!(
+            "tasks still run on managers {} after the write (placement.update_timeout {})",
+            human(elapsed),
+            human(timeout)
+        )),
+        Some(UpdateState::Completed | UpdateState::RollbackCompleted) | None
+            if !on_managers && elapsed >= GRACE =>
+        {
             plan.actions.push(clear("its rolling update finished"));
             return;
+        }
+        Some(UpdateState::RollbackCompleted) => {
+            plan.actions.push(clear("it was rolled back"));
+            return;
+        }
+        Some(UpdateState::RollbackStarted | UpdateState::RollbackPaused) => None,
+        _ => {
+            let next = if elapsed < GRACE {
+                GRACE - elapsed
+            } else {
+                timeout.saturating_sub(elapsed)
+            };
+            plan.requeue_at_most(next + Duration::from_secs(1));
+            None
         }
     };
     let Some(why) = stuck else {
@@ -82,7 +142,7 @@ fn plan_record(cx: &Context, record: &PlacementRecord, plan: &mut Plan) {
         Severity::Warning,
         &service.name,
         format!(
-            "The placement fix of {} written at {} is stuck: {why}. It is rolled back to the previous spec.",
+            "The placement fix of {} written at {} is stuck: {why}. Rolling it back to the previous spec restores the service.",
             service.name,
             humantime::format_rfc3339_seconds(record.written_at)
         ),
@@ -134,11 +194,11 @@ mod tests {
             update: state.map(|state| UpdateStatus {
                 state,
                 message: "update paused due to failure".into(),
-                started_at: None,
+                started_at: Some(t(101)),
             }),
             ..Default::default()
         }];
-        snap.placement_records = vec![PlacementRecord {
+        snap.placement_records.records = vec![PlacementRecord {
             config_id: "cfg".into(),
             service_id: "svc".into(),
             service_name: "web".into(),
@@ -199,8 +259,8 @@ mod tests {
     #[test]
     fn a_finished_or_overtaken_fix_only_has_its_record_cleared() {
         for snap in [
-            snapshot(Some(UpdateState::Completed), "written", 110),
-            snapshot(None, "written", 110),
+            snapshot(Some(UpdateState::Completed), "written", 140),
+            snapshot(None, "written", 140),
             snapshot(Some(UpdateState::Paused), "changed-by-someone", 900),
         ] {
             let plan = plan_at(&snap, &Policy::default());
@@ -209,12 +269,52 @@ mod tests {
                 [("clear-placement-record", ActionStatus::Planned)]
             );
         }
+        // Right after the write SwarmKit has not started the update yet: kept.
+        assert!(kinds(&plan_at(
+            &snapshot(None, "written", 110),
+            &Policy::default()
+        ))
+        .is_empty());
         let mut gone = snapshot(None, "written", 110);
         gone.services.clear();
         assert!(matches!(
             plan_at(&gone, &Policy::default()).actions[0].action,
             Action::ClearPlacementRecord { .. }
         ));
+    }
+
+    #[test]
+    fn the_same_spec_deployed_later_by_someone_else_is_not_taken_for_the_fix() {
+        // The compose file now carries the constraint: the spec hashes the same, but its
+        // update started an hour after the record.
+        let mut snap = snapshot(Some(UpdateState::Paused), "written", 4000);
+        snap.services[0].update.as_mut().unwrap().started_at = Some(t(3700));
+        let plan = plan_at(&snap, &Policy::default());
+        assert_eq!(
+            kinds(&plan),
+            [("clear-placement-record", ActionStatus::Planned)]
+        );
+    }
+
+    #[test]
+    fn unreadable_or_unlisted_records_are_reported_and_hold_placement_writes() {
+        let mut snap = snapshot(Some(UpdateState::Completed), "written", 140);
+        snap.placement_records.records.clear();
+        snap.placement_records.unreadable = vec!["swarm-warden-placement-x".into()];
+        snap.placement_records.error = Some("listing configs failed: 500".into());
+        snap.services.push(Service {
+            id: "other".into(),
+            name: "api".into(),
+            ..Default::default()
+        });
+        let plan = plan_at(&snap, &Policy::default());
+        let unreadable = plan
+            .findings
+            .iter()
+            .filter(|f| f.kind == FindingKind::PlacementRecordUnreadable)
+            .count();
+        assert_eq!(unreadable, 2);
+        assert_eq!(plan.runnable().count(), 0, "{:?}", plan.actions);
     }
 
     #[test]

@@ -368,6 +368,8 @@ fn fix(
     let update = service.update.as_ref();
     let hold = if p.mode == Mode::Audit {
         Some(Hold::Audit)
+    } else if let Some(error) = &cx.snapshot.placement_records.error {
+        Some(Hold::RecordsUnknown(error.clone()))
     } else if !cx.local_ok {
         Some(Hold::LocalNotReachable)
     } else if let Some(u) = update.filter(|u| {

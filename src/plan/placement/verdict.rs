@@ -91,6 +91,8 @@ pub enum Hold {
     ConstraintsUnreadable(String),
     /// `placement.mode: audit`.
     Audit,
+    /// The records of fixes in flight could not be listed: no write this round.
+    RecordsUnknown(String),
     /// The manager swarm-warden talks to is not a reachable raft member.
     LocalNotReachable,
     /// A rolling update (or rollback) of the service is running.
@@ -133,6 +135,7 @@ impl Hold {
             Hold::LabelUnreadable { .. } => "label-unreadable",
             Hold::ConstraintsUnreadable(_) => "constraints-unreadable",
             Hold::Audit => "audit",
+            Hold::RecordsUnknown(_) => "records-unknown",
             Hold::LocalNotReachable => "local-manager-not-reachable",
             Hold::UpdateInProgress(_) => "update-in-progress",
             Hold::UpdatePaused { .. } => "update-paused",
@@ -163,6 +166,10 @@ impl fmt::Display for Hold {
                 write!(f, "Its constraints cannot be read: {error}.")
             }
             Hold::Audit => f.write_str("placement.mode is audit: report only."),
+            Hold::RecordsUnknown(error) => write!(
+                f,
+                "Placement records could not be read ({error}): no placement write this round."
+            ),
             Hold::LocalNotReachable => f.write_str(
                 "This manager is not a reachable raft member: it may be cut off in a minority.",
             ),
