@@ -4,7 +4,7 @@
 //! Memory only ever makes the planner *more* careful or *more* precise; a fresh process
 //! (`--once`) falls back on the nodes' own status timestamps.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::SystemTime;
 
 use crate::model::{Control, Node, NodeState, Snapshot, UpdateState};
@@ -89,23 +89,25 @@ impl Memory {
             .retain(|id, _| snapshot.nodes.iter().any(|n| &n.id == id));
         self.ready_since
             .retain(|id, _| snapshot.nodes.iter().any(|n| &n.id == id));
-        self.placement_fixes
-            .retain(|id, _| snapshot.services.iter().any(|s| &s.id == id));
-        let workers = crate::plan::worker_set(snapshot);
-        let rolled_back = |id: &str| {
-            snapshot.services.iter().any(|s| {
-                s.id == id
-                    && s.update
-                        .as_ref()
-                        .is_some_and(|u| u.state == UpdateState::RollbackCompleted)
-            })
-        };
-        self.placement_rollbacks
-            .retain(|id, _| snapshot.services.iter().any(|s| &s.id == id));
+        if !self.placement_fixes.is_empty() {
+            let ids: HashSet<&str> = snapshot.services.iter().map(|s| s.id.as_str()).collect();
+            self.placement_fixes
+                .retain(|id, _| ids.contains(id.as_str()));
+        }
+        if !self.placement_rollbacks.is_empty() {
+            let ids: HashSet<&str> = snapshot.services.iter().map(|s| s.id.as_str()).collect();
+            self.placement_rollbacks
+                .retain(|id, _| ids.contains(id.as_str()));
+        }
+        let mut workers: Option<BTreeSet<String>> = None;
         for service in &snapshot.services {
             // Rolled back now: the current spec is the one rolled back to. An entry for an
             // older rollback (another spec) is replaced, with today's workers.
-            if rolled_back(&service.id)
+            let rolled_back = service
+                .update
+                .as_ref()
+                .is_some_and(|u| u.state == UpdateState::RollbackCompleted);
+            if rolled_back
                 && self
                     .placement_rollbacks
                     .get(&service.id)
@@ -115,7 +117,9 @@ impl Memory {
                     service.id.clone(),
                     RolledBack {
                         spec_hash: service.spec_hash.clone(),
-                        workers: workers.clone(),
+                        workers: workers
+                            .get_or_insert_with(|| crate::plan::worker_set(snapshot))
+                            .clone(),
                     },
                 );
             }
@@ -216,10 +220,13 @@ impl Memory {
     /// back (as SwarmKit says, or as remembered) and since then neither did its spec change
     /// (an identical `docker stack deploy` is no change) nor did a worker join. A fresh
     /// process that finds a rolled-back service counts from its first look.
+    ///
+    /// `workers` gives the Ready, Active workers now; it is called only for a service with
+    /// a rollback on record.
     pub fn rollback_holds(
         &self,
         service: &crate::model::Service,
-        workers: &BTreeSet<String>,
+        workers: impl FnOnce() -> BTreeSet<String>,
     ) -> bool {
         let rolled_back_now = service
             .update
@@ -228,7 +235,7 @@ impl Memory {
         match self.placement_rollbacks.get(&service.id) {
             Some(seen) => {
                 seen.spec_hash == service.spec_hash
-                    && workers.iter().all(|w| seen.workers.contains(w))
+                    && workers().iter().all(|w| seen.workers.contains(w))
             }
             None => rolled_back_now,
         }

@@ -64,13 +64,20 @@ impl<'a> Usage<'a> {
             let Some(node) = task.node_id.as_deref() else {
                 continue;
             };
+            let Some(service) = services.get(task.service_id.as_str()) else {
+                continue;
+            };
+            // Only what a task takes from its node counts; most tasks take nothing.
+            if service.reservations.is_zero()
+                && service.generic_reservations.is_empty()
+                && service.host_ports.is_empty()
+            {
+                continue;
+            }
             *usage
                 .tasks_per_service_node
                 .entry((task.service_id.as_str(), node))
                 .or_default() += 1;
-            let Some(service) = services.get(task.service_id.as_str()) else {
-                continue;
-            };
             if !service.reservations.is_zero() {
                 let used = usage.per_node.entry(node).or_default();
                 used.nano_cpus += service.reservations.nano_cpus;
@@ -90,7 +97,8 @@ impl<'a> Usage<'a> {
         usage
     }
 
-    /// Tasks of `service` on `node` in the snapshot.
+    /// Tasks of `service` on `node` in the snapshot (counted only for services that take
+    /// something from their node: reservations, generic resources, host ports).
     fn own(&self, node: &Node, service: &Service) -> u64 {
         self.tasks_per_service_node
             .get(&(service.id.as_str(), node.id.as_str()))
@@ -210,6 +218,14 @@ fn names(hosts: &[&Node]) -> String {
 /// What decides which workers pass [`eligible`] for a service: services with the same key
 /// share one scan of the workers (in a big swarm most services have the same few).
 pub fn eligibility_key(service: &Service) -> String {
+    if service.constraints.is_empty()
+        && service.platforms.is_empty()
+        && service.mounts.is_empty()
+        && service.log_driver.is_none()
+    {
+        // Most services: no formatting needed.
+        return String::new();
+    }
     let drivers: Vec<&str> = service
         .mounts
         .iter()

@@ -386,7 +386,10 @@ fn fix(
             state: u.state,
             message: u.message.clone(),
         })
-    } else if cx.memory.rollback_holds(service, &worker_set(cx.snapshot)) {
+    } else if cx
+        .memory
+        .rollback_holds(service, || worker_set(cx.snapshot))
+    {
         Some(Hold::RolledBack {
             message: update
                 .filter(|u| u.state == UpdateState::RollbackCompleted)
