@@ -161,7 +161,12 @@ impl Metrics {
         self.reconcile_duration.observe(took.as_secs_f64());
         self.queue_depth.set(triggers as i64);
         let plan = &done.plan;
-        self.quorum_lost.set(i64::from(plan.cluster.is_none()));
+        let lost = plan.cluster.is_none()
+            || plan
+                .findings
+                .iter()
+                .any(|f| f.kind == crate::plan::FindingKind::QuorumLost);
+        self.quorum_lost.set(i64::from(lost));
         if let Some(c) = &plan.cluster {
             self.fault_tolerance.set(c.fault_tolerance);
             let dead = plan

@@ -92,12 +92,27 @@ pub(super) fn plan_managers(
         return;
     }
     if let Control::NoLeader { error } = &snapshot.control {
-        plan.findings.push(quorum_lost(snapshot, error));
+        plan.findings.push(quorum_lost(
+            snapshot,
+            &format!("No raft leader is reachable from this manager: {error}"),
+        ));
         return;
     }
     let managers: Vec<&Node> = snapshot.nodes.iter().filter(|n| n.is_manager()).collect();
     let members = managers.len();
     let reachable = managers.iter().filter(|m| m.is_reachable_manager()).count();
+    if members > 0 && reachable < quorum(members) {
+        // A leader that lost its majority keeps answering for a while (until its election
+        // timeout makes it step down): its node list is stale, quorum is already gone.
+        plan.findings.push(quorum_lost(
+            snapshot,
+            &format!(
+                "Only {reachable} of {members} managers are reachable, fewer than the quorum of {}: the raft has lost its majority (the leader still answering will step down).",
+                quorum(members)
+            ),
+        ));
+        return;
+    }
     count_findings(members, reachable, policy, plan);
     stuck_promotions(snapshot, plan);
 
@@ -498,7 +513,8 @@ fn stuck_promotions(snapshot: &Snapshot, plan: &mut Plan) {
     }
 }
 
-fn quorum_lost(snapshot: &Snapshot, error: &str) -> Finding {
+/// `quorum-lost` with the recovery steps; `cause` says how it was seen.
+fn quorum_lost(snapshot: &Snapshot, cause: &str) -> Finding {
     let addr = if snapshot.local.addr.is_empty() {
         "<this manager's address>"
     } else {
@@ -509,8 +525,8 @@ fn quorum_lost(snapshot: &Snapshot, error: &str) -> Finding {
         Severity::Critical,
         "cluster",
         format!(
-            "No raft leader is reachable from manager {} ({addr}): {error}\n\
-             Either the swarm lost quorum (more than half of its managers are gone) or this manager is cut off in a minority. swarm-warden takes no action without a leader.\n\
+            "Seen from manager {} ({addr}): {cause}\n\
+             Either the swarm lost quorum (more than half of its managers are gone) or this manager is cut off in a minority. swarm-warden takes no action without a majority.\n\
              If quorum is lost, recover from ONE surviving manager, the one with the most recent state:\n\
              1. docker swarm init --force-new-cluster --advertise-addr {addr}\n\
              2. docker node ls   (the lost managers show Down / Unreachable)\n\
@@ -794,15 +810,19 @@ pub(crate) mod tests {
 
     #[test]
     fn promotion_waits_while_a_manager_is_unreachable_but_not_dead() {
+        // 3 of 5 desired, one of them unreachable (2 reachable: still a majority of 3).
         let snap = cluster(
             vec![
                 manager("m1", true),
-                dead(manager("m2", false), 390),
+                manager("m2", false),
+                dead(manager("m3", false), 390),
                 worker("w1"),
             ],
             t(400),
         );
-        let plan = plan_once(&snap, &policy());
+        let mut p = policy();
+        p.managers.desired = crate::config::ManagerCount::try_from(5).unwrap();
+        let plan = plan_once(&snap, &p);
         let a = &plan.actions[0];
         assert_eq!(a.status, ActionStatus::Blocked);
         assert!(
@@ -922,6 +942,29 @@ pub(crate) mod tests {
             .find(|f| f.kind == FindingKind::NoPromotionCandidate)
             .unwrap();
         assert!(f.message.contains("pgdata"), "{}", f.message);
+    }
+
+    #[test]
+    fn a_leader_still_answering_without_a_majority_is_quorum_lost_not_fault_tolerance_minus_one() {
+        // Two of three managers killed; the survivor still calls itself leader for a while.
+        let snap = cluster(
+            vec![
+                manager("m1", true),
+                dead(manager("m2", false), 0),
+                dead(manager("m3", false), 0),
+                worker("w1"),
+            ],
+            t(10_000),
+        );
+        let plan = plan_once(&snap, &policy());
+        assert_eq!(kinds(&plan), ["quorum-lost"], "{:?}", plan.findings);
+        let f = &plan.findings[0];
+        assert!(
+            f.message.contains("1 of 3") && f.message.contains("--force-new-cluster"),
+            "{}",
+            f.message
+        );
+        assert!(plan.actions.is_empty(), "no action without a majority");
     }
 
     #[test]
