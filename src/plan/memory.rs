@@ -16,6 +16,9 @@ pub struct Memory {
     leader: Option<LeaderSeen>,
     /// First observation of each node without any sign of life, reset by a sign of life.
     lifeless_since: HashMap<String, SystemTime>,
+    /// Last observation of each node showing a sign of life: status timestamps older than
+    /// this are no evidence of how long it has been lifeless.
+    alive_at: HashMap<String, SystemTime>,
     /// First observation of each node as Ready, reset when it is not.
     ready_since: HashMap<String, SystemTime>,
     last_membership_change: Option<SystemTime>,
@@ -135,8 +138,11 @@ impl Memory {
                 self.throttled_since.remove(&t.efs_id);
             }
         }
+        self.alive_at
+            .retain(|id, _| snapshot.nodes.iter().any(|n| &n.id == id));
         for node in &snapshot.nodes {
             if node.shows_life() {
+                self.alive_at.insert(node.id.clone(), now);
                 self.lifeless_since.remove(&node.id);
             } else {
                 self.lifeless_since.entry(node.id.clone()).or_insert(now);
@@ -263,14 +269,19 @@ impl Memory {
 
     /// Since when `node` has been without a sign of life, at the latest: the earlier of our
     /// own first lifeless observation and the node's last status change (when it is Down
-    /// now). `None` when it shows life now.
+    /// now, and only if that change is later than the last sign of life we saw). `None`
+    /// when it shows life now.
     pub fn lifeless_since(&self, node: &Node) -> Option<SystemTime> {
         if node.shows_life() {
             return None;
         }
+        // A status time from before the last sign of life we saw is stale: a reachable
+        // flicker does not always move `UpdatedAt`.
+        let alive_at = self.alive_at.get(&node.id).copied();
         let from_status = (node.state == NodeState::Down)
             .then_some(node.updated_at)
-            .flatten();
+            .flatten()
+            .filter(|at| alive_at.is_none_or(|alive| *at > alive));
         earliest(self.lifeless_since.get(&node.id).copied(), from_status)
     }
 
@@ -342,7 +353,8 @@ mod tests {
         memory.observe(&snap);
         snap.nodes[1].state = NodeState::Down;
         snap.nodes[1].manager.as_mut().unwrap().reachability = Reachability::Unreachable;
-        snap.nodes[1].updated_at = None;
+        // Its status time never moved (t(0)): the life seen at t(200) still counts.
+        assert_eq!(snap.nodes[1].updated_at, Some(t(0)));
         snap.observed_at = t(300);
         memory.observe(&snap);
         assert_eq!(memory.lifeless_since(&snap.nodes[1]), Some(t(300)));
