@@ -396,3 +396,72 @@ async fn report_and_dry_run_change_nothing_while_a_real_run_acts() {
     );
     teardown_leaving_nothing(lab);
 }
+
+/// Two of three managers killed at once: while the survivor still answers as leader its
+/// node list shows 1 of 3 reachable. Every report in that time must say quorum-lost (with
+/// the recovery steps), never "fault tolerance -1: losing one more loses quorum", and
+/// nothing may be done.
+#[tokio::test]
+async fn two_of_three_managers_killed_is_quorum_lost_in_every_report() {
+    init_tracing();
+    let lab = Lab::start(LabSpec::new(3, 1)).await.expect("lab");
+    let table = lab.node_table().await.expect("table");
+    let survivor = table
+        .managers()
+        .find(|m| m.leader)
+        .map(|m| m.hostname.clone())
+        .expect("a leader");
+    let victims: Vec<String> = table
+        .managers()
+        .filter(|m| m.hostname != survivor)
+        .map(|m| m.hostname.clone())
+        .collect();
+    let policy = policy_file(&lab, &fast_policy(Duration::from_secs(5)));
+    let policy = policy.to_str().expect("utf-8 path");
+    for victim in &victims {
+        lab.kill(victim).await.expect("kill");
+    }
+    let start = Instant::now();
+    let (mut with_numbers, mut lost) = (0, 0);
+    while start.elapsed() < Duration::from_secs(60) {
+        let out = warden_once(
+            &lab,
+            &survivor,
+            &["report", "--config", policy, "--format", "json"],
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        let kinds: Vec<&str> = json["findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .filter_map(|f| f["kind"].as_str())
+            .collect();
+        let reachable = json["cluster"]["reachable_managers"].as_u64();
+        if reachable.is_some_and(|r| r < 2) {
+            with_numbers += 1;
+            assert!(
+                kinds.contains(&"quorum-lost") && !kinds.contains(&"no-fault-tolerance"),
+                "1 of 3 reachable reported as {kinds:?}"
+            );
+        }
+        if kinds.contains(&"quorum-lost") {
+            lost += 1;
+            if lost >= 3 {
+                break;
+            }
+        }
+        assert!(
+            json["actions"]
+                .as_array()
+                .expect("actions")
+                .iter()
+                .all(|a| a["status"] != "planned"),
+            "an action planned without a majority: {json:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!("reports with a leader still answering and 1 of 3 reachable: {with_numbers}");
+    assert!(lost >= 3, "quorum-lost was never reported");
+    teardown_leaving_nothing(lab);
+}
