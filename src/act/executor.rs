@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::Backoffs;
+use super::inflight::InflightStore;
 use super::writer::{WriteError, Writer};
 use crate::config::Policy;
 use crate::lease::Handover;
@@ -71,6 +72,8 @@ pub enum ActError {
 pub struct Executor {
     pub(super) observer: Observer,
     pub(super) writer: Writer,
+    /// Where placement fixes in flight are recorded.
+    pub(super) records: InflightStore,
     dry_run: bool,
     /// Whether this replica holds the lease; checked right before every write.
     leader: tokio::sync::watch::Receiver<bool>,
@@ -89,7 +92,9 @@ impl Executor {
         cancel: CancellationToken,
     ) -> Self {
         let writer = Writer::new(observer.docker().clone());
+        let records = InflightStore::new(observer.docker().clone());
         Self {
+            records,
             observer,
             writer,
             dry_run,
@@ -390,13 +395,10 @@ impl Executor {
     ) -> Result<(), ActError> {
         let deadline = Instant::now() + timeout;
         loop {
-            match self.observer.snapshot(SystemTime::now()).await {
-                Ok(s) if s.control == crate::model::Control::Leader && done(&s) => return Ok(()),
-                Ok(_) => {}
-                Err(e) if e.is_transient() => {
-                    tracing::debug!(error = %e, "Observation failed while waiting")
+            if let Some(s) = tolerate(self.observer.snapshot(SystemTime::now()).await)? {
+                if s.control == crate::model::Control::Leader && done(&s) {
+                    return Ok(());
                 }
-                Err(e) => return Err(e.into()),
             }
             if Instant::now() >= deadline {
                 return Err(ActError::NotConverged {
@@ -404,11 +406,21 @@ impl Executor {
                     after: timeout,
                 });
             }
-            tokio::select! {
-                _ = self.cancel.cancelled() => return Err(ActError::Interrupted(what.to_owned())),
-                _ = tokio::time::sleep(CONVERGENCE_POLL) => {}
-            }
+            self.pause(what).await?;
         }
+    }
+}
+
+/// An observation made while waiting: a transient failure is "not yet" (`None`), any other
+/// ends the wait.
+pub(super) fn tolerate<T>(observed: Result<T, ObserveError>) -> Result<Option<T>, ActError> {
+    match observed {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.is_transient() => {
+            tracing::debug!(error = %e, "Observation failed while waiting");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -5,8 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use super::executor::{ActError, Executor};
-use super::inflight::InflightStore;
+use super::executor::{tolerate, ActError, Executor};
 use crate::config::Policy;
 use crate::model::{PlacementRecord, Service, UpdateState};
 use crate::observe::{spec_hash, Rollout};
@@ -44,8 +43,8 @@ impl Executor {
                 service.name
             )));
         }
-        let records = InflightStore::new(self.observer.docker().clone());
-        let record = records
+        let record = self
+            .records
             .create(&service.id, &service.name, &written_hash, SystemTime::now())
             .await
             .map_err(|e| ActError::Record(format!("create the record of {}: {e}", service.name)))?;
@@ -62,7 +61,7 @@ impl Executor {
             .await?
         {
             RolloutEnd::Converged => {
-                self.forget(&records, &record).await;
+                self.forget(&record).await;
                 return Ok(format!(
                     "Added `{NOT_ON_MANAGERS}` to {}; its rolling update finished after {:.1}s with every task running and none on a manager.",
                     service.name,
@@ -70,7 +69,7 @@ impl Executor {
                 ));
             }
             RolloutEnd::RolledBackBySwarm(why) => {
-                self.forget(&records, &record).await;
+                self.forget(&record).await;
                 return Err(ActError::RolledBack {
                     service: service.name.clone(),
                     reason: why,
@@ -86,7 +85,7 @@ impl Executor {
         let back = self
             .await_rollback(service, managers, timeout, &what)
             .await?;
-        self.forget(&records, &record).await;
+        self.forget(&record).await;
         Err(ActError::RolledBack {
             service: service.name.clone(),
             reason: format!("{why}; rolled back to the previous spec in {back:.1}s"),
@@ -109,8 +108,7 @@ impl Executor {
         let back = self
             .await_rollback(service, managers, policy.placement.update_timeout, &what)
             .await?;
-        let records = InflightStore::new(self.observer.docker().clone());
-        self.forget(&records, &record.config_id).await;
+        self.forget(&record.config_id).await;
         Ok(format!(
             "Rolled the stuck placement fix of {} back to its previous spec in {back:.1}s.",
             service.name
@@ -119,7 +117,7 @@ impl Executor {
 
     /// Removes a finished fix's record.
     pub(super) async fn clear_record(&self, config_id: &str) -> Result<String, ActError> {
-        InflightStore::new(self.observer.docker().clone())
+        self.records
             .delete(config_id)
             .await
             .map_err(|e| ActError::Record(format!("remove record {config_id}: {e}")))?;
@@ -128,8 +126,8 @@ impl Executor {
 
     /// Removes a record, logging (not failing) when it cannot: the next reconcile sees the
     /// fix over and plans the removal again.
-    async fn forget(&self, records: &InflightStore, config_id: &str) {
-        if let Err(e) = records.delete(config_id).await {
+    async fn forget(&self, config_id: &str) {
+        if let Err(e) = self.records.delete(config_id).await {
             tracing::warn!(config = %config_id, error = %e, "Could not remove a placement record; the next reconcile will");
         }
     }
@@ -151,59 +149,44 @@ impl Executor {
         let mut settled = 0;
         let mut last: Option<Rollout> = None;
         loop {
-            match self.observer.rollout(&service.id, managers).await {
-                Ok(r) if r.started_at.as_deref() != before => {
-                    match r.state {
-                        Some(UpdateState::Paused) => {
-                            return Ok(RolloutEnd::Stuck(format!(
-                                "the update paused: \"{}\"{}",
-                                r.message,
-                                errors(&r)
-                            )))
-                        }
-                        Some(UpdateState::RollbackStarted | UpdateState::RollbackCompleted) => {
-                            let secs = self
-                                .await_rollback(service, managers, timeout, what)
-                                .await?;
-                            return Ok(RolloutEnd::RolledBackBySwarm(format!(
-                                "SwarmKit rolled the update back (its update_config.failure_action): \"{}\"{}; back after {secs:.1}s",
-                                r.message,
-                                errors(&r)
-                            )));
-                        }
-                        Some(UpdateState::RollbackPaused) => {
-                            return Err(ActError::UpdateFailed {
-                                service: service.name.clone(),
-                                state: "RollbackPaused".into(),
-                                message: r.message,
-                            })
-                        }
-                        Some(UpdateState::Completed) | None if r.settled() => {
-                            settled += 1;
-                            if settled >= SETTLED_POLLS {
-                                return Ok(RolloutEnd::Converged);
-                            }
-                        }
-                        _ => settled = 0,
+            if let Some(r) = tolerate(self.observer.rollout(&service.id, managers).await)? {
+                // An update status from before the write is not this update's.
+                let ours = r.started_at.as_deref() != before;
+                match (ours, r.state) {
+                    (true, Some(UpdateState::Paused)) => {
+                        return Ok(RolloutEnd::Stuck(format!(
+                            "the update paused: \"{}\"{}",
+                            r.message,
+                            errors(&r)
+                        )))
                     }
-                    last = Some(r);
-                }
-                Ok(r) if r.state.is_none() && r.settled() => {
-                    // SwarmKit found no task to replace and left no update status.
-                    settled += 1;
-                    if settled >= SETTLED_POLLS {
-                        return Ok(RolloutEnd::Converged);
+                    (true, Some(UpdateState::RollbackStarted | UpdateState::RollbackCompleted)) => {
+                        let secs = self
+                            .await_rollback(service, managers, timeout, what)
+                            .await?;
+                        return Ok(RolloutEnd::RolledBackBySwarm(format!(
+                            "SwarmKit rolled the update back (its update_config.failure_action): \"{}\"{}; back after {secs:.1}s",
+                            r.message,
+                            errors(&r)
+                        )));
                     }
-                    last = Some(r);
+                    (true, Some(UpdateState::RollbackPaused)) => {
+                        return Err(ActError::UpdateFailed {
+                            service: service.name.clone(),
+                            state: "RollbackPaused".into(),
+                            message: r.message,
+                        })
+                    }
+                    // No update status: SwarmKit found no task to replace.
+                    (true, Some(UpdateState::Completed)) | (_, None) if r.settled() => {
+                        settled += 1;
+                        if settled >= SETTLED_POLLS {
+                            return Ok(RolloutEnd::Converged);
+                        }
+                    }
+                    _ => settled = 0,
                 }
-                Ok(r) => {
-                    settled = 0;
-                    last = Some(r);
-                }
-                Err(e) if e.is_transient() => {
-                    tracing::debug!(error = %e, "Observation failed while waiting")
-                }
-                Err(e) => return Err(e.into()),
+                last = Some(r);
             }
             if Instant::now() >= deadline {
                 return Ok(RolloutEnd::Stuck(format!(
@@ -230,22 +213,18 @@ impl Executor {
         let start = Instant::now();
         let deadline = start + timeout;
         loop {
-            match self.observer.rollout(&service.id, managers).await {
-                Ok(r) if r.state == Some(UpdateState::RollbackCompleted) && r.all_running() => {
+            match tolerate(self.observer.rollout(&service.id, managers).await)? {
+                Some(r) if r.state == Some(UpdateState::RollbackCompleted) && r.all_running() => {
                     return Ok(start.elapsed().as_secs_f64())
                 }
-                Ok(r) if r.state == Some(UpdateState::RollbackPaused) => {
+                Some(r) if r.state == Some(UpdateState::RollbackPaused) => {
                     return Err(ActError::UpdateFailed {
                         service: service.name.clone(),
                         state: "RollbackPaused".into(),
                         message: r.message,
                     })
                 }
-                Ok(_) => {}
-                Err(e) if e.is_transient() => {
-                    tracing::debug!(error = %e, "Observation failed while waiting")
-                }
-                Err(e) => return Err(e.into()),
+                _ => {}
             }
             if Instant::now() >= deadline {
                 return Err(ActError::NotConverged {

@@ -157,7 +157,7 @@ impl Observer {
         reserving.sort_unstable();
         reserving.dedup();
         let mut tasks = Vec::new();
-        for (key, values) in [("node", manager_ids), ("service", reserving)] {
+        for (key, values) in [("node", manager_ids.clone()), ("service", reserving)] {
             if values.is_empty() {
                 continue;
             }
@@ -166,14 +166,16 @@ impl Observer {
             tasks.extend(listed.iter().map(convert::task));
         }
         // A job's tasks have desired state `complete`, which the Engine's filter cannot
-        // select: list the jobs' tasks whole (jobs are few) and keep the live ones.
+        // select: list the jobs' tasks on managers whatever their state (a global job on a
+        // big swarm keeps a task per node; only those on managers matter) and keep the live
+        // ones.
         let jobs: Vec<&str> = services
             .iter()
             .filter(|s| s.mode.is_job())
             .map(|s| s.id.as_str())
             .collect();
-        if !jobs.is_empty() {
-            let filters = HashMap::from([("service", jobs)]);
+        if !jobs.is_empty() && !manager_ids.is_empty() {
+            let filters = HashMap::from([("service", jobs), ("node", manager_ids)]);
             let listed = self.list_tasks(&filters).await?;
             tasks.extend(
                 listed

@@ -372,6 +372,7 @@ pub fn strands(snapshot: &Snapshot, policy: &PlacementPolicy, candidate: &Node) 
         .into_iter()
         .filter(|w| w.id != candidate.id)
         .collect();
+    let mut eligible: HashMap<String, Vec<&Node>> = HashMap::new();
     snapshot.services.iter().find_map(|service| {
         let constraints = Constraints::parse(&service.constraints);
         if !constraints.exclude_managers() || !constraints.allow(candidate) {
@@ -388,8 +389,11 @@ pub fn strands(snapshot: &Snapshot, policy: &PlacementPolicy, candidate: &Node) 
                 ));
             }
         }
-        let hosts = eligible_workers(service, &constraints, &others);
-        capacity(service, &hosts, others.len(), &usage)
+        // One scan of the workers per eligibility key, as in the placement plan.
+        let hosts = eligible
+            .entry(eligibility_key(service))
+            .or_insert_with(|| eligible_workers(service, &constraints, &others));
+        capacity(service, hosts, others.len(), &usage)
             .err()
             .map(|why| format!("{} would be stranded: {why}", service.name))
     })
