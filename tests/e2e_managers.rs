@@ -447,9 +447,9 @@ async fn two_of_three_managers_killed_is_quorum_lost_in_every_report() {
         }
         if kinds.contains(&"quorum-lost") {
             lost += 1;
-            if lost >= 3 {
-                break;
-            }
+        }
+        if with_numbers >= 3 || (lost >= 3 && with_numbers > 0) {
+            break;
         }
         assert!(
             json["actions"]
@@ -462,6 +462,11 @@ async fn two_of_three_managers_killed_is_quorum_lost_in_every_report() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     eprintln!("reports with a leader still answering and 1 of 3 reachable: {with_numbers}");
-    assert!(lost >= 3, "quorum-lost was never reported");
+    // The state the issue names must have been seen, or this test proves nothing.
+    assert!(
+        with_numbers >= 1,
+        "no report caught the leader answering with 1 of 3 reachable"
+    );
+    assert!(lost >= 3, "quorum-lost reported {lost} time(s)");
     teardown_leaving_nothing(lab);
 }

@@ -110,16 +110,7 @@ async fn one_run_keeps_only_the_workload_and_the_stack_service_off_managers() {
     );
     let after = services(&lab).await;
     for fixed in ["web", "app_api"] {
-        assert!(
-            has_constraint(&after[fixed].1),
-            "{fixed} gained the constraint: {:?}",
-            after[fixed]
-        );
-        let on = running_on(&lab, fixed).await;
-        assert!(
-            on.iter().all(|h| h.starts_with('w')),
-            "{fixed} tasks still on managers: {on:?}"
-        );
+        assert_kept_off_managers(&lab, &after, fixed).await;
     }
     for untouched in ["agent", "pinned", "optout"] {
         assert_eq!(

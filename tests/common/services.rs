@@ -148,3 +148,22 @@ pub async fn wait_running(lab: &Lab, service: &str, count: usize) -> Vec<String>
     .await
     .expect("tasks running")
 }
+
+/// Asserts that `service` has `node.role != manager` in `after` (from [`services`]) and
+/// that none of its tasks runs on a manager (lab managers are m1.., workers w1..).
+pub async fn assert_kept_off_managers(
+    lab: &Lab,
+    after: &HashMap<String, (u64, Vec<String>)>,
+    service: &str,
+) {
+    assert!(
+        has_constraint(&after[service].1),
+        "{service} did not get the constraint: {:?}",
+        after[service]
+    );
+    let on = running_on(lab, service).await;
+    assert!(
+        on.iter().all(|h| h.starts_with('w')),
+        "{service} still runs on managers: {on:?}"
+    );
+}

@@ -171,10 +171,11 @@ fn plan_record(cx: &Context, record: &PlacementRecord, plan: &mut Plan) {
 mod tests {
     use std::time::Duration;
 
+    use super::super::tests::plan_of;
     use crate::config::{Mode, Policy};
     use crate::model::{PlacementRecord, Service, Snapshot, UpdateState, UpdateStatus};
     use crate::plan::quorum_test_support::{cluster, manager, t, worker};
-    use crate::plan::{plan, Action, ActionStatus, FindingKind, Memory, Plan};
+    use crate::plan::{Action, ActionStatus, FindingKind, Plan};
 
     fn snapshot(state: Option<UpdateState>, spec_hash: &str, at: u64) -> Snapshot {
         let mut snap = cluster(
@@ -208,12 +209,6 @@ mod tests {
         snap
     }
 
-    fn plan_at(snap: &Snapshot, policy: &Policy) -> Plan {
-        let mut memory = Memory::default();
-        memory.observe(snap);
-        plan(snap, policy, &memory, snap.observed_at)
-    }
-
     fn kinds(plan: &Plan) -> Vec<(&'static str, ActionStatus)> {
         plan.actions
             .iter()
@@ -223,7 +218,7 @@ mod tests {
 
     #[test]
     fn a_paused_fix_left_in_flight_is_rolled_back() {
-        let plan = plan_at(
+        let plan = plan_of(
             &snapshot(Some(UpdateState::Paused), "written", 110),
             &Policy::default(),
         );
@@ -240,13 +235,13 @@ mod tests {
     #[test]
     fn an_updating_fix_is_given_update_timeout_from_its_write() {
         let policy = Policy::default(); // update_timeout 5m
-        let plan = plan_at(
+        let plan = plan_of(
             &snapshot(Some(UpdateState::Updating), "written", 200),
             &policy,
         );
         assert!(kinds(&plan).is_empty(), "{:?}", plan.actions);
         assert_eq!(plan.requeue_after, Some(Duration::from_secs(201)));
-        let plan = plan_at(
+        let plan = plan_of(
             &snapshot(Some(UpdateState::Updating), "written", 401),
             &policy,
         );
@@ -263,14 +258,14 @@ mod tests {
             snapshot(None, "written", 140),
             snapshot(Some(UpdateState::Paused), "changed-by-someone", 900),
         ] {
-            let plan = plan_at(&snap, &Policy::default());
+            let plan = plan_of(&snap, &Policy::default());
             assert_eq!(
                 kinds(&plan),
                 [("clear-placement-record", ActionStatus::Planned)]
             );
         }
         // Right after the write SwarmKit has not started the update yet: kept.
-        assert!(kinds(&plan_at(
+        assert!(kinds(&plan_of(
             &snapshot(None, "written", 110),
             &Policy::default()
         ))
@@ -278,7 +273,7 @@ mod tests {
         let mut gone = snapshot(None, "written", 110);
         gone.services.clear();
         assert!(matches!(
-            plan_at(&gone, &Policy::default()).actions[0].action,
+            plan_of(&gone, &Policy::default()).actions[0].action,
             Action::ClearPlacementRecord { .. }
         ));
     }
@@ -289,7 +284,7 @@ mod tests {
         // update started an hour after the record.
         let mut snap = snapshot(Some(UpdateState::Paused), "written", 4000);
         snap.services[0].update.as_mut().unwrap().started_at = Some(t(3700));
-        let plan = plan_at(&snap, &Policy::default());
+        let plan = plan_of(&snap, &Policy::default());
         assert_eq!(
             kinds(&plan),
             [("clear-placement-record", ActionStatus::Planned)]
@@ -307,7 +302,7 @@ mod tests {
             name: "api".into(),
             ..Default::default()
         });
-        let plan = plan_at(&snap, &Policy::default());
+        let plan = plan_of(&snap, &Policy::default());
         let unreadable = plan
             .findings
             .iter()
@@ -321,7 +316,7 @@ mod tests {
     fn audit_mode_reports_a_stuck_fix_and_writes_nothing() {
         let mut policy = Policy::default();
         policy.placement.mode = Mode::Audit;
-        let plan = plan_at(
+        let plan = plan_of(
             &snapshot(Some(UpdateState::Paused), "written", 110),
             &policy,
         );

@@ -56,7 +56,8 @@ fn swarm(services: Vec<Service>, tasks: Vec<Task>) -> Snapshot {
     snap
 }
 
-fn plan_of(snap: &Snapshot, policy: &Policy) -> Plan {
+/// One plan of `snap` by a process that has seen it once.
+pub(super) fn plan_of(snap: &Snapshot, policy: &Policy) -> Plan {
     let mut memory = Memory::default();
     memory.observe(snap);
     plan(snap, policy, &memory, snap.observed_at)
