@@ -876,6 +876,8 @@ fn promotions_avoid_a_worker_holding_node_local_data_of_a_kept_off_service() {
 
 // ---- properties -------------------------------------------------------------------
 
+/// The oracle's eligible workers: constraints and platforms, written apart from
+/// `capacity::eligible_workers` on purpose (the generated nodes report no plugins).
 fn eligible<'a>(
     service: &Service,
     constraints: &Constraints,
