@@ -46,6 +46,7 @@ fn snapshot(now: SystemTime) -> Snapshot {
                     } else {
                         Reachability::Reachable
                     },
+                    addr: format!("10.{}.{}.{}:2377", i / 65536, (i / 256) % 256, i % 256),
                 }),
                 labels: BTreeMap::from([("zone".to_owned(), format!("zone-{}", i % 3))]),
                 updated_at: Some(long_ago),

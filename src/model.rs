@@ -181,6 +181,9 @@ pub struct ManagerStatus {
     pub leader: bool,
     /// Whether the leader can reach it.
     pub reachability: Reachability,
+    /// The raft address it was admitted with (`ManagerStatus.Addr`, `host:2377`); two
+    /// members with one address mean a rebuilt host rejoined where the old member was.
+    pub addr: String,
 }
 
 /// `Spec.Role`.
@@ -255,6 +258,22 @@ impl Node {
                 .manager
                 .as_ref()
                 .is_some_and(|m| !m.leader && m.reachability == Reachability::Unreachable)
+    }
+
+    /// Down while the raft calls it reachable: the two signals disagree (a rebuilt host
+    /// answering on the old member's raft address looks like this).
+    pub fn is_down_but_reachable(&self) -> bool {
+        self.state == NodeState::Down
+            && self
+                .manager
+                .as_ref()
+                .is_some_and(|m| !m.leader && m.reachability == Reachability::Reachable)
+    }
+
+    /// Role manager in its spec but no raft membership: a promotion under way (Ready), a
+    /// promotion that never joined the raft, or a manager `--force-new-cluster` left out.
+    pub fn is_manager_outside_raft(&self) -> bool {
+        self.role == Role::Manager && self.manager.is_none()
     }
 
     /// Positive evidence that the node is alive.

@@ -17,6 +17,7 @@ use crate::error::{LabError, Result};
 use crate::image::{busybox_rootfs, find_static_busybox, import};
 use crate::names::{LabName, LabPaths, NodeName, Role, DEFAULT_ROOT};
 use crate::partition::grudges;
+use crate::remove::remove_retrying;
 use crate::state::{pick_subnet, LabState, NodeRecord, Owner};
 use crate::table::NodeTable;
 use crate::wait::{wait_until, Probe};
@@ -30,6 +31,9 @@ const OP_TIMEOUT: Duration = Duration::from_secs(30);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a new swarm may take until every node is Ready.
 const FORM_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long a rebuilt node waits for a manager with a leader to join through (the rebuilt
+/// host may have been the leader: the others elect a new one first).
+const LEADER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The labs' root folder: `$SWARM_CHAOS_ROOT` or `/var/lib/swarm-chaos`.
 pub fn default_root() -> PathBuf {
@@ -338,25 +342,58 @@ impl Lab {
         let name = NodeName::new(node)?;
         let rootfs = busybox_rootfs(&find_static_busybox()?)?;
         let (manager, client, table) = self.answering_manager().await?;
-        let managers: Vec<Ipv4Addr> = table
-            .managers()
-            .filter(|m| m.is_reachable_manager())
-            .filter_map(|m| m.addr.parse().ok())
-            .collect();
         let token = swarm::join_token(&client, manager.name.as_str(), role).await?;
         let record = self.boot_node(name, role)?;
         self.ready_with_image(&record.name, &rootfs).await?;
-        let joining = self.client(record.name.as_str()).await?;
-        swarm::join(
-            &joining,
-            record.name.as_str(),
-            record.addr,
-            &managers,
-            &token,
-        )
-        .await?;
+        self.join_through(&record, &manager, &table, &token).await?;
         tracing::info!(lab = %self.name(), node, %role, "Node joined");
         Ok(record)
+    }
+
+    /// A rebuilt host: the node's processes are killed (as [`Lab::kill`] does), its Docker
+    /// and swarm state wiped, and a fresh daemon on the same hostname and address joins the
+    /// swarm with `role`, as a new swarm node (new node ID). The old node's entry stays in
+    /// the swarm, Down, as it does in the field when a host is reinstalled.
+    pub async fn rebuild(&self, node: &str, role: Role) -> Result<NodeRecord> {
+        let record = self.node(node)?;
+        let rootfs = busybox_rootfs(&find_static_busybox()?)?;
+        tracing::info!(lab = %self.name(), node, %role, "Rebuilding node");
+        self.cgroup(&record.name).kill_all()?;
+        self.reap_child(&record.name);
+        self.wipe_node(&record.name)?;
+        self.update_state(|s| {
+            if let Some(r) = s.nodes.iter_mut().find(|r| r.name == record.name) {
+                r.role = role;
+            }
+        })?;
+        let record = NodeRecord { role, ..record };
+        self.spawn_daemon(&record)?;
+        self.ready_with_image(&record.name, &rootfs).await?;
+        let (manager, client, table) = wait_until(
+            "a manager with a leader to answer",
+            LEADER_TIMEOUT,
+            || async {
+                match self.answering_manager().await {
+                    Ok(found) => Probe::Done(found),
+                    Err(e) => Probe::Pending(e.to_string()),
+                }
+            },
+        )
+        .await?;
+        let token = swarm::join_token(&client, manager.name.as_str(), role).await?;
+        self.join_through(&record, &manager, &table, &token).await?;
+        tracing::info!(lab = %self.name(), node, %role, "Rebuilt node joined");
+        Ok(record)
+    }
+
+    /// Disaster recovery: `docker swarm init --force-new-cluster --advertise-addr <addr>`
+    /// on `node`, a manager. It becomes the only member of a new raft that keeps the
+    /// swarm's state; the other managers stay listed, with the roles they had.
+    pub async fn force_new_cluster(&self, node: &str) -> Result<()> {
+        let record = self.node(node)?;
+        tracing::info!(lab = %self.name(), node, "Forcing a new cluster");
+        let client = self.client(record.name.as_str()).await?;
+        swarm::force_new_cluster(&client, record.name.as_str(), record.addr).await
     }
 
     /// Imports a program as image `image` on every running node (an image `FROM scratch`
@@ -588,6 +625,49 @@ impl Lab {
             .await
         }))
         .await?;
+        Ok(())
+    }
+
+    /// Joins `record`'s running daemon to the swarm through `manager` (it answered, so it
+    /// goes first: the Engine tries only the first address), then the other reachable
+    /// managers of `table`, never the node's own address (the old entry of a rebuilt host
+    /// may still look reachable).
+    async fn join_through(
+        &self,
+        record: &NodeRecord,
+        manager: &NodeRecord,
+        table: &NodeTable,
+        token: &swarm::JoinToken,
+    ) -> Result<()> {
+        let mut managers = vec![manager.addr];
+        managers.extend(
+            table
+                .managers()
+                .filter(|m| m.is_reachable_manager())
+                .filter_map(|m| m.addr.parse::<Ipv4Addr>().ok())
+                .filter(|addr| *addr != manager.addr && *addr != record.addr),
+        );
+        let joining = self.client(record.name.as_str()).await?;
+        swarm::join(
+            &joining,
+            record.name.as_str(),
+            record.addr,
+            &managers,
+            token,
+        )
+        .await
+    }
+
+    /// Empties a stopped node's disk: its `/var/lib/docker`, `/etc/docker` and `/run`
+    /// (its log stays, for the record).
+    fn wipe_node(&self, node: &NodeName) -> Result<()> {
+        for dir in [
+            self.paths.node_data(node),
+            self.paths.node_etc(node),
+            self.paths.node_run(node),
+        ] {
+            remove_retrying("wipe node folder", &dir, |d| std::fs::remove_dir_all(d))?;
+        }
         Ok(())
     }
 

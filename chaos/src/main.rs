@@ -119,6 +119,21 @@ enum Cmd {
         #[arg(long = "as", value_enum)]
         role: Role,
     },
+    /// A rebuilt host: kill a node, wipe its Docker state and join it again with the same
+    /// hostname and address, as a new swarm node (its old entry stays, Down).
+    Rebuild {
+        #[arg(long)]
+        name: Option<String>,
+        node: String,
+        #[arg(long = "as", value_enum)]
+        role: Role,
+    },
+    /// Disaster recovery: `docker swarm init --force-new-cluster` on a manager.
+    ForceNewCluster {
+        #[arg(long)]
+        name: Option<String>,
+        node: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -252,6 +267,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Join { name, node, role } => {
             let record = open(&name)?.join(&node, role).await?;
             println!("{} joined as {role} at {}.", record.name, record.addr);
+        }
+        Cmd::Rebuild { name, node, role } => {
+            let record = open(&name)?.rebuild(&node, role).await?;
+            println!(
+                "{} rebuilt and joined as {role} at {}.",
+                record.name, record.addr
+            );
+        }
+        Cmd::ForceNewCluster { name, node } => {
+            open(&name)?.force_new_cluster(&node).await?;
+            println!("{node} forced a new cluster.");
         }
     }
     Ok(())

@@ -24,10 +24,22 @@ impl fmt::Debug for JoinToken {
 
 /// Makes `node` the first manager of a new swarm.
 pub async fn init(client: &Docker, node: &str, addr: Ipv4Addr) -> Result<()> {
+    init_swarm(client, node, addr, false).await
+}
+
+/// Disaster recovery on `node`, a manager: `docker swarm init --force-new-cluster
+/// --advertise-addr <addr>`. The node becomes the only member of a new raft that keeps the
+/// swarm's state (nodes, services, tokens); every other manager stays listed.
+pub async fn force_new_cluster(client: &Docker, node: &str, addr: Ipv4Addr) -> Result<()> {
+    init_swarm(client, node, addr, true).await
+}
+
+async fn init_swarm(client: &Docker, node: &str, addr: Ipv4Addr, force: bool) -> Result<()> {
     client
         .init_swarm(SwarmInitRequest {
             listen_addr: Some(format!("{addr}:{SWARM_PORT}")),
             advertise_addr: Some(addr.to_string()),
+            force_new_cluster: force.then_some(true),
             ..Default::default()
         })
         .await
@@ -51,7 +63,8 @@ pub async fn join_token(client: &Docker, manager: &str, role: Role) -> Result<Jo
         .ok_or_else(|| LabError::Usage(format!("manager {manager} returned no {role} join token")))
 }
 
-/// Joins `node` (at `addr`) to the swarm reachable at any of `managers`.
+/// Joins `node` (at `addr`) to the swarm through `managers`. The Engine tries the first
+/// address only (the others are what the node learns later): put one that answers first.
 pub async fn join(
     client: &Docker,
     node: &str,

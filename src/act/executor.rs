@@ -16,7 +16,10 @@ use crate::lease::Handover;
 use crate::model::{Node, Role, Snapshot};
 use crate::observe::{ObserveError, Observer};
 use crate::plan::constraint::NOT_ON_MANAGERS;
-use crate::plan::{self, human, Action, ActionStatus, Memory, Plan, PlannedAction};
+use crate::plan::{
+    self, human, Action, ActionStatus, Memory, Plan, PlannedAction, DEMOTED_FOR_REMOVAL_LABEL,
+    PROMOTED_AT_LABEL,
+};
 
 /// How often convergence is polled.
 const CONVERGENCE_POLL: Duration = Duration::from_secs(1);
@@ -331,10 +334,22 @@ impl Executor {
         }
     }
 
+    /// Removes a dead entry by ID: a raft member is demoted first (labelled, so a process
+    /// that dies before the `node rm` leaves a removal the next one finishes) and must
+    /// have left the raft; an entry outside the raft is removed at once.
     async fn remove_dead_manager(&self, node: &Node, policy: &Policy) -> Result<String, ActError> {
         let start = Instant::now();
-        if node.role == Role::Manager {
-            self.writer.set_role(node, Role::Worker).await?;
+        if node.is_manager() {
+            let label = (DEMOTED_FOR_REMOVAL_LABEL, rfc3339(SystemTime::now()));
+            match self.writer.set_role(node, Role::Worker, label).await {
+                Ok(()) => {}
+                // The member left the raft since the re-check (SwarmKit: "can't find
+                // manager in raft memberlist"): nothing to demote, remove the entry.
+                Err(e) if e.message.contains("can't find manager in raft memberlist") => {
+                    tracing::info!(node = %node.id, error = %e, "Not a raft member any more: removing");
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         let id = node.id.clone();
         self.wait_for(
@@ -366,7 +381,8 @@ impl Executor {
 
     async fn promote(&self, node: &Node, policy: &Policy) -> Result<String, ActError> {
         let start = Instant::now();
-        self.writer.set_role(node, Role::Manager).await?;
+        let label = (PROMOTED_AT_LABEL, rfc3339(SystemTime::now()));
+        self.writer.set_role(node, Role::Manager, label).await?;
         let id = node.id.clone();
         self.wait_for(
             &format!("{} becoming a reachable manager", node.hostname),
@@ -424,6 +440,11 @@ pub(super) fn tolerate<T>(observed: Result<T, ObserveError>) -> Result<Option<T>
     }
 }
 
+/// `at` as RFC 3339 (seconds), as node labels carry times.
+fn rfc3339(at: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
 /// The IDs of the raft members.
 fn manager_ids(snapshot: &Snapshot) -> Vec<String> {
     snapshot
@@ -437,10 +458,10 @@ fn manager_ids(snapshot: &Snapshot) -> Vec<String> {
 fn describe(action: &Action) -> String {
     match action {
         Action::RemoveDeadManager(n) => {
-            format!("demote {n}, wait until it has left the raft, then docker node rm --force it")
+            format!("demote {n} if it is a raft member (labelled {DEMOTED_FOR_REMOVAL_LABEL}), wait until it has left the raft, then docker node rm --force it by ID")
         }
         Action::PromoteWorker(n) => {
-            format!("promote {n} to manager and wait until it is reachable")
+            format!("promote {n} to manager (labelled {PROMOTED_AT_LABEL}) and wait until it is reachable")
         }
         Action::EnforcePlacement(s) => format!(
             "add `{NOT_ON_MANAGERS}` to service {s} (version-checked update), wait for its rolling update, and roll it back if it pauses or has not converged within placement.update_timeout"

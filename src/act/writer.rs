@@ -31,11 +31,20 @@ impl Writer {
         Self { docker }
     }
 
-    /// Sets a node's role (`docker node promote` / `demote`), keeping the rest of its spec.
-    pub async fn set_role(&self, node: &Node, role: Role) -> Result<(), WriteError> {
+    /// Sets a node's role (`docker node promote` / `demote`) and adds `label` (key, value)
+    /// in the same write, keeping the rest of its spec: the label records the change where
+    /// the next process finds it, atomically with the change itself.
+    pub async fn set_role(
+        &self,
+        node: &Node,
+        role: Role,
+        label: (&str, String),
+    ) -> Result<(), WriteError> {
+        let mut labels = node.labels.clone();
+        labels.insert(label.0.to_owned(), label.1);
         let spec = NodeSpec {
             name: node.spec_name.clone(),
-            labels: Some(node.labels.clone().into_iter().collect()),
+            labels: Some(labels.into_iter().collect()),
             role: Some(match role {
                 Role::Manager => NodeSpecRoleEnum::MANAGER,
                 Role::Worker => NodeSpecRoleEnum::WORKER,

@@ -46,6 +46,7 @@ pub(super) fn node(n: &models::Node) -> Node {
                 Some(models::Reachability::UNREACHABLE) => Reachability::Unreachable,
                 _ => Reachability::Unknown,
             },
+            addr: m.addr.clone().unwrap_or_default(),
         }),
         labels: labels(spec.labels),
         updated_at: n.updated_at.as_deref().and_then(timestamp),

@@ -5,7 +5,7 @@
 //! (`--once`) falls back on the nodes' own status timestamps.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::model::{Control, Node, NodeState, Snapshot, UpdateState};
 use crate::plan::PlacementFix;
@@ -21,6 +21,12 @@ pub struct Memory {
     alive_at: HashMap<String, SystemTime>,
     /// First observation of each node as Ready, reset when it is not.
     ready_since: HashMap<String, SystemTime>,
+    /// Ghost members of the last snapshot (Down, their raft address held by another live
+    /// member): the raft's "reachable" is no sign of life for them.
+    ghosts: HashSet<String>,
+    /// Nodes seen as raft members: one outside the raft now is an ex-member, not a
+    /// promotion that never joined.
+    members_seen: HashSet<String>,
     last_membership_change: Option<SystemTime>,
     /// Services swarm-warden added the placement constraint to.
     placement_fixes: HashMap<String, PlacementFix>,
@@ -140,8 +146,16 @@ impl Memory {
         }
         self.alive_at
             .retain(|id, _| snapshot.nodes.iter().any(|n| &n.id == id));
+        self.members_seen
+            .retain(|id| snapshot.nodes.iter().any(|n| &n.id == id));
+        self.ghosts = super::quorum::raft::ghost_ids(snapshot)
+            .into_iter()
+            .collect();
         for node in &snapshot.nodes {
-            if node.shows_life() {
+            if node.is_manager() {
+                self.members_seen.insert(node.id.clone());
+            }
+            if self.shows_life(node) {
                 self.alive_at.insert(node.id.clone(), now);
                 self.lifeless_since.remove(&node.id);
             } else {
@@ -267,12 +281,27 @@ impl Memory {
         self.leader.as_ref().and_then(|l| l.since)
     }
 
+    /// A sign of life: Ready, or a raft member the leader reaches, unless it is a ghost
+    /// (see [`super::quorum::raft`]).
+    fn shows_life(&self, node: &Node) -> bool {
+        node.shows_life() && !self.ghosts.contains(&node.id)
+    }
+
+    /// Whether `node` was seen as a raft member (by this process).
+    pub fn seen_as_member(&self, node: &Node) -> bool {
+        self.members_seen.contains(&node.id)
+    }
+
     /// Since when `node` has been without a sign of life, at the latest: the earlier of our
     /// own first lifeless observation and the node's last status change (when it is Down
     /// now, and only if that change is later than the last sign of life we saw). `None`
     /// when it shows life now.
-    pub fn lifeless_since(&self, node: &Node) -> Option<SystemTime> {
-        if node.shows_life() {
+    ///
+    /// The status time is stamped by the raft leader's clock, ours may differ: it counts
+    /// `skew` later than it says, so a clock up to `skew` ahead of the leader's never makes
+    /// a node lifeless for longer than our own observation would.
+    pub fn lifeless_since(&self, node: &Node, skew: Duration) -> Option<SystemTime> {
+        if self.shows_life(node) {
             return None;
         }
         // A status time from before the last sign of life we saw is stale: a reachable
@@ -281,11 +310,14 @@ impl Memory {
         let from_status = (node.state == NodeState::Down)
             .then_some(node.updated_at)
             .flatten()
-            .filter(|at| alive_at.is_none_or(|alive| *at > alive));
+            .filter(|at| alive_at.is_none_or(|alive| *at > alive))
+            .map(|at| at + skew);
         earliest(self.lifeless_since.get(&node.id).copied(), from_status)
     }
 
-    /// Since when `node` has been Ready, at the latest (same evidence rule).
+    /// Since when `node` has been Ready, at the latest (same evidence rule). Status times
+    /// count as they say here: a skewed clock can make a worker qualify for promotion
+    /// early, never make a manager dead.
     pub fn ready_since(&self, node: &Node) -> Option<SystemTime> {
         if node.state != NodeState::Ready {
             return None;
@@ -331,12 +363,18 @@ mod tests {
         dead.updated_at = Some(t(500));
         let mut snap = cluster(vec![manager("a", true), dead], t(300));
         memory.observe(&snap);
-        assert_eq!(memory.lifeless_since(&snap.nodes[1]), Some(t(300)));
+        assert_eq!(
+            memory.lifeless_since(&snap.nodes[1], Duration::ZERO),
+            Some(t(300))
+        );
         // A leader change re-marks it unknown then down: its timestamp moves, ours does not.
         snap.nodes[1].updated_at = Some(t(900));
         snap.observed_at = t(950);
         memory.observe(&snap);
-        assert_eq!(memory.lifeless_since(&snap.nodes[1]), Some(t(300)));
+        assert_eq!(
+            memory.lifeless_since(&snap.nodes[1], Duration::ZERO),
+            Some(t(300))
+        );
     }
 
     #[test]
@@ -357,8 +395,10 @@ mod tests {
         assert_eq!(snap.nodes[1].updated_at, Some(t(0)));
         snap.observed_at = t(300);
         memory.observe(&snap);
-        assert_eq!(memory.lifeless_since(&snap.nodes[1]), Some(t(300)));
-        let _ = Duration::ZERO;
+        assert_eq!(
+            memory.lifeless_since(&snap.nodes[1], Duration::ZERO),
+            Some(t(300))
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub use placement::{
     worker_set, Exemption, Hold, Locality, MountData, PlacementFix, PlacementStatus,
     ServicePlacement, ServiceRef, TaskOnManager, ALLOW_MANAGERS_LABEL, DATA_LABEL, SELF_LABEL,
 };
-pub use quorum::{can_remove_member, ClusterSummary};
+pub use quorum::{can_remove_member, ClusterSummary, DEMOTED_FOR_REMOVAL_LABEL, PROMOTED_AT_LABEL};
 
 use crate::config::Policy;
 use crate::model::Snapshot;
@@ -303,8 +303,30 @@ pub enum FindingKind {
     ManagersAboveDesired,
     /// A promotion is wanted but no worker qualifies.
     NoPromotionCandidate,
-    /// A node promoted to manager is Down without ever joining the raft.
-    PromotionStuck,
+    /// A promotion swarm-warden made never joined the raft: the node is role manager, no
+    /// raft member, and not Ready. SwarmKit cannot demote it back; it is left in place and
+    /// no other worker is promoted until it is resolved.
+    PromotionFailed,
+    /// A node in promotion (role manager, Ready, not yet a raft member): no other
+    /// membership change until it converges.
+    PromotionInProgress,
+    /// Role manager, no raft membership, not Ready, and not a promotion of swarm-warden's:
+    /// a manager `--force-new-cluster` left out (or someone else's failed promotion);
+    /// removed by ID once Down for `dead_after`.
+    ExManager,
+    /// A Down manager the raft calls reachable because a live manager holds its raft
+    /// address (a rebuilt host rejoined there): counted unreachable, removed by ID after
+    /// `dead_after`.
+    GhostManager,
+    /// A manager is Down while the raft calls it reachable, with no evidence either way:
+    /// counted unreachable, never removed on that alone.
+    ManagerStatusDisagrees,
+    /// Two node entries share a hostname (a rebuilt host rejoined under its old name).
+    DuplicateHostname,
+    /// A dead manager swarm-warden demoted is still in the node list (a process stopped
+    /// between the demotion and the `node rm`): the removal is finished, or, if the node is
+    /// Ready again, left alone and reported.
+    RemovalUnfinished,
     /// A workload service may run (or runs) on managers.
     WorkloadOnManager,
     /// A stack service lost the constraint swarm-warden added (a stack deploy overwrote it).
@@ -347,7 +369,13 @@ impl FindingKind {
             FindingKind::ManagersBelowDesired => "managers-below-desired",
             FindingKind::ManagersAboveDesired => "managers-above-desired",
             FindingKind::NoPromotionCandidate => "no-promotion-candidate",
-            FindingKind::PromotionStuck => "promotion-stuck",
+            FindingKind::PromotionFailed => "promotion-failed",
+            FindingKind::PromotionInProgress => "promotion-in-progress",
+            FindingKind::ExManager => "ex-manager",
+            FindingKind::GhostManager => "ghost-manager",
+            FindingKind::ManagerStatusDisagrees => "manager-status-disagrees",
+            FindingKind::DuplicateHostname => "duplicate-hostname",
+            FindingKind::RemovalUnfinished => "removal-unfinished",
             FindingKind::WorkloadOnManager => "workload-on-manager",
             FindingKind::StackDrift => "stack-drift",
             FindingKind::StatefulOnManager => "stateful-on-manager",
