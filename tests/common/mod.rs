@@ -222,3 +222,40 @@ pub fn teardown_leaving_nothing(lab: Lab) {
         paths.lab()
     );
 }
+
+/// A manager other than `except` that is not the leader.
+pub fn follower(t: &NodeTable, except: &[&str]) -> (String, String) {
+    let row = t
+        .managers()
+        .find(|m| !m.leader && !except.contains(&m.hostname.as_str()))
+        .unwrap_or_else(|| panic!("no follower besides {except:?}:\n{t}"));
+    (row.hostname.clone(), row.id.clone())
+}
+
+/// Polls the node table (every 500 ms) until `goal` holds, counting samples in which no
+/// manager could answer with a leader.
+pub async fn watch_until(
+    lab: &Lab,
+    what: &str,
+    timeout: Duration,
+    goal: impl Fn(&NodeTable) -> bool,
+) -> (NodeTable, Instant, usize) {
+    let start = Instant::now();
+    let mut leaderless = 0;
+    let mut last: String;
+    loop {
+        match lab.node_table().await {
+            Ok(t) if goal(&t) => return (t, Instant::now(), leaderless),
+            Ok(t) => last = t.to_string(),
+            Err(e) => {
+                leaderless += 1;
+                last = e.to_string();
+            }
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}; last:\n{last}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

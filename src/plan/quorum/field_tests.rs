@@ -340,3 +340,73 @@ fn down_but_reachable_and_down_and_unreachable_are_told_apart() {
     n.manager.as_mut().unwrap().reachability = Reachability::Unreachable;
     assert!(!n.is_down_but_reachable() && n.is_down_and_unreachable());
 }
+
+/// Two workers, three managers wanted; `web` is kept off managers and needs both workers.
+fn promotion_with(web: crate::model::Service) -> Plan {
+    let mut snap = cluster(
+        vec![
+            manager("m1", true),
+            manager("m2", false),
+            worker("w1"),
+            worker("w2"),
+        ],
+        t(100),
+    );
+    snap.tasks = ["w1", "w2"]
+        .iter()
+        .enumerate()
+        .map(|(i, w)| crate::model::Task {
+            id: format!("t{i}"),
+            service_id: web.id.clone(),
+            node_id: Some((*w).into()),
+            state: "running".into(),
+        })
+        .collect();
+    snap.services = vec![web];
+    plan_once(&snap, &policy(3))
+}
+
+fn kept_off(replicas: u64) -> crate::model::Service {
+    crate::model::Service {
+        id: "web".into(),
+        name: "web".into(),
+        constraints: vec!["node.role != manager".into()],
+        mode: crate::model::ServiceMode::Replicated { replicas },
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_promotion_that_breaks_max_replicas_per_node_of_a_kept_off_service_is_not_made() {
+    let mut web = kept_off(2);
+    web.max_replicas_per_node = 1;
+    let plan = promotion_with(web);
+    assert!(runnable(&plan).is_empty(), "{:#?}", plan.actions);
+    let why = findings(&plan, FindingKind::NoPromotionCandidate);
+    assert!(
+        why[0].message.contains("web would be stranded"),
+        "{}",
+        why[0].message
+    );
+    // With room for both replicas on one worker, the promotion goes ahead.
+    let mut web = kept_off(2);
+    web.max_replicas_per_node = 2;
+    assert_eq!(runnable(&promotion_with(web)).len(), 1);
+}
+
+#[test]
+fn a_promotion_that_leaves_a_host_mode_port_nowhere_to_bind_is_not_made() {
+    let mut web = kept_off(2);
+    web.host_ports = vec![crate::model::HostPort {
+        port: 80,
+        protocol: "tcp".into(),
+    }];
+    let plan = promotion_with(web);
+    assert!(runnable(&plan).is_empty(), "{:#?}", plan.actions);
+    let why = findings(&plan, FindingKind::NoPromotionCandidate);
+    assert!(
+        why[0].message.contains("web would be stranded"),
+        "{}",
+        why[0].message
+    );
+}
