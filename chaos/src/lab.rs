@@ -353,7 +353,9 @@ impl Lab {
     /// A rebuilt host: the node's processes are killed (as [`Lab::kill`] does), its Docker
     /// and swarm state wiped, and a fresh daemon on the same hostname and address joins the
     /// swarm with `role`, as a new swarm node (new node ID). The old node's entry stays in
-    /// the swarm, Down, as it does in the field when a host is reinstalled.
+    /// the swarm, Down, as it does in the field when a host is reinstalled. The old entry of
+    /// a manager stays a raft member, shown `reachable` (the new node answers on its
+    /// address) though it never votes, so it counts against quorum until it is demoted.
     pub async fn rebuild(&self, node: &str, role: Role) -> Result<NodeRecord> {
         let record = self.node(node)?;
         let rootfs = busybox_rootfs(&find_static_busybox()?)?;

@@ -206,6 +206,73 @@ async fn a_killed_manager_is_seen_down_and_unreachable_and_comes_back_after_rest
 }
 
 #[tokio::test]
+async fn a_rebuilt_manager_rejoins_under_a_new_id_and_leaves_its_old_entry_down() {
+    init_tracing();
+    let lab = Lab::start(LabSpec::new(3, 0)).await.expect("lab starts");
+    let before = lab.node_table().await.expect("table");
+    let old = before.node("m3").expect("m3").clone();
+
+    let record = lab.rebuild("m3", Role::Manager).await.expect("rebuild");
+    assert_eq!(record.addr.to_string(), old.addr, "same address");
+    assert_eq!(lab.node("m3").expect("record").role, Role::Manager);
+    let table = lab
+        .wait_for_nodes("old m3 Down, new m3 Ready and reachable", SEEN_DOWN, |t| {
+            let rows: Vec<_> = t.by_hostname("m3").collect();
+            rows.len() == 2
+                && rows.iter().any(|r| r.id == old.id && r.state == "down")
+                && rows.iter().any(|r| {
+                    r.id != old.id && r.is_ready() && (r.is_reachable_manager() || r.leader)
+                })
+        })
+        .await
+        .expect("rebuilt m3 seen");
+    let new = table.node("m3").expect("current m3");
+    assert_ne!(new.id, old.id, "a wiped host is a new swarm node");
+    assert_eq!(new.addr, old.addr);
+
+    let client = lab.client("m3").await.expect("client");
+    let info = client.info().await.expect("info");
+    assert_eq!(info.name.as_deref(), Some("m3"), "same hostname");
+    assert_eq!(
+        info.swarm.and_then(|s| s.node_id).as_deref(),
+        Some(new.id.as_str()),
+        "the daemon on m3 is the new node"
+    );
+    client
+        .inspect_image(BUSYBOX_IMAGE)
+        .await
+        .expect("busybox loaded on the rebuilt node");
+
+    teardown_leaving_nothing(lab);
+}
+
+#[tokio::test]
+async fn force_new_cluster_leaves_the_lost_managers_listed_outside_the_raft() {
+    init_tracing();
+    let lab = Lab::start(LabSpec::new(3, 0)).await.expect("lab starts");
+    lab.kill("m2").await.expect("kill m2");
+    lab.kill("m3").await.expect("kill m3");
+
+    lab.force_new_cluster("m1")
+        .await
+        .expect("force new cluster");
+    let table = lab
+        .wait_for_nodes("m1 sole leader of a new raft", SEEN_DOWN, |t| {
+            t.leader().is_some_and(|l| l.hostname == "m1")
+        })
+        .await
+        .expect("m1 leads");
+    for lost in ["m2", "m3"] {
+        let row = table.node(lost).expect("still listed");
+        assert!(row.is_manager(), "{lost} keeps its role:\n{table}");
+        assert_eq!(row.reachability, "", "{lost} is out of the raft:\n{table}");
+        assert!(!row.is_ready(), "{lost} is not ready:\n{table}");
+    }
+
+    teardown_leaving_nothing(lab);
+}
+
+#[tokio::test]
 async fn a_frozen_manager_goes_down_and_is_ready_again_after_thaw() {
     init_tracing();
     let lab = Lab::start(LabSpec::new(3, 0)).await.expect("lab starts");

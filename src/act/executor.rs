@@ -186,20 +186,20 @@ impl Executor {
             match outcome {
                 Ok(Some(detail)) => {
                     self.backoffs.succeeded(&key);
-                    tracing::info!(action = %entry.action, %detail, "Action done");
+                    tracing::info!(action = %entry.action, kind = entry.action.kind(), target = entry.action.target(), %detail, "Action done");
                     entry.status = ActionStatus::Done;
                     entry.detail = Some(detail);
                 }
                 Ok(None) => {} // blocked on re-check; the entry says why
                 Err(e @ ActError::RolledBack { .. }) => {
                     // No backoff: the planner holds the service while its rollback stands.
-                    tracing::warn!(action = %entry.action, error = %e, "Action rolled back");
+                    tracing::warn!(action = %entry.action, kind = entry.action.kind(), target = entry.action.target(), error = %e, "Action rolled back");
                     entry.status = ActionStatus::RolledBack;
                     entry.detail = Some(e.to_string());
                 }
                 Err(e) => {
                     let wait = self.backoffs.failed(&key, Instant::now());
-                    tracing::warn!(action = %entry.action, error = %e, retry_in = ?wait, "Action failed");
+                    tracing::warn!(action = %entry.action, kind = entry.action.kind(), target = entry.action.target(), error = %e, retry_in = ?wait, "Action failed");
                     entry.status = ActionStatus::Failed;
                     entry.detail = Some(format!(
                         "{e}; next attempt in {} at the earliest",
@@ -239,7 +239,9 @@ impl Executor {
                 return Ok(None);
             }
         }
-        tracing::info!(action = %entry.action, reason = %entry.reason, "Carrying out");
+        // `kind` and `target` (a node ID or service name) are for machines: the nemesis
+        // checker reads them from the JSON log.
+        tracing::info!(action = %entry.action, kind = entry.action.kind(), target = entry.action.target(), reason = %entry.reason, "Carrying out");
         match &entry.action {
             Action::RemoveDeadManager(n) | Action::PromoteWorker(n) => {
                 let Some(node) = fresh.nodes.iter().find(|x| x.id == n.id).cloned() else {
