@@ -99,6 +99,18 @@ pub(super) fn report(
                     node_ref(node)
                 ),
             ));
+        } else if node.state == NodeState::Unknown && !is_failed_promotion(node, memory) {
+            // Right after `--force-new-cluster` every other node is unknown (a leadership
+            // change) until its heartbeats fail; removable entries are Down.
+            plan.findings.push(Finding::new(
+                FindingKind::ExManager,
+                Severity::Warning,
+                &node.id,
+                format!(
+                    "Node {} has role manager but is no raft member, state unknown: a manager left out by `docker swarm init --force-new-cluster`, or a promotion (not swarm-warden's) that never joined. Its entry is removed by ID once it has been Down for managers.dead_after (it holds no raft seat).",
+                    node_ref(node)
+                ),
+            ));
         } else if is_failed_promotion(node, memory) {
             plan.findings.push(Finding::new(
                 FindingKind::PromotionFailed,

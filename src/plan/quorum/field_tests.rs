@@ -138,6 +138,16 @@ fn force_new_cluster_leftovers_are_ex_managers_removed_by_id_one_per_round_then_
 }
 
 #[test]
+fn right_after_force_new_cluster_the_unknown_ex_managers_are_reported_not_removed() {
+    let mut m2 = outside_raft("m2", 0);
+    m2.state = NodeState::Unknown;
+    let snap = cluster(vec![manager("m1", true), m2, worker("w1")], t(100_000));
+    let plan = plan_once(&snap, &policy(3));
+    assert_eq!(findings(&plan, FindingKind::ExManager).len(), 1);
+    assert!(runnable(&plan).is_empty(), "{:#?}", plan.actions);
+}
+
+#[test]
 fn an_ex_manager_down_for_less_than_dead_after_is_reported_not_removed() {
     let snap = cluster(
         vec![manager("m1", true), outside_raft("m2", 0), worker("w1")],
