@@ -31,6 +31,7 @@ pub mod image;
 mod lab;
 mod live;
 pub mod names;
+pub mod nemesis;
 mod net;
 pub mod partition;
 pub mod prometheus;

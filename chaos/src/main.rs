@@ -134,6 +134,34 @@ enum Cmd {
         name: Option<String>,
         node: String,
     },
+    /// A randomized fault campaign against swarm-warden on a fresh lab, then the checker
+    /// on its history; exit 1 on any violation. Same seed, same fault schedule.
+    Nemesis {
+        /// Seeds the fault schedule.
+        #[arg(long)]
+        seed: u64,
+        /// How long faults are applied (`90s`, `10m`); the final heal and the recovery
+        /// wait come after.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "3m")]
+        duration: std::time::Duration,
+        /// Managers at the start.
+        #[arg(long, default_value_t = 3)]
+        managers: usize,
+        /// Workers at the start.
+        #[arg(long, default_value_t = 3)]
+        workers: usize,
+        /// The swarm-warden binary (default: next to this one, else on PATH).
+        #[arg(long)]
+        warden: Option<PathBuf>,
+        /// Print the schedule the seed gives and exit (no lab).
+        #[arg(long)]
+        schedule_only: bool,
+    },
+    /// Run the nemesis checker on a history file again; exit 1 on any violation.
+    CheckHistory {
+        /// A `<lab>.history.jsonl` file.
+        file: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -278,6 +306,56 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::ForceNewCluster { name, node } => {
             open(&name)?.force_new_cluster(&node).await?;
             println!("{node} forced a new cluster.");
+        }
+        Cmd::Nemesis {
+            seed,
+            duration,
+            managers,
+            workers,
+            warden,
+            schedule_only,
+        } => {
+            use swarm_chaos::nemesis;
+            if schedule_only {
+                for episode in nemesis::schedule_for(seed, duration) {
+                    println!("{}", serde_json::to_string(&episode)?);
+                }
+                return Ok(());
+            }
+            let warden = warden.or_else(swarm_chaos::demo::find_warden).context(
+                "swarm-warden binary not found next to swarm-chaos or on PATH: build it (cargo build --workspace) or pass --warden",
+            )?;
+            let outcome = nemesis::run(&nemesis::NemesisSpec {
+                seed,
+                duration,
+                managers,
+                workers,
+                warden,
+                root: root.clone(),
+            })
+            .await?;
+            println!(
+                "seed {seed}, {} episodes over {}; history {}",
+                outcome.schedule.len(),
+                humantime::format_duration(duration),
+                outcome.history.display()
+            );
+            print!("{}", outcome.report);
+            anyhow::ensure!(
+                outcome.report.violations.is_empty(),
+                "{} violation(s); replay the schedule with --seed {seed}",
+                outcome.report.violations.len()
+            );
+        }
+        Cmd::CheckHistory { file } => {
+            let entries = swarm_chaos::nemesis::history::read(&file)?;
+            let report = swarm_chaos::nemesis::check::check(&entries);
+            print!("{report}");
+            anyhow::ensure!(
+                report.violations.is_empty(),
+                "{} violation(s)",
+                report.violations.len()
+            );
         }
     }
     Ok(())

@@ -1,0 +1,188 @@
+//! swarm-warden as the nemesis runs it: a child process whose JSON log is read as it is
+//! written, each action stamped by the nemesis' clock into the history.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::history::{Event, History};
+use crate::error::{LabError, Result};
+use crate::Lab;
+
+/// A running swarm-warden.
+pub struct WardenProcess {
+    child: Child,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl WardenProcess {
+    /// Starts `binary run --config policy` against `on`'s Docker API, its clock
+    /// `clock_offset_s` off through `faketime` (without `faketime`, on the true clock).
+    pub fn start(
+        lab: &Lab,
+        binary: &Path,
+        policy: &Path,
+        on: &str,
+        clock_offset_s: i64,
+        history: &History,
+        raw_log: &Path,
+    ) -> Result<Self> {
+        let faketime = (clock_offset_s != 0).then(find_faketime).flatten();
+        let mut command = match &faketime {
+            Some(faketime) => {
+                let mut c = Command::new(faketime);
+                c.arg("-f").arg(format!("{clock_offset_s:+}s")).arg(binary);
+                // Shift the wall clock only: tokio's timers stay on the true monotonic one.
+                c.env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+                c
+            }
+            None => Command::new(binary),
+        };
+        let mut child = command
+            .arg("run")
+            .arg("--config")
+            .arg(policy)
+            .env("DOCKER_HOST", lab.docker_host(on)?)
+            .env("LOG_FORMAT", "json")
+            .env("LOG_LEVEL", "swarm_warden=info")
+            .env("NO_COLOR", "1")
+            // Any free port: the nemesis may run beside tests.
+            .env("SWARM_WARDEN_HTTP_LISTEN", "127.0.0.1:0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| LabError::Command {
+                command: binary.display().to_string(),
+                detail: format!("could not start: {e}"),
+            })?;
+        let offset = if faketime.is_some() { clock_offset_s } else { 0 };
+        history.record(Event::WardenStart {
+            on: on.to_owned(),
+            clock_offset_s: offset,
+        });
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        let raw = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(raw_log)
+            .map_err(LabError::io("open", raw_log))?;
+        let (history, on) = (history.clone(), on.to_owned());
+        let reader = std::thread::spawn(move || {
+            let mut raw = raw;
+            // stderr carries nothing the checker needs; it is kept in the raw log.
+            let err_raw = raw.try_clone().ok();
+            let err_thread = stderr.map(|stderr| {
+                std::thread::spawn(move || {
+                    let mut out = err_raw;
+                    for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+                        if let Some(out) = out.as_mut() {
+                            let _ = writeln!(out, "{line}");
+                        }
+                    }
+                })
+            });
+            if let Some(stdout) = stdout {
+                for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+                    let _ = writeln!(raw, "{line}");
+                    if let Some(event) = action_event(&line, &on) {
+                        history.record(event);
+                    }
+                }
+            }
+            if let Some(t) = err_thread {
+                let _ = t.join();
+            }
+        });
+        Ok(Self {
+            child,
+            reader: Some(reader),
+        })
+    }
+
+    /// Stops it: SIGTERM (a graceful stop releases the lease), or SIGKILL when `crash`.
+    pub fn stop(mut self, crash: bool, history: &History) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap_or(0));
+        let signal = if crash {
+            nix::sys::signal::Signal::SIGKILL
+        } else {
+            nix::sys::signal::Signal::SIGTERM
+        };
+        let _ = nix::sys::signal::kill(pid, signal);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        history.record(Event::WardenStop { crash });
+    }
+}
+
+impl Drop for WardenProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An action event from one line of swarm-warden's JSON log (its `kind` and `target`
+/// fields), if the line is one.
+pub fn action_event(line: &str, on: &str) -> Option<Event> {
+    let json: serde_json::Value = serde_json::from_str(line).ok()?;
+    let fields = &json["fields"];
+    let phase = match fields["message"].as_str()? {
+        "Carrying out" => "started",
+        "Action done" => "done",
+        "Action failed" => "failed",
+        "Action rolled back" => "rolled-back",
+        _ => return None,
+    };
+    let text = |key: &str| fields[key].as_str().unwrap_or_default().to_owned();
+    Some(Event::Action {
+        phase: phase.to_owned(),
+        kind: text("kind"),
+        target: text("target"),
+        on: on.to_owned(),
+        detail: [text("reason"), text("detail"), text("error")].concat(),
+    })
+}
+
+/// `faketime` on PATH (Debian's `faketime` package).
+pub fn find_faketime() -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("faketime"))
+            .find(|p| p.is_file())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn action_lines_of_the_json_log_become_action_events() {
+        let line = r#"{"timestamp":"2026-11-30T09:00:00Z","level":"INFO","fields":{"message":"Carrying out","action":"promote w1","kind":"promote-worker","target":"abc123","reason":"below desired"}}"#;
+        assert_eq!(
+            action_event(line, "m1"),
+            Some(Event::Action {
+                phase: "started".into(),
+                kind: "promote-worker".into(),
+                target: "abc123".into(),
+                on: "m1".into(),
+                detail: "below desired".into(),
+            })
+        );
+        assert_eq!(action_event(r#"{"fields":{"message":"Reconciled"}}"#, "m1"), None);
+        assert_eq!(action_event("not json", "m1"), None);
+    }
+}
