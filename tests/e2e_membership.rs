@@ -259,7 +259,10 @@ async fn a_rebuilt_manager_on_its_old_address_leaves_a_ghost_that_is_removed_by_
     let warden = Warden::start(&lab, "m1", &policy, &[]);
     // While the ghost is there, every report counts it out.
     let kinds = report_kinds(&lab, "m1", &policy);
-    assert!(kinds.iter().any(|k| k == "duplicate-hostname"), "{kinds:?}");
+    assert!(
+        kinds.iter().any(|k| k == "ghost-manager") && kinds.iter().any(|k| k == "duplicate-hostname"),
+        "{kinds:?}"
+    );
 
     let (t, _, _) = watch_until(&lab, "the old m3 removed", Duration::from_secs(120), |t| {
         t.rows.iter().all(|r| r.id != old)

@@ -70,29 +70,25 @@ impl WardenProcess {
             .open(raw_log)
             .map_err(LabError::io("open", raw_log))?;
         let (history, on) = (history.clone(), on.to_owned());
-        let reader = std::thread::spawn(move || {
-            let mut raw = raw;
-            // stderr carries nothing the checker needs; it is kept in the raw log.
-            let err_raw = raw.try_clone().ok();
-            let err_thread = stderr.map(|stderr| {
-                std::thread::spawn(move || {
-                    let mut out = err_raw;
-                    for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
-                        if let Some(out) = out.as_mut() {
-                            let _ = writeln!(out, "{line}");
-                        }
-                    }
-                })
-            });
-            if let Some(stdout) = stdout {
-                for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+        // swarm-warden logs to stderr (stdout is for reports): both streams are read the
+        // same way, each line kept in the raw log and, if it is an action, recorded.
+        let follow = move |stream: Box<dyn std::io::Read + Send>, raw: std::fs::File| {
+            let (history, on) = (history.clone(), on.clone());
+            std::thread::spawn(move || {
+                let mut raw = raw;
+                for line in BufReader::new(stream).lines().map_while(|l| l.ok()) {
                     let _ = writeln!(raw, "{line}");
                     if let Some(event) = action_event(&line, &on) {
                         history.record(event);
                     }
                 }
-            }
-            if let Some(t) = err_thread {
+            })
+        };
+        let err_raw = raw.try_clone().map_err(LabError::io("open", raw_log))?;
+        let out_thread = stdout.map(|s| follow(Box::new(s), raw));
+        let err_thread = stderr.map(|s| follow(Box::new(s), err_raw));
+        let reader = std::thread::spawn(move || {
+            for t in [out_thread, err_thread].into_iter().flatten() {
                 let _ = t.join();
             }
         });
