@@ -140,15 +140,13 @@ async fn a_removal_left_half_done_is_finished_by_the_next_process() {
     .await;
     // What a swarm-warden stopped between its two writes leaves: one write demotes and
     // labels (here two, by hand), the `node rm` never comes.
+    let label = format!(
+        "swarm-warden.demoted-for-removal-at={}",
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+    );
     for args in [
         vec!["node", "demote", m3.as_str()],
-        vec![
-            "node",
-            "update",
-            "--label-add",
-            "swarm-warden.demoted-for-removal-at=2026-11-30T09:00:00Z",
-            m3.as_str(),
-        ],
+        vec!["node", "update", "--label-add", label.as_str(), m3.as_str()],
     ] {
         docker_on(&lab, "m1", &args);
     }
@@ -176,13 +174,18 @@ async fn a_removal_left_half_done_is_finished_by_the_next_process() {
 }
 
 /// After `docker swarm init --force-new-cluster` on m1, m2 and m3 stay in the node list
-/// with role manager and no raft membership. They are removed by ID once Down for
-/// dead_after, then managers.desired is restored one promotion at a time. Before the fix
-/// they were reported as workers and stayed for ever.
+/// with role manager and no raft membership. A swarm-warden that saw them in the raft
+/// removes them by ID once Down for dead_after, then restores managers.desired one
+/// promotion at a time. Before the fix they were reported as workers and stayed for ever.
 #[tokio::test]
 async fn force_new_cluster_leftovers_are_removed_by_id_and_the_managers_restored() {
     init_tracing();
     let lab = Lab::start(LabSpec::new(3, 2)).await.expect("lab");
+    let policy = policy_file(&lab, &fast_policy(""));
+    // swarm-warden runs on m1 throughout: it saw m2 and m3 as raft members, which is what
+    // lets it remove their entries later (a fresh process only reports them).
+    let warden = Warden::start(&lab, "m1", &policy, &[]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
     lab.kill("m2").await.expect("kill m2");
     lab.kill("m3").await.expect("kill m3");
     lab.force_new_cluster("m1")
@@ -201,7 +204,7 @@ async fn force_new_cluster_leftovers_are_removed_by_id_and_the_managers_restored
         .filter(|r| r.hostname == "m2" || r.hostname == "m3")
         .map(|r| r.id.clone())
         .collect();
-    let policy = policy_file(&lab, &fast_policy(""));
+    // A fresh report never saw them as members: it reports them, nothing more.
     let kinds = report_kinds(&lab, "m1", &policy);
     assert_eq!(
         kinds.iter().filter(|k| *k == "ex-manager").count(),
@@ -209,7 +212,6 @@ async fn force_new_cluster_leftovers_are_removed_by_id_and_the_managers_restored
         "{kinds:?}"
     );
 
-    let warden = Warden::start(&lab, "m1", &policy, &[]);
     let (t, _, _) = watch_until(
         &lab,
         "leftovers removed and 3 reachable managers",
@@ -260,7 +262,8 @@ async fn a_rebuilt_manager_on_its_old_address_leaves_a_ghost_that_is_removed_by_
     // While the ghost is there, every report counts it out.
     let kinds = report_kinds(&lab, "m1", &policy);
     assert!(
-        kinds.iter().any(|k| k == "ghost-manager") && kinds.iter().any(|k| k == "duplicate-hostname"),
+        kinds.iter().any(|k| k == "ghost-manager")
+            && kinds.iter().any(|k| k == "duplicate-hostname"),
         "{kinds:?}"
     );
 

@@ -373,12 +373,21 @@ impl Executor {
             |s| s.nodes.iter().all(|n| n.id != id),
         )
         .await?;
-        Ok(format!(
-            "Demoted {}; it left the raft after {:.1}s and was removed after {:.1}s.",
-            node.hostname,
-            left_after.as_secs_f64(),
-            start.elapsed().as_secs_f64()
-        ))
+        Ok(if node.is_manager() {
+            format!(
+                "Demoted {}; it left the raft after {:.1}s and was removed after {:.1}s.",
+                node.hostname,
+                left_after.as_secs_f64(),
+                start.elapsed().as_secs_f64()
+            )
+        } else {
+            format!(
+                "Removed the entry {} of {} (no raft member) after {:.1}s.",
+                node.id,
+                node.hostname,
+                start.elapsed().as_secs_f64()
+            )
+        })
     }
 
     async fn promote(&self, node: &Node, policy: &Policy) -> Result<String, ActError> {
@@ -396,6 +405,11 @@ impl Executor {
             },
         )
         .await?;
+        // The label marks a promotion in flight; once it has converged it would only
+        // mislead a later process (an ex-manager is not a failed promotion).
+        if let Err(e) = self.writer.remove_label(&node.id, PROMOTED_AT_LABEL).await {
+            tracing::warn!(node = %node.id, error = %e, "Could not clear the promotion label");
+        }
         Ok(format!(
             "Promoted {}; reachable manager after {:.1}s.",
             node.hostname,
@@ -460,7 +474,7 @@ fn manager_ids(snapshot: &Snapshot) -> Vec<String> {
 fn describe(action: &Action) -> String {
     match action {
         Action::RemoveDeadManager(n) => {
-            format!("demote {n} if it is a raft member (labelled {DEMOTED_FOR_REMOVAL_LABEL}), wait until it has left the raft, then docker node rm --force it by ID")
+            format!("demote {n} if it is a raft member (labelled {DEMOTED_FOR_REMOVAL_LABEL}), wait until it has left the raft, then docker node rm it by ID (refused if it is Ready)")
         }
         Action::PromoteWorker(n) => {
             format!("promote {n} to manager (labelled {PROMOTED_AT_LABEL}) and wait until it is reachable")

@@ -185,13 +185,46 @@ impl Writer {
             })
     }
 
-    /// Removes a node from the swarm (`docker node rm --force`).
+    /// Removes a node from the swarm by ID (`docker node rm`, without `--force`): SwarmKit
+    /// refuses a node that is Ready, in the same store transaction, so a host that came
+    /// back since the last read is never removed. Every entry swarm-warden removes is Down
+    /// or Disconnected, and out of the raft.
     pub async fn remove_node(&self, node: &Node) -> Result<(), WriteError> {
         self.docker
-            .delete_node(&node.id, Some(DeleteNodeOptions { force: true }))
+            .delete_node(&node.id, Some(DeleteNodeOptions { force: false }))
             .await
             .map_err(|e| WriteError {
-                what: format!("node rm --force {}", node.hostname),
+                what: format!("node rm {} ({})", node.id, node.hostname),
+                message: message(&e),
+            })
+    }
+
+    /// Removes one label from a node, keeping the rest of its spec (version-checked).
+    pub async fn remove_label(&self, node_id: &str, key: &str) -> Result<(), WriteError> {
+        let what = format!("node update --label-rm {key} {node_id}");
+        let current = self
+            .docker
+            .inspect_node(node_id)
+            .await
+            .map_err(|e| WriteError {
+                what: what.clone(),
+                message: message(&e),
+            })?;
+        let Some(mut spec) = current.spec else {
+            return Ok(());
+        };
+        if let Some(labels) = spec.labels.as_mut() {
+            if labels.remove(key).is_none() {
+                return Ok(());
+            }
+        }
+        let version = current.version.and_then(|v| v.index).unwrap_or(0);
+        let version = i64::try_from(version).unwrap_or(i64::MAX);
+        self.docker
+            .update_node(node_id, spec, UpdateNodeOptions { version })
+            .await
+            .map_err(|e| WriteError {
+                what,
                 message: message(&e),
             })
     }

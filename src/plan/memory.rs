@@ -287,6 +287,11 @@ impl Memory {
         node.shows_life() && !self.ghosts.contains(&node.id)
     }
 
+    /// When this process last saw `node` show a sign of life, if it did.
+    pub fn alive_at(&self, node: &Node) -> Option<SystemTime> {
+        self.alive_at.get(&node.id).copied()
+    }
+
     /// Whether `node` was seen as a raft member (by this process).
     pub fn seen_as_member(&self, node: &Node) -> bool {
         self.members_seen.contains(&node.id)

@@ -104,7 +104,13 @@ impl fmt::Display for Report {
         } else {
             writeln!(f, "violations: {}", self.violations.len())?;
             for v in &self.violations {
-                writeln!(f, "  {:>8.1}s {}: {}", v.t_ms as f64 / 1000.0, v.rule, v.detail)?;
+                writeln!(
+                    f,
+                    "  {:>8.1}s {}: {}",
+                    v.t_ms as f64 / 1000.0,
+                    v.rule,
+                    v.detail
+                )?;
             }
             Ok(())
         }
@@ -123,7 +129,12 @@ struct Clocks {
 
 impl Clocks {
     fn restore_bound(&self) -> u64 {
-        restore_bound_ms(self.desired, self.dead_after, self.leader_settle, self.stabilization)
+        restore_bound_ms(
+            self.desired,
+            self.dead_after,
+            self.leader_settle,
+            self.stabilization,
+        )
     }
 }
 
@@ -131,7 +142,12 @@ impl Clocks {
 /// leader settles, every entry left dead is removed (dead_after twice over: status times
 /// count dead_after late), then promotions one per stabilization, each allowed a
 /// 30 s convergence wait, twice over (a removal per promotion), plus a minute.
-pub fn restore_bound_ms(desired: usize, dead_after: u64, leader_settle: u64, stabilization: u64) -> u64 {
+pub fn restore_bound_ms(
+    desired: usize,
+    dead_after: u64,
+    leader_settle: u64,
+    stabilization: u64,
+) -> u64 {
     let desired = u64::try_from(desired).unwrap_or(7);
     leader_settle + 2 * dead_after + 2 * desired * (stabilization + 30_000) + 60_000
 }
@@ -161,7 +177,10 @@ impl Truth {
             match &e.event {
                 Event::Table { rows } => {
                     for r in rows {
-                        truth.hostnames.entry(r.id.clone()).or_insert(r.hostname.clone());
+                        truth
+                            .hostnames
+                            .entry(r.id.clone())
+                            .or_insert(r.hostname.clone());
                     }
                 }
                 Event::Fault { fault, nodes, .. } => {
@@ -365,7 +384,10 @@ pub fn check(entries: &[Entry]) -> Report {
         if truth.impaired_throughout(s.on, s.t.saturating_sub(GRACE_MS), s.t) {
             violate(
                 "write-without-majority",
-                format!("{} {} started while its manager {} was cut off or down", s.kind, s.target, s.on),
+                format!(
+                    "{} {} started while its manager {} was cut off or down",
+                    s.kind, s.target, s.on
+                ),
             );
         }
         if !membership(s.kind) {
@@ -375,7 +397,8 @@ pub fn check(entries: &[Entry]) -> Report {
         if s.kind == "remove-dead-manager" {
             // Only an entry whose host has been out for dead_after: never a live one,
             // never one out for less.
-            let since = s.t.saturating_sub(clocks.dead_after.saturating_sub(SLACK_MS));
+            let since =
+                s.t.saturating_sub(clocks.dead_after.saturating_sub(SLACK_MS));
             let ghost_since = truth.superseded.get(s.target).copied();
             let dead_long_enough = match ghost_since {
                 Some(at) => at <= since,

@@ -200,11 +200,13 @@ pub fn read(path: &Path) -> Result<Vec<Entry>> {
         if line.trim().is_empty() {
             continue;
         }
-        let entry = serde_json::from_str(&line).map_err(|e| LabError::Usage(format!(
-            "{}:{}: not a history entry: {e}",
-            path.display(),
-            i + 1
-        )))?;
+        let entry = serde_json::from_str(&line).map_err(|e| {
+            LabError::Usage(format!(
+                "{}:{}: not a history entry: {e}",
+                path.display(),
+                i + 1
+            ))
+        })?;
         entries.push(entry);
     }
     Ok(entries)

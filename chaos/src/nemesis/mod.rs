@@ -99,10 +99,13 @@ impl Broken {
 /// Runs a campaign: lab up, swarm-warden on, faults, final heal, recovery, checker, lab
 /// down. The lab is torn down even when the campaign fails; the history stays.
 pub async fn run(spec: &NemesisSpec) -> Result<Outcome> {
-    let name = LabName::new(&format!("nem{}-{}", spec.seed % 10_000, std::process::id() % 100_000))?;
-    let lab = Arc::new(
-        Lab::start(LabSpec::new(spec.managers, spec.workers).named(name.clone())).await?,
-    );
+    let name = LabName::new(&format!(
+        "nem{}-{}",
+        spec.seed % 10_000,
+        std::process::id() % 100_000
+    ))?;
+    let lab =
+        Arc::new(Lab::start(LabSpec::new(spec.managers, spec.workers).named(name.clone())).await?);
     let history_path = spec.root.join(format!("{name}.history.jsonl"));
     let history = History::create(&history_path)?;
     let schedule = schedule_for(spec.seed, spec.duration);
@@ -126,7 +129,8 @@ pub async fn run(spec: &NemesisSpec) -> Result<Outcome> {
     history.record(Event::End);
     poller.abort();
     let _ = poller.await;
-    let lab = Arc::try_unwrap(lab).map_err(|_| LabError::Usage("the lab is still shared".into()))?;
+    let lab =
+        Arc::try_unwrap(lab).map_err(|_| LabError::Usage("the lab is still shared".into()))?;
     lab.teardown()?;
     result?;
     let entries = history::read(&history_path)?;
@@ -173,7 +177,7 @@ async fn campaign(
                 continue;
             };
             if let Some(w) = warden.take() {
-                w.stop(crash, history);
+                w.stop(crash, history).await;
             }
             warden = Some(WardenProcess::start(
                 lab,
@@ -219,7 +223,7 @@ async fn campaign(
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     if let Some(w) = warden.take() {
-        w.stop(false, history);
+        w.stop(false, history).await;
     }
     Ok(())
 }
@@ -325,7 +329,10 @@ async fn apply(
                     broken.cut.insert(host.clone());
                 }
             }
-            fault(vec![host.clone()], format!("for {}s", episode.hold.as_secs()));
+            fault(
+                vec![host.clone()],
+                format!("for {}s", episode.hold.as_secs()),
+            );
             tokio::time::sleep(episode.hold).await;
             match &episode.fault {
                 Fault::Kill { .. } => {
@@ -370,7 +377,11 @@ async fn apply(
             broken.cut.extend(minority.iter().cloned());
             fault(
                 minority.clone(),
-                format!("managers {} cut off from the rest for {}s", minority.join(","), episode.hold.as_secs()),
+                format!(
+                    "managers {} cut off from the rest for {}s",
+                    minority.join(","),
+                    episode.hold.as_secs()
+                ),
             );
             tokio::time::sleep(episode.hold).await;
             broken.cut.clear();
@@ -439,8 +450,15 @@ async fn final_heal(lab: &Lab, history: &History, broken: &mut Broken) {
         history.record(Event::Operator {
             detail: format!(
                 "{host} is not serving (entries {:?}): rebuilt as a worker{}",
-                entries.iter().map(|r| format!("{} {} {}", r.id, r.role, r.state)).collect::<Vec<_>>(),
-                if stranded.is_empty() { String::new() } else { format!(", stranded entries {stranded:?} removed") }
+                entries
+                    .iter()
+                    .map(|r| format!("{} {} {}", r.id, r.role, r.state))
+                    .collect::<Vec<_>>(),
+                if stranded.is_empty() {
+                    String::new()
+                } else {
+                    format!(", stranded entries {stranded:?} removed")
+                }
             ),
             nodes: vec![host.clone()],
         });

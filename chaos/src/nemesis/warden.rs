@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,13 +13,15 @@ use crate::Lab;
 
 /// A running swarm-warden.
 pub struct WardenProcess {
-    child: Child,
+    child: Option<Child>,
     reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl WardenProcess {
     /// Starts `binary run --config policy` against `on`'s Docker API, its clock
-    /// `clock_offset_s` off through `faketime` (without `faketime`, on the true clock).
+    /// `clock_offset_s` off through libfaketime (without it, on the true clock). The
+    /// library is preloaded into swarm-warden itself, not through the `faketime` wrapper,
+    /// which forks: the child must be swarm-warden, so that stopping it stops it.
     pub fn start(
         lab: &Lab,
         binary: &Path,
@@ -28,17 +31,15 @@ impl WardenProcess {
         history: &History,
         raw_log: &Path,
     ) -> Result<Self> {
-        let faketime = (clock_offset_s != 0).then(find_faketime).flatten();
-        let mut command = match &faketime {
-            Some(faketime) => {
-                let mut c = Command::new(faketime);
-                c.arg("-f").arg(format!("{clock_offset_s:+}s")).arg(binary);
+        let faketime = (clock_offset_s != 0).then(find_libfaketime).flatten();
+        let mut command = Command::new(binary);
+        if let Some(lib) = &faketime {
+            command
+                .env("LD_PRELOAD", lib)
+                .env("FAKETIME", format!("{clock_offset_s:+}"))
                 // Shift the wall clock only: tokio's timers stay on the true monotonic one.
-                c.env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
-                c
-            }
-            None => Command::new(binary),
-        };
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        }
         let mut child = command
             .arg("run")
             .arg("--config")
@@ -52,12 +53,18 @@ impl WardenProcess {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Its own process group: a stop reaches whatever it started, too.
+            .process_group(0)
             .spawn()
             .map_err(|e| LabError::Command {
                 command: binary.display().to_string(),
                 detail: format!("could not start: {e}"),
             })?;
-        let offset = if faketime.is_some() { clock_offset_s } else { 0 };
+        let offset = if faketime.is_some() {
+            clock_offset_s
+        } else {
+            0
+        };
         history.record(Event::WardenStart {
             on: on.to_owned(),
             clock_offset_s: offset,
@@ -93,31 +100,35 @@ impl WardenProcess {
             }
         });
         Ok(Self {
-            child,
+            child: Some(child),
             reader: Some(reader),
         })
     }
 
-    /// Stops it: SIGTERM (a graceful stop releases the lease), or SIGKILL when `crash`.
-    pub fn stop(mut self, crash: bool, history: &History) {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap_or(0));
-        let signal = if crash {
-            nix::sys::signal::Signal::SIGKILL
-        } else {
-            nix::sys::signal::Signal::SIGTERM
-        };
-        let _ = nix::sys::signal::kill(pid, signal);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
+    /// Stops it: SIGTERM to its process group (a graceful stop releases the lease), or
+    /// SIGKILL when `crash`; SIGKILL anyway after 20 s. Waits without blocking the
+    /// runtime (the table poller goes on).
+    pub async fn stop(mut self, crash: bool, history: &History) {
+        if let Some(mut child) = self.child.take() {
+            let group = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(0));
+            let signal = if crash {
+                nix::sys::signal::Signal::SIGKILL
+            } else {
+                nix::sys::signal::Signal::SIGTERM
+            };
+            let _ = nix::sys::signal::killpg(group, signal);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            std::thread::sleep(Duration::from_millis(100));
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+            let _ = child.wait();
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
+            let _ = tokio::task::spawn_blocking(move || reader.join()).await;
         }
         history.record(Event::WardenStop { crash });
     }
@@ -125,8 +136,11 @@ impl WardenProcess {
 
 impl Drop for WardenProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(mut child) = self.child.take() {
+            let group = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(0));
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+            let _ = child.wait();
+        }
     }
 }
 
@@ -152,13 +166,20 @@ pub fn action_event(line: &str, on: &str) -> Option<Event> {
     })
 }
 
-/// `faketime` on PATH (Debian's `faketime` package).
-pub fn find_faketime() -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|d| d.join("faketime"))
-            .find(|p| p.is_file())
-    })
+/// libfaketime (Debian's `faketime` package), or `FAKETIME_LIB`.
+pub fn find_libfaketime() -> Option<PathBuf> {
+    std::env::var_os("FAKETIME_LIB")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(
+            [
+                "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+                "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+                "/usr/lib/faketime/libfaketime.so.1",
+            ]
+            .map(PathBuf::from),
+        )
+        .find(|p| p.is_file())
 }
 
 #[cfg(test)]
@@ -178,7 +199,10 @@ mod tests {
                 detail: "below desired".into(),
             })
         );
-        assert_eq!(action_event(r#"{"fields":{"message":"Reconciled"}}"#, "m1"), None);
+        assert_eq!(
+            action_event(r#"{"fields":{"message":"Reconciled"}}"#, "m1"),
+            None
+        );
         assert_eq!(action_event("not json", "m1"), None);
     }
 }

@@ -5,10 +5,13 @@
 
 use std::collections::BTreeMap;
 
+use std::time::SystemTime;
+
 use super::raft::{RaftView, DEMOTED_FOR_REMOVAL_LABEL, PROMOTED_AT_LABEL};
 use super::{node_ref, short_id};
+use crate::config::ManagerPolicy;
 use crate::model::{Node, NodeState};
-use crate::plan::{Finding, FindingKind, Memory, Plan, Severity};
+use crate::plan::{human, Finding, FindingKind, Memory, Plan, Severity};
 
 /// What an entry that may be removed is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,18 +33,68 @@ impl Gone {
     }
 }
 
-/// A promotion of ours that never joined the raft: outside the raft, not Ready, labelled
-/// by our promotion, and never seen as a member by this process.
-pub(super) fn is_failed_promotion(node: &Node, memory: &Memory) -> bool {
+/// A time a node label carries (RFC 3339, written by swarm-warden's clock).
+pub(super) fn label_time(node: &Node, key: &str) -> Option<SystemTime> {
+    node.label(key)
+        .and_then(|v| humantime::parse_rfc3339_weak(v).ok())
+}
+
+/// A promotion of ours that never joined the raft: outside the raft, labelled by our
+/// promotion more than `convergence_timeout` ago (an unreadable time counts as long ago),
+/// and never seen as a member by this process. Ready or not: a promotion Ready for that
+/// long without joining has failed too.
+pub(super) fn is_failed_promotion(
+    node: &Node,
+    memory: &Memory,
+    policy: &ManagerPolicy,
+    now: SystemTime,
+) -> bool {
     node.is_manager_outside_raft()
-        && node.state != NodeState::Ready
         && node.label(PROMOTED_AT_LABEL).is_some()
         && !memory.seen_as_member(node)
+        && label_time(node, PROMOTED_AT_LABEL).is_none_or(|at| {
+            now.duration_since(at).unwrap_or_default() >= policy.convergence_timeout
+        })
+}
+
+/// A promotion under way: outside the raft and Ready, or ours and still within
+/// `convergence_timeout` of it. Every membership change waits for it.
+pub(super) fn is_promotion_in_progress(
+    node: &Node,
+    memory: &Memory,
+    policy: &ManagerPolicy,
+    now: SystemTime,
+) -> bool {
+    node.is_manager_outside_raft()
+        && !is_failed_promotion(node, memory, policy, now)
+        && !memory.seen_as_member(node)
+        && (node.state == NodeState::Ready || node.label(PROMOTED_AT_LABEL).is_some())
+}
+
+/// A removal of ours left half done that may be finished: the node has shown no life
+/// since the demotion, as far as anyone can tell (this process saw none, and its status
+/// has not changed since the demotion settled: `convergence_timeout`, plus `dead_after`
+/// for the clocks). Otherwise the label is stale (the host came back, as a worker) and the
+/// node is only reported.
+fn is_finishable(node: &Node, memory: &Memory, policy: &ManagerPolicy) -> bool {
+    let Some(demoted) = label_time(node, DEMOTED_FOR_REMOVAL_LABEL) else {
+        return false;
+    };
+    let settled = demoted + policy.convergence_timeout + policy.dead_after;
+    memory.alive_at(node).is_none_or(|alive| alive <= demoted)
+        && node.updated_at.is_none_or(|at| at <= settled)
 }
 
 /// The entries that may be removed once lifeless for `dead_after`, with what they are.
-/// Members whose signals merely disagree and failed promotions are never among them.
-pub(super) fn removable<'a>(view: &RaftView<'a>, memory: &Memory) -> Vec<(&'a Node, Gone)> {
+/// Never among them: members whose signals merely disagree, failed promotions, nodes
+/// outside the raft this process never saw as members (someone else's promotion, or an
+/// ex-manager a fresh process cannot tell from one: reported only), and half-done
+/// removals whose node has shown life since.
+pub(super) fn removable<'a>(
+    view: &RaftView<'a>,
+    memory: &Memory,
+    policy: &ManagerPolicy,
+) -> Vec<(&'a Node, Gone)> {
     let mut gone: Vec<(&Node, Gone)> = view
         .members
         .iter()
@@ -52,13 +105,13 @@ pub(super) fn removable<'a>(view: &RaftView<'a>, memory: &Memory) -> Vec<(&'a No
     gone.extend(
         view.outside
             .iter()
-            .filter(|n| is_down(n) && !is_failed_promotion(n, memory))
+            .filter(|n| is_down(n) && memory.seen_as_member(n))
             .map(|n| (*n, Gone::ExManager)),
     );
     gone.extend(
         view.half_removed
             .iter()
-            .filter(|n| is_down(n))
+            .filter(|n| is_down(n) && is_finishable(n, memory, policy))
             .map(|n| (*n, Gone::HalfRemoved)),
     );
     gone
@@ -74,6 +127,8 @@ pub(super) fn report(
     view: &RaftView<'_>,
     snapshot_nodes: &[Node],
     memory: &Memory,
+    policy: &ManagerPolicy,
+    now: SystemTime,
     plan: &mut Plan,
 ) {
     for node in &view.disagreeing {
@@ -88,38 +143,46 @@ pub(super) fn report(
             ),
         ));
     }
+    let removable = removable(view, memory, policy);
+    let is_removable = |node: &Node| removable.iter().any(|(r, _)| r.id == node.id);
     for node in &view.outside {
-        if node.state == NodeState::Ready {
-            plan.findings.push(Finding::new(
-                FindingKind::PromotionInProgress,
-                Severity::Info,
-                &node.id,
-                format!(
-                    "Node {} is being promoted (role manager, Ready, not yet a raft member): no other membership change until it joins.",
-                    node_ref(node)
-                ),
-            ));
-        } else if node.state == NodeState::Unknown && !is_failed_promotion(node, memory) {
-            // Right after `--force-new-cluster` every other node is unknown (a leadership
-            // change) until its heartbeats fail; removable entries are Down.
-            plan.findings.push(Finding::new(
-                FindingKind::ExManager,
-                Severity::Warning,
-                &node.id,
-                format!(
-                    "Node {} has role manager but is no raft member, state unknown: a manager left out by `docker swarm init --force-new-cluster`, or a promotion (not swarm-warden's) that never joined. Its entry is removed by ID once it has been Down for managers.dead_after (it holds no raft seat).",
-                    node_ref(node)
-                ),
-            ));
-        } else if is_failed_promotion(node, memory) {
+        if is_failed_promotion(node, memory, policy, now) {
             plan.findings.push(Finding::new(
                 FindingKind::PromotionFailed,
                 Severity::Critical,
                 &node.id,
                 format!(
-                    "swarm-warden promoted {} (at {}), and it never joined the raft: it is role manager, no raft member, {:?}. SwarmKit cannot demote it back (the raft has no such member) and the host stays out of service as a worker too. The usual cause: a promoted node joins the raft through the manager address it first joined the swarm with; if that manager is gone, it keeps dialing it (see the README). No other worker is promoted until this is resolved, because workers that joined through the same address would fail the same way. On the host: `docker swarm leave --force`, then `docker swarm join --token <worker token> <a live manager's address>`; then `docker node rm {}`.",
+                    "swarm-warden promoted {} (at {}), and it has not joined the raft within managers.convergence_timeout ({}): it is role manager, no raft member, {:?}. SwarmKit cannot demote it back (the raft has no such member: `can't find manager in raft memberlist`). The usual cause: a promoted node joins the raft through the manager address it first joined the swarm with; if that manager is gone, it keeps dialing it (see the README). No other worker is promoted until this is resolved, because workers that joined through the same address would fail the same way. On the host: `docker swarm leave --force`, then `docker swarm join --token <worker token> <a live manager's address>`; then `docker node rm {}`.",
                     node_ref(node),
                     node.label(PROMOTED_AT_LABEL).unwrap_or("?"),
+                    human(policy.convergence_timeout),
+                    node.state,
+                    node.id,
+                ),
+            ));
+        } else if is_promotion_in_progress(node, memory, policy, now) {
+            plan.findings.push(Finding::new(
+                FindingKind::PromotionInProgress,
+                Severity::Info,
+                &node.id,
+                format!(
+                    "Node {} is being promoted (role manager, {:?}, not yet a raft member): no other membership change until it joins.",
+                    node_ref(node),
+                    node.state
+                ),
+            ));
+        } else if !is_removable(node) {
+            // Not ours, and not seen as a member by this process: an ex-manager left out by
+            // `--force-new-cluster`, or someone else's promotion; a fresh process cannot
+            // tell which, so it only reports. (Removable ones are reported with their
+            // timers by the caller.)
+            plan.findings.push(Finding::new(
+                FindingKind::ExManager,
+                Severity::Warning,
+                &node.id,
+                format!(
+                    "Node {} has role manager but is no raft member, {:?}: a manager left out by `docker swarm init --force-new-cluster`, or a promotion (not swarm-warden's) that never joined. swarm-warden removes such an entry only once Down for managers.dead_after, and only if it saw the node as a raft member itself; every promotion waits meanwhile. If the host is gone: `docker node rm {}` (no demote: the raft has no such member). To bring the host back: `docker swarm leave --force` on it, then join again.",
+                    node_ref(node),
                     node.state,
                     node.id,
                 ),
@@ -127,19 +190,21 @@ pub(super) fn report(
         }
     }
     for node in &view.half_removed {
-        if node.state == NodeState::Ready {
-            plan.findings.push(Finding::new(
-                FindingKind::RemovalUnfinished,
-                Severity::Warning,
-                &node.id,
-                format!(
-                    "Node {} was demoted by swarm-warden for removal (at {}) but is Ready again, as a worker: it is left in place. If it is to stay, `docker node update --label-rm {DEMOTED_FOR_REMOVAL_LABEL} {}`, or it is removed the next time it is Down for managers.dead_after.",
-                    node_ref(node),
-                    node.label(DEMOTED_FOR_REMOVAL_LABEL).unwrap_or("?"),
-                    node.id,
-                ),
-            ));
+        if is_removable(node) {
+            continue;
         }
+        plan.findings.push(Finding::new(
+            FindingKind::RemovalUnfinished,
+            Severity::Warning,
+            &node.id,
+            format!(
+                "Node {} was demoted by swarm-warden for removal (at {}) but has shown life since (it is {:?}, a worker now): it is left in place. If it is to stay, `docker node update --label-rm {DEMOTED_FOR_REMOVAL_LABEL} {}`.",
+                node_ref(node),
+                node.label(DEMOTED_FOR_REMOVAL_LABEL).unwrap_or("?"),
+                node.state,
+                node.id,
+            ),
+        ));
     }
     let mut by_hostname: BTreeMap<&str, Vec<&Node>> = BTreeMap::new();
     for node in snapshot_nodes {
@@ -204,7 +269,7 @@ pub(super) fn gone_finding(
                 &node.id,
                 format!(
                     "Manager {who} is Down, but the raft calls it reachable because manager {holder} now answers on its raft address {addr} (a rebuilt host rejoined there). The old member never acks: it is counted as unreachable, and fault tolerance is one less than `docker node ls` suggests. It has been Down for {timer}; {} By hand: `docker node demote {id}` then `docker node rm --force {id}` (by ID: the hostname is shared).",
-                    if dead { "it is removed now, by ID." } else { "it is removed by ID once dead." },
+                    if dead { "its removal by ID is planned (see the action's status)." } else { "it is removed by ID once dead." },
                     id = node.id,
                 ),
             )
@@ -216,7 +281,7 @@ pub(super) fn gone_finding(
             format!(
                 "Node {who} has role manager but is no raft member and is {:?}: a manager left out by `docker swarm init --force-new-cluster`, or a promotion (not swarm-warden's) that never joined. It has been without a sign of life for {timer}; {} To bring the host back: `docker swarm leave --force` on it, then join again.",
                 node.state,
-                if dead { "its entry is removed now, by ID (it holds no raft seat)." } else { "its entry is removed by ID once dead (it holds no raft seat)." },
+                if dead { "the removal of its entry by ID is planned (it holds no raft seat; see the action's status)." } else { "its entry is removed by ID once dead (it holds no raft seat)." },
             ),
         ),
         Gone::HalfRemoved => Finding::new(
@@ -227,7 +292,7 @@ pub(super) fn gone_finding(
                 "Node {who} was demoted by swarm-warden for removal (at {}) and is still in the node list, {:?} for {timer}; {}",
                 node.label(DEMOTED_FOR_REMOVAL_LABEL).unwrap_or("?"),
                 node.state,
-                if dead { "the removal is finished now." } else { "the removal is finished once it has been lifeless for managers.dead_after." },
+                if dead { "finishing the removal is planned (see the action's status)." } else { "the removal is finished once it has been lifeless for managers.dead_after." },
             ),
         ),
     }

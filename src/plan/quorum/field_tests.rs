@@ -30,6 +30,10 @@ fn findings(plan: &Plan, kind: FindingKind) -> Vec<&Finding> {
     plan.findings.iter().filter(|f| f.kind == kind).collect()
 }
 
+fn plan_at(snapshot: &Snapshot, policy: &Policy, memory: &Memory) -> Plan {
+    plan(snapshot, policy, memory, snapshot.observed_at)
+}
+
 fn runnable(plan: &Plan) -> Vec<&Action> {
     plan.runnable().map(|a| &a.action).collect()
 }
@@ -41,9 +45,14 @@ fn outside_raft(id: &str, since: u64) -> Node {
     n
 }
 
+/// A label time as swarm-warden writes it, at `t(secs)`.
+fn stamp(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(t(secs)).to_string()
+}
+
+/// Promoted by swarm-warden at t(0).
 fn promoted_by_us(mut n: Node) -> Node {
-    n.labels
-        .insert(PROMOTED_AT_LABEL.into(), "2026-11-30T09:00:00Z".into());
+    n.labels.insert(PROMOTED_AT_LABEL.into(), stamp(0));
     n
 }
 
@@ -101,19 +110,32 @@ fn a_promotion_in_progress_holds_every_membership_change() {
 }
 
 #[test]
-fn force_new_cluster_leftovers_are_ex_managers_removed_by_id_one_per_round_then_promotions_resume()
-{
+fn force_new_cluster_leftovers_seen_as_members_are_removed_by_id_one_per_round_then_promotions_resume(
+) {
     let p = policy(3);
+    let mut memory = Memory::default();
+    // This process watched m2 and m3 as raft members before the disaster.
+    memory.observe(&cluster(
+        vec![
+            manager("m1", true),
+            manager("m2", false),
+            manager("m3", false),
+            worker("w1"),
+        ],
+        t(0),
+    ));
     let snap = cluster(
         vec![
             manager("m1", true),
-            outside_raft("m2", 0),
+            // Down since t(5) and t(10), after the last sign of life this process saw.
+            outside_raft("m2", 5),
             outside_raft("m3", 10),
             worker("w1"),
         ],
         t(700),
     );
-    let plan = plan_once(&snap, &p);
+    memory.observe(&snap);
+    let plan = plan(&snap, &p, &memory, t(700));
     assert_eq!(findings(&plan, FindingKind::ExManager).len(), 2);
     assert!(findings(&plan, FindingKind::PromotionFailed).is_empty());
     // Not counted as members: a raft of one, fault tolerance 0.
@@ -127,14 +149,47 @@ fn force_new_cluster_leftovers_are_ex_managers_removed_by_id_one_per_round_then_
         "{}",
         removal.reason
     );
+    let promote = plan
+        .actions
+        .iter()
+        .all(|a| !matches!(a.action, Action::PromoteWorker(_)));
+    assert!(promote, "never promote and remove in one round");
 
-    // Once both entries are gone, the raft grows again, one promotion at a time.
-    let snap = cluster(vec![manager("m1", true), worker("w1")], t(800));
-    let plan = plan_once(&snap, &p);
-    assert_eq!(
-        runnable(&plan),
-        vec![&Action::PromoteWorker(node_ref(&snap.nodes[1]))]
+    // Once both entries are gone (and stabilization has passed), the raft grows again,
+    // one promotion at a time.
+    memory.record_membership_change(t(700));
+    let snap = cluster(
+        vec![manager("m1", true), worker("w1"), worker("w2")],
+        t(710),
     );
+    memory.observe(&snap);
+    assert!(
+        runnable(&plan_at(&snap, &p, &memory)).is_empty(),
+        "stabilization"
+    );
+    let snap = cluster(
+        vec![manager("m1", true), worker("w1"), worker("w2")],
+        t(800),
+    );
+    memory.observe(&snap);
+    assert_eq!(runnable(&plan_at(&snap, &p, &memory)).len(), 1);
+}
+
+#[test]
+fn ex_managers_a_fresh_process_never_saw_as_members_are_reported_not_removed() {
+    let snap = cluster(
+        vec![manager("m1", true), outside_raft("m2", 0), worker("w1")],
+        t(100_000),
+    );
+    let plan = plan_once(&snap, &policy(3));
+    let ex = findings(&plan, FindingKind::ExManager);
+    assert_eq!(ex.len(), 1);
+    assert!(
+        ex[0].message.contains("docker node rm m2"),
+        "{}",
+        ex[0].message
+    );
+    assert!(runnable(&plan).is_empty(), "{:#?}", plan.actions);
 }
 
 #[test]
@@ -248,11 +303,9 @@ fn a_down_manager_the_raft_calls_reachable_without_evidence_is_counted_out_never
     assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
 }
 
+/// Demoted for removal by swarm-warden at t(0).
 fn demoted_for_removal(mut n: Node) -> Node {
-    n.labels.insert(
-        DEMOTED_FOR_REMOVAL_LABEL.into(),
-        "2026-11-30T09:00:00Z".into(),
-    );
+    n.labels.insert(DEMOTED_FOR_REMOVAL_LABEL.into(), stamp(0));
     n
 }
 
@@ -418,5 +471,91 @@ fn a_promotion_that_leaves_a_host_mode_port_nowhere_to_bind_is_not_made() {
         why[0].message.contains("web would be stranded"),
         "{}",
         why[0].message
+    );
+}
+
+#[test]
+fn a_node_demoted_for_removal_that_showed_life_since_is_never_removed_when_down_again() {
+    let p = policy(3);
+    let mut memory = Memory::default();
+    let mut m4 = demoted_for_removal(worker("m4"));
+    // Back as a worker after the demotion (t(0)), seen Ready by this process...
+    memory.observe(&cluster(
+        vec![
+            manager("m1", true),
+            manager("m2", false),
+            manager("m3", false),
+            m4.clone(),
+        ],
+        t(100),
+    ));
+    // ...then Down again, for far longer than dead_after.
+    m4 = dead(m4, 200);
+    for at in [200, 600, 1_000, 5_000] {
+        let snap = cluster(
+            vec![
+                manager("m1", true),
+                manager("m2", false),
+                manager("m3", false),
+                m4.clone(),
+            ],
+            t(at),
+        );
+        memory.observe(&snap);
+        let plan = plan_at(&snap, &p, &memory);
+        assert!(plan.actions.is_empty(), "at t({at}): {:#?}", plan.actions);
+        assert_eq!(findings(&plan, FindingKind::RemovalUnfinished).len(), 1);
+    }
+    // A fresh process cannot have seen it, but its status changed long after the
+    // demotion settled (t(0) + convergence_timeout + dead_after): the same.
+    let snap = cluster(
+        vec![
+            manager("m1", true),
+            manager("m2", false),
+            manager("m3", false),
+            dead(m4, 1_000),
+        ],
+        t(5_000),
+    );
+    assert!(plan_once(&snap, &p).actions.is_empty());
+}
+
+#[test]
+fn a_promotion_of_ours_is_in_progress_until_convergence_timeout_then_failed() {
+    let p = policy(3);
+    let timeout = p.managers.convergence_timeout.as_secs();
+    let nodes = |at: u64| {
+        cluster(
+            vec![
+                manager("m1", true),
+                manager("m2", false),
+                dead(manager("m3", false), 0),
+                promoted_by_us(outside_raft("w1", 0)),
+                worker("w2"),
+            ],
+            t(at),
+        )
+    };
+    // Within the timeout: in progress, every membership change waits (the dead m3 too).
+    let plan = plan_once(&nodes(timeout - 1), &p);
+    assert_eq!(findings(&plan, FindingKind::PromotionInProgress).len(), 1);
+    let removal = plan
+        .actions
+        .iter()
+        .find(|a| matches!(a.action, Action::RemoveDeadManager(_)));
+    if let Some(removal) = removal {
+        assert!(removal
+            .blocked_by
+            .as_deref()
+            .unwrap()
+            .contains("promotion of w1"));
+    }
+    assert!(runnable(&plan).is_empty(), "{:#?}", plan.actions);
+    // Past it: failed; the dead manager may go, promotions stay held.
+    let plan = plan_once(&nodes(100_000), &p);
+    assert_eq!(findings(&plan, FindingKind::PromotionFailed).len(), 1);
+    assert_eq!(
+        runnable(&plan),
+        vec![&Action::RemoveDeadManager(node_ref(&nodes(0).nodes[2]))]
     );
 }

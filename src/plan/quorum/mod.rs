@@ -123,14 +123,14 @@ pub(super) fn plan_managers(
         return;
     }
     count_findings(members, reachable, policy, plan);
-    entries::report(&view, &snapshot.nodes, memory, plan);
+    entries::report(&view, &snapshot.nodes, memory, policy, now, plan);
 
     // Evidence from status times counts `dead_after` later than it says: see
     // `Memory::lifeless_since` (clock skew between this host and the raft leader).
     let skew = policy.dead_after;
     let mut dead: Vec<(&Node, Gone, SystemTime)> = Vec::new();
     let mut reported: Vec<&str> = Vec::new();
-    for (node, gone) in entries::removable(&view, memory) {
+    for (node, gone) in entries::removable(&view, memory, policy) {
         let Some(since) = memory.lifeless_since(node, skew) else {
             continue;
         };
@@ -426,7 +426,7 @@ fn membership_guards(
         .nodes
         .iter()
         .find(|n| n.id == snapshot.local.node_id);
-    if !local.is_some_and(Node::is_reachable_manager) {
+    if !local.is_some_and(raft::counts_reachable) {
         guards.push(format!(
             "This manager ({}) is not a reachable raft member as the leader sees it: it may be cut off in a minority.",
             short_id(&snapshot.local.node_id)
@@ -478,7 +478,11 @@ fn membership_guards(
         .filter(|n| !n.is_down_and_unreachable())
     {
         let transition = match (node.role, node.is_manager()) {
-            (Role::Manager, false) if node.state != NodeState::Down => Some("promotion"),
+            (Role::Manager, false)
+                if entries::is_promotion_in_progress(node, memory, policy, now) =>
+            {
+                Some("promotion")
+            }
             (Role::Worker, true) => Some("demotion"),
             _ => None,
         };
@@ -550,8 +554,8 @@ fn quorum_lost(snapshot: &Snapshot, cause: &str) -> Finding {
              Either the swarm lost quorum (more than half of its managers are gone) or this manager is cut off in a minority. swarm-warden takes no action without a majority.\n\
              If quorum is lost, recover from ONE surviving manager, the one with the most recent state:\n\
              1. docker swarm init --force-new-cluster --advertise-addr {addr}\n\
-             2. docker node ls   (the lost managers show Down / Unreachable)\n\
-             3. for each lost manager: docker node demote <ID> && docker node rm --force <ID>\n\
+             2. docker node ls   (the lost managers show Down, role manager, no manager status: they are no raft members any more)\n\
+             3. for each lost manager: docker node rm --force <ID>   (by ID; no demote: the raft has no such member)\n\
              4. restore an odd manager count: docker node promote <healthy worker>, or join new managers with the token from docker swarm join-token manager\n\
              Services, secrets and configs survive: --force-new-cluster keeps this manager's raft data.",
             short_id(&snapshot.local.node_id),

@@ -754,9 +754,13 @@ proptest! {
                     prop_assert!(target.is_down_and_unreachable() || ghost);
                     prop_assert!(can_remove_member(members, reachable));
                     prop_assert!(fault_tolerance(members - 1, reachable) >= fault_tolerance(members, reachable));
+                } else if target.role == Role::Manager {
+                    // Outside the raft: only an ex-member this process saw in the raft,
+                    // never a promotion of ours.
+                    prop_assert!(memory.seen_as_member(target));
                 } else {
-                    // Outside the raft: never a promotion of ours that failed.
-                    prop_assert!(target.role == Role::Worker || target.label(PROMOTED_AT_LABEL).is_none());
+                    // A worker: only one swarm-warden demoted for removal.
+                    prop_assert!(target.label(DEMOTED_FOR_REMOVAL_LABEL).is_some());
                 }
             }
             Action::PromoteWorker(_) => {
