@@ -350,3 +350,59 @@ async fn a_promotion_that_would_strand_a_host_mode_port_is_not_made() {
     warden.stop();
     teardown_leaving_nothing(lab);
 }
+
+/// swarm-warden's clock runs 15 s ahead of the raft leader's (dead_after 20 s). A manager
+/// is frozen; once it is Down, swarm-warden starts fresh (a restart, a new lease holder)
+/// and finds its status time. The manager is thawed 12 s after it went Down: it must not
+/// have been removed. Before the fix, the status time read on the skewed clock made it
+/// dead within seconds of the restart.
+#[tokio::test]
+async fn a_fresh_swarm_warden_with_its_clock_ahead_never_removes_a_manager_down_for_seconds() {
+    init_tracing();
+    let lib = swarm_chaos::nemesis::warden::find_libfaketime()
+        .expect("libfaketime (Debian's faketime package; .ci/run installs it)");
+    let lab = Lab::start(LabSpec::new(3, 1)).await.expect("lab");
+    let policy = policy_file(&lab, &fast_policy(""));
+    let m3 = lab
+        .node_table()
+        .await
+        .expect("table")
+        .node("m3")
+        .map(|r| r.id.clone())
+        .expect("m3");
+    lab.freeze("m3").await.expect("freeze m3");
+    let (_, down_at, _) = watch_until(&lab, "m3 Down", Duration::from_secs(60), |t| {
+        t.rows.iter().any(|r| r.id == m3 && r.is_down())
+    })
+    .await;
+    let warden = Warden::start_with_env(
+        &lab,
+        "m1",
+        &policy,
+        &[],
+        &[
+            ("LD_PRELOAD", lib.display().to_string()),
+            ("FAKETIME", "+15".into()),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1".into()),
+        ],
+    );
+    while down_at.elapsed() < Duration::from_secs(12) {
+        let t = lab.node_table().await.expect("table");
+        assert!(
+            t.rows.iter().any(|r| r.id == m3 && r.is_manager()),
+            "m3 removed {:?} after it went Down:\n{t}",
+            down_at.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    lab.thaw("m3").await.expect("thaw m3");
+    watch_until(&lab, "m3 reachable again", Duration::from_secs(60), |t| {
+        t.rows
+            .iter()
+            .any(|r| r.id == m3 && r.is_reachable_manager())
+    })
+    .await;
+    let log = warden.stop();
+    assert!(!log.contains("Carrying out"), "{log}");
+    teardown_leaving_nothing(lab);
+}

@@ -50,6 +50,17 @@ pub struct Warden {
 impl Warden {
     /// Starts `swarm-warden run --config POLICY` against `node`.
     pub fn start(lab: &Lab, node: &str, policy: &PathBuf, extra: &[&str]) -> Self {
+        Self::start_with_env(lab, node, policy, extra, &[])
+    }
+
+    /// The same, with extra environment variables (libfaketime's, say).
+    pub fn start_with_env(
+        lab: &Lab,
+        node: &str,
+        policy: &PathBuf,
+        extra: &[&str],
+        env: &[(&str, String)],
+    ) -> Self {
         let log = lab
             .paths()
             .dir()
@@ -65,6 +76,7 @@ impl Warden {
             // Any free port: wardens of parallel test runs must not fight over :8080.
             .env("SWARM_WARDEN_HTTP_LISTEN", "127.0.0.1:0")
             .env("NO_COLOR", "1")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("log"))
             .stderr(file)

@@ -42,7 +42,7 @@ pub struct Report {
     pub outcomes: BTreeMap<String, usize>,
     /// Removals: Down first seen -> removal done, minus `dead_after`, ms.
     pub reaction_ms: Vec<i64>,
-    /// How long after the final heal `managers.desired` reachable managers were seen, ms.
+    /// How long after the final heal the raft was seen restored ([`restored`]), ms.
     pub restored_after_ms: Option<u64>,
     /// The bound for that, ms.
     pub restore_bound_ms: u64,
@@ -89,7 +89,7 @@ impl fmt::Display for Report {
         match self.restored_after_ms {
             Some(ms) => writeln!(
                 f,
-                "restored: managers.desired reachable {:.1}s after the final heal (bound {:.0}s)",
+                "restored: managers.desired members, all reachable, {:.1}s after the final heal (bound {:.0}s)",
                 ms as f64 / 1000.0,
                 self.restore_bound_ms as f64 / 1000.0
             )?,
@@ -264,10 +264,14 @@ fn fault_tolerance(rows: &[Row]) -> i64 {
     i64::try_from(reachable).unwrap_or(0) - i64::try_from(members / 2 + 1).unwrap_or(0)
 }
 
-fn reachable_ready_managers(rows: &[Row]) -> usize {
-    rows.iter()
-        .filter(|r| r.state == "ready" && (r.leader || r.reachability == "reachable"))
-        .count()
+/// Restored: at least `desired` raft members, every one of them Ready and reachable (a
+/// ghost or a dead member left in the raft is not restored, whatever the count).
+pub fn restored(rows: &[Row], desired: usize) -> bool {
+    let members: Vec<&Row> = rows.iter().filter(|r| r.is_member()).collect();
+    members.len() >= desired
+        && members
+            .iter()
+            .all(|r| r.state == "ready" && (r.leader || r.reachability == "reachable"))
 }
 
 /// Checks a history.
@@ -510,7 +514,7 @@ pub fn check(entries: &[Entry]) -> Report {
     if let Some(heal) = entries.iter().find(|e| e.event == Event::FinalHeal) {
         report.restored_after_ms = tables
             .iter()
-            .find(|(at, rows)| *at >= heal.t_ms && reachable_ready_managers(rows) >= clocks.desired)
+            .find(|(at, rows)| *at >= heal.t_ms && restored(rows, clocks.desired))
             .map(|(at, _)| at - heal.t_ms)
             .filter(|ms| *ms <= report.restore_bound_ms);
         if report.restored_after_ms.is_none() {
@@ -518,7 +522,7 @@ pub fn check(entries: &[Entry]) -> Report {
                 t_ms: end,
                 rule: "not-restored",
                 detail: format!(
-                    "{} reachable managers (managers.desired) not seen within {} ms of the final heal",
+                    "{} raft members (managers.desired), all Ready and reachable, not seen within {} ms of the final heal",
                     clocks.desired, report.restore_bound_ms
                 ),
             });

@@ -200,8 +200,8 @@ async fn campaign(
     tokio::time::sleep_until(start + spec.duration).await;
     final_heal(lab, history, &mut broken).await;
     history.record(Event::FinalHeal);
-    // swarm-warden keeps running until the swarm is back at managers.desired, or the
-    // checker's bound has passed.
+    // swarm-warden keeps running until the raft is restored (managers.desired members,
+    // all Ready and reachable), or the checker's bound has passed.
     let bound = Duration::from_millis(check::restore_bound_ms(
         DESIRED,
         millis(DEAD_AFTER),
@@ -210,12 +210,7 @@ async fn campaign(
     ));
     let healed = Instant::now();
     while healed.elapsed() < bound {
-        let t = rows(lab).await;
-        let ready = t
-            .iter()
-            .filter(|r| r.state == "ready" && (r.leader || r.reachability == "reachable"))
-            .count();
-        if ready >= DESIRED {
+        if check::restored(&rows(lab).await, DESIRED) {
             // A little longer, so the tables show it settled.
             tokio::time::sleep(Duration::from_secs(3)).await;
             break;
@@ -430,9 +425,17 @@ async fn final_heal(lab: &Lab, history: &History, broken: &mut Broken) {
             nodes: vec![host],
         });
     }
-    // Give restarted nodes time to rejoin before judging what needs repair.
-    tokio::time::sleep(Duration::from_secs(15)).await;
-    let table = rows(lab).await;
+    // Give restarted nodes time to rejoin before judging what needs repair: a leader, and
+    // no node in state unknown (as after an election), for up to a minute.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let settled = Instant::now();
+    let mut table = rows(lab).await;
+    while settled.elapsed() < Duration::from_secs(60)
+        && (table.is_empty() || table.iter().any(|r| r.state == "unknown"))
+    {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        table = rows(lab).await;
+    }
     for record in lab.state().nodes {
         let host = record.name.as_str().to_owned();
         let entries: Vec<&Row> = table.iter().filter(|r| r.hostname == host).collect();
