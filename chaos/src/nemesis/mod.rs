@@ -159,6 +159,7 @@ async fn campaign(
         history,
         raw_log,
     )?);
+    let mut warden_on = "m1".to_owned();
     let mut broken = Broken::default();
     for episode in schedule {
         tokio::time::sleep_until(start + episode.at).await;
@@ -188,6 +189,7 @@ async fn campaign(
                 history,
                 raw_log,
             )?);
+            warden_on = on;
             continue;
         }
         if let Err(e) = apply(lab, history, &mut broken, episode, &table).await {
@@ -199,6 +201,30 @@ async fn campaign(
     }
     tokio::time::sleep_until(start + spec.duration).await;
     final_heal(lab, history, &mut broken).await;
+    // swarm-warden runs as a service pinned to managers: Swarm would reschedule it onto a
+    // live manager; the nemesis does the same when its manager no longer is one.
+    let table = rows(lab).await;
+    let healthy = |host: &str| {
+        table
+            .iter()
+            .any(|r| r.hostname == host && r.is_member() && r.state == "ready")
+    };
+    if !healthy(&warden_on) {
+        if let Some(on) = pick(&table, Target::Manager(0), &broken) {
+            if let Some(w) = warden.take() {
+                w.stop(false, history).await;
+            }
+            warden = Some(WardenProcess::start(
+                lab,
+                &spec.warden,
+                policy,
+                &on,
+                0,
+                history,
+                raw_log,
+            )?);
+        }
+    }
     history.record(Event::FinalHeal);
     // swarm-warden keeps running until the raft is restored (managers.desired members,
     // all Ready and reachable), or the checker's bound has passed.
@@ -425,13 +451,17 @@ async fn final_heal(lab: &Lab, history: &History, broken: &mut Broken) {
             nodes: vec![host],
         });
     }
-    // Give restarted nodes time to rejoin before judging what needs repair: a leader, and
-    // no node in state unknown (as after an election), for up to a minute.
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    // Give healed nodes time to come back before judging what needs repair: a leader, no
+    // node in state unknown (as after an election), every raft member Ready, for up to a
+    // minute. A member still Down after that is left to swarm-warden.
+    tokio::time::sleep(Duration::from_secs(5)).await;
     let settled = Instant::now();
     let mut table = rows(lab).await;
     while settled.elapsed() < Duration::from_secs(60)
-        && (table.is_empty() || table.iter().any(|r| r.state == "unknown"))
+        && (table.is_empty()
+            || table
+                .iter()
+                .any(|r| r.state == "unknown" || (r.is_member() && r.state != "ready")))
     {
         tokio::time::sleep(Duration::from_secs(2)).await;
         table = rows(lab).await;
@@ -439,10 +469,12 @@ async fn final_heal(lab: &Lab, history: &History, broken: &mut Broken) {
     for record in lab.state().nodes {
         let host = record.name.as_str().to_owned();
         let entries: Vec<&Row> = table.iter().filter(|r| r.hostname == host).collect();
-        let serving = entries
-            .iter()
-            .any(|r| r.state == "ready" && (r.role == "worker" || r.is_member()));
-        if serving {
+        // Serving, or still a raft member (a manager is never wiped by the repair: its
+        // removal, if it is dead, is swarm-warden's job).
+        let keep = entries.iter().any(|r| {
+            r.is_member() || (r.state == "ready" && r.role == "worker")
+        });
+        if keep {
             continue;
         }
         let stranded: Vec<String> = entries
