@@ -43,7 +43,8 @@ async fn seed_23_restarts_skewed_clocks_a_rebuilt_manager_and_a_long_freeze() {
 }
 
 /// Worker kills, a manager killed for less than dead_after (kept), then the managers split
-/// for longer than dead_after (the minority removed, the raft restored).
+/// for longer than dead_after with swarm-warden's own manager in the minority: it must do
+/// nothing meanwhile, and the raft is whole again after the heal.
 #[tokio::test]
 async fn seed_7_kills_and_a_manager_split_past_dead_after() {
     campaign_breaks_no_invariant(7).await;

@@ -471,9 +471,9 @@ async fn final_heal(lab: &Lab, history: &History, broken: &mut Broken) {
         let entries: Vec<&Row> = table.iter().filter(|r| r.hostname == host).collect();
         // Serving, or still a raft member (a manager is never wiped by the repair: its
         // removal, if it is dead, is swarm-warden's job).
-        let keep = entries.iter().any(|r| {
-            r.is_member() || (r.state == "ready" && r.role == "worker")
-        });
+        let keep = entries
+            .iter()
+            .any(|r| r.is_member() || (r.state == "ready" && r.role == "worker"));
         if keep {
             continue;
         }

@@ -32,7 +32,11 @@ impl WardenProcess {
         raw_log: &Path,
     ) -> Result<Self> {
         let faketime = (clock_offset_s != 0).then(find_libfaketime).flatten();
-        let mut command = Command::new(binary);
+        // Through util-linux's setpriv, which execs (the child is swarm-warden itself):
+        // killed with the nemesis however the nemesis ends, since its own process group
+        // does not get the nemesis' signals.
+        let mut command = Command::new("setpriv");
+        command.args(["--pdeathsig", "KILL", "--"]).arg(binary);
         if let Some(lib) = &faketime {
             command
                 .env("LD_PRELOAD", lib)
@@ -40,7 +44,7 @@ impl WardenProcess {
                 // Shift the wall clock only: tokio's timers stay on the true monotonic one.
                 .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
         }
-        let mut child = command
+        command
             .arg("run")
             .arg("--config")
             .arg(policy)
@@ -54,12 +58,11 @@ impl WardenProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             // Its own process group: a stop reaches whatever it started, too.
-            .process_group(0)
-            .spawn()
-            .map_err(|e| LabError::Command {
-                command: binary.display().to_string(),
-                detail: format!("could not start: {e}"),
-            })?;
+            .process_group(0);
+        let mut child = command.spawn().map_err(|e| LabError::Command {
+            command: binary.display().to_string(),
+            detail: format!("could not start: {e}"),
+        })?;
         let offset = if faketime.is_some() {
             clock_offset_s
         } else {
