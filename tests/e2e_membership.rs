@@ -259,7 +259,12 @@ async fn a_rebuilt_manager_on_its_old_address_leaves_a_ghost_that_is_removed_by_
         .expect("new m3");
     let policy = policy_file(&lab, &fast_policy(""));
     let warden = Warden::start(&lab, "m1", &policy, &[]);
-    // While the ghost is there, every report counts it out.
+    // Once the old entry is Down (the raft still calls it reachable), every report
+    // counts it out.
+    watch_until(&lab, "the old m3 Down", Duration::from_secs(60), |t| {
+        t.rows.iter().any(|r| r.id == old && r.state == "down")
+    })
+    .await;
     let kinds = report_kinds(&lab, "m1", &policy);
     assert!(
         kinds.iter().any(|k| k == "ghost-manager")
