@@ -56,6 +56,11 @@ pub enum Fault {
         /// Which node.
         target: Target,
     },
+    /// A fresh host with a new name joins (the way an autoscaling group replaces a host).
+    Join {
+        /// As a manager (else a worker).
+        manager: bool,
+    },
     /// swarm-warden is stopped (SIGTERM, or SIGKILL when `crash`) and started again
     /// against the k-th manager, its clock `clock_offset_s` off (needs `faketime`).
     WardenRestart {
@@ -78,6 +83,7 @@ impl Fault {
             Fault::Isolate { .. } => "isolate",
             Fault::SplitManagers { .. } => "split-managers",
             Fault::Rebuild { .. } => "rebuild",
+            Fault::Join { .. } => "join",
             Fault::WardenRestart { .. } => "warden-restart",
         }
     }
@@ -136,6 +142,14 @@ pub fn schedule(seed: u64, duration: Duration, clocks: Clocks) -> Vec<Episode> {
             40..=49 => (Fault::Restart { target: node }, Duration::ZERO),
             50..=62 => (Fault::Isolate { target: node }, outage),
             63..=72 => (Fault::SplitManagers { offset: k }, outage),
+            // A replacement host: a quarter of them join under a new name instead of the
+            // old one (decided without drawing, so other seeds' schedules stay as they were).
+            73..=79 if k % 4 == 3 => (
+                Fault::Join {
+                    manager: matches!(node, Target::Manager(_)),
+                },
+                Duration::ZERO,
+            ),
             73..=79 => (Fault::Rebuild { target: node }, Duration::ZERO),
             _ => {
                 let skew = i64::try_from(dead_after).unwrap_or(i64::MAX) * 9 / 10;
@@ -196,6 +210,7 @@ mod tests {
             "isolate",
             "split-managers",
             "rebuild",
+            "join",
             "warden-restart",
         ] {
             assert!(s.iter().any(|e| e.fault.name() == name), "no {name}");
