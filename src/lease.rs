@@ -31,6 +31,7 @@ const DURATION: &str = "swarm-warden.lease.duration-ms";
 const RAFT_LEADER: &str = "swarm-warden.handoff.raft-leader";
 const RAFT_LEADER_SINCE: &str = "swarm-warden.handoff.raft-leader-since-ms";
 const MEMBERSHIP_CHANGED: &str = "swarm-warden.handoff.membership-changed-ms";
+const RAFT_MEMBERS: &str = "swarm-warden.handoff.raft-members";
 const DATA: &str = "swarm-warden leader lease: see the labels";
 
 /// The lease as its labels say.
@@ -303,6 +304,15 @@ impl Lease {
                             raft_leader: labels.get(RAFT_LEADER).filter(|v| !v.is_empty()).cloned(),
                             raft_leader_since: num(RAFT_LEADER_SINCE).map(from_ms),
                             last_membership_change: num(MEMBERSHIP_CHANGED).map(from_ms),
+                            raft_members: labels
+                                .get(RAFT_MEMBERS)
+                                .map(|v| {
+                                    v.split(',')
+                                        .filter(|id| !id.is_empty())
+                                        .map(str::to_owned)
+                                        .collect()
+                                })
+                                .unwrap_or_default(),
                         },
                     }),
                     config.id,
@@ -331,6 +341,10 @@ impl Lease {
         }
         if let Some(changed) = h.last_membership_change {
             labels.insert(MEMBERSHIP_CHANGED.to_owned(), to_ms(changed).to_string());
+        }
+        if !h.raft_members.is_empty() {
+            let ids: Vec<&str> = h.raft_members.iter().map(String::as_str).collect();
+            labels.insert(RAFT_MEMBERS.to_owned(), ids.join(","));
         }
         ConfigSpec {
             name: Some(self.policy.name.clone()),
@@ -430,6 +444,7 @@ mod tests {
             raft_leader: Some("m1".into()),
             raft_leader_since: None,
             last_membership_change: Some(from_ms(5_000)),
+            ..Default::default()
         };
         let ours = Handoff {
             raft_leader: Some("m1".into()),

@@ -51,6 +51,9 @@ pub struct Handoff {
     pub raft_leader_since: Option<SystemTime>,
     /// When the holder last changed raft membership.
     pub last_membership_change: Option<SystemTime>,
+    /// Node IDs the holder saw as raft members (still in the node list): a node outside
+    /// the raft among them is an ex-member the next holder may remove too.
+    pub raft_members: BTreeSet<String>,
 }
 
 /// What a rolled-back placement fix was up against.
@@ -175,6 +178,7 @@ impl Memory {
             raft_leader: self.leader.as_ref().map(|l| l.id.clone()),
             raft_leader_since: self.leader.as_ref().and_then(|l| l.since),
             last_membership_change: self.last_membership_change,
+            raft_members: self.members_seen.iter().cloned().collect(),
         }
     }
 
@@ -187,6 +191,8 @@ impl Memory {
         self.last_membership_change = self
             .last_membership_change
             .max(previous.last_membership_change);
+        self.members_seen
+            .extend(previous.raft_members.iter().cloned());
         self.inherited = Some((previous, taken_at));
         self.use_inheritance();
     }
@@ -416,6 +422,7 @@ mod tests {
                 raft_leader: Some("a".into()),
                 raft_leader_since: Some(t(40)),
                 last_membership_change: Some(t(60)),
+                ..Default::default()
             },
             t(120),
         );
@@ -433,6 +440,7 @@ mod tests {
                 raft_leader: Some("old".into()),
                 raft_leader_since: None,
                 last_membership_change: None,
+                ..Default::default()
             },
             t(120),
         );
@@ -455,11 +463,31 @@ mod tests {
                 raft_leader: Some("a".into()),
                 raft_leader_since: Some(t(10)),
                 last_membership_change: Some(t(300)),
+                ..Default::default()
             },
             t(250),
         );
         assert_eq!(memory.leader_changed_at(), Some(t(200)));
         assert_eq!(memory.last_membership_change(), Some(t(300)));
+    }
+
+    #[test]
+    fn a_new_holder_knows_the_raft_members_the_previous_one_saw() {
+        let mut previous = Memory::default();
+        previous.observe(&cluster(
+            vec![manager("a", true), manager("b", false)],
+            t(100),
+        ));
+        let handoff = previous.handoff();
+        assert_eq!(handoff.raft_members.len(), 2);
+        let mut b = manager("b", false);
+        b.manager = None; // left out of the raft since
+        let snap = cluster(vec![manager("a", true), b], t(200));
+        let mut next = Memory::default();
+        next.observe(&snap);
+        assert!(!next.seen_as_member(&snap.nodes[1]));
+        next.adopt(handoff, t(150));
+        assert!(next.seen_as_member(&snap.nodes[1]));
     }
 
     #[test]

@@ -423,7 +423,11 @@ async fn apply(
         }
         Fault::Join { manager } => {
             let host = format!("n{}", lab.state().nodes.len() + 1);
-            let role = if *manager { Role::Manager } else { Role::Worker };
+            let role = if *manager {
+                Role::Manager
+            } else {
+                Role::Worker
+            };
             fault(vec![host.clone()], format!("a new host joins as {role}"));
             let result = lab.join(&host, role).await;
             heal(vec![host]);

@@ -181,7 +181,7 @@ pub(super) fn report(
                 Severity::Warning,
                 &node.id,
                 format!(
-                    "Node {} has role manager but is no raft member, {:?}: a manager left out by `docker swarm init --force-new-cluster`, or a promotion (not swarm-warden's) that never joined. swarm-warden removes such an entry only once Down for managers.dead_after, and only if it saw the node as a raft member itself; every promotion waits meanwhile. If the host is gone: `docker node rm {}` (no demote: the raft has no such member). To bring the host back: `docker swarm leave --force` on it, then join again.",
+                    "Node {} has role manager but is no raft member, {:?}: a manager left out by `docker swarm init --force-new-cluster`, or a promotion (not swarm-warden's) that never joined. swarm-warden removes such an entry only once Down for managers.dead_after, and only if it (or the lease holder before it) saw the node as a raft member; every promotion waits meanwhile. If the host is gone: `docker node rm {}` (no demote: the raft has no such member). To bring the host back: `docker swarm leave --force` on it, then join again.",
                     node_ref(node),
                     node.state,
                     node.id,
