@@ -341,6 +341,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 outcome.history.display()
             );
             print!("{}", outcome.report);
+            if let Some(e) = &outcome.error {
+                anyhow::bail!("the campaign did not run to its end: {e}");
+            }
             anyhow::ensure!(
                 outcome.report.violations.is_empty(),
                 "{} violation(s); replay the schedule with --seed {seed}",

@@ -15,6 +15,9 @@ const SLACK_MS: u64 = 2_000;
 /// How long a fault must have lasted before an action counts as taken during it, ms:
 /// swarm-warden re-reads the swarm right before acting, but not at the same instant.
 const GRACE_MS: u64 = 5_000;
+/// How long after its heal a host still looks out to the swarm (restart, rejoin,
+/// heartbeats), ms.
+const RECOVERY_MS: u64 = 10_000;
 
 /// One broken invariant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -40,7 +43,8 @@ pub struct Report {
     pub actions: BTreeMap<String, usize>,
     /// Actions by outcome (`done`, `failed`, `rolled-back`).
     pub outcomes: BTreeMap<String, usize>,
-    /// Removals: Down first seen -> removal done, minus `dead_after`, ms.
+    /// Removals of plain members (not ghosts): Down first seen -> removal done, minus
+    /// `dead_after`, ms.
     pub reaction_ms: Vec<i64>,
     /// How long after the final heal the raft was seen restored ([`restored`]), ms.
     pub restored_after_ms: Option<u64>,
@@ -124,7 +128,6 @@ struct Clocks {
     dead_after: u64,
     leader_settle: u64,
     stabilization: u64,
-    resync: u64,
 }
 
 impl Clocks {
@@ -175,7 +178,7 @@ impl Truth {
         let mut open: HashMap<(String, String), u64> = HashMap::new();
         for e in entries {
             match &e.event {
-                Event::Table { rows } => {
+                Event::Table { rows, .. } => {
                     for r in rows {
                         truth
                             .hostnames
@@ -227,27 +230,39 @@ impl Truth {
         truth
     }
 
-    /// Whether `host` was impaired without a break over `[from, until]`.
+    /// Whether `host` was impaired without a break over `[from, until]`. A healed host
+    /// counts as impaired for `RECOVERY_MS` more: the swarm sees it come back that late.
     fn impaired_throughout(&self, host: &str, from: u64, until: u64) -> bool {
         let Some(outages) = self.outages.get(host) else {
             return false;
         };
-        // Outages can overlap or touch (a kill during a split): merge, then look.
-        let mut spans: Vec<Outage> = outages.clone();
+        // Outages can overlap or touch (a kill during a split): merge, then look for one
+        // merged span that covers the window.
+        let mut spans: Vec<Outage> = outages
+            .iter()
+            .map(|o| Outage {
+                from: o.from,
+                until: o.until.saturating_add(RECOVERY_MS),
+            })
+            .collect();
         spans.sort_by_key(|o| o.from);
-        let mut covered_until: Option<u64> = None;
+        let mut merged: Vec<Outage> = Vec::new();
         for o in spans {
-            match covered_until {
-                None if o.from <= from => covered_until = Some(o.until),
-                Some(c) if o.from <= c + SLACK_MS => covered_until = Some(c.max(o.until)),
-                _ => {}
-            }
-            if covered_until.is_some_and(|c| c >= until) {
-                return true;
+            match merged.last_mut() {
+                Some(last) if o.from <= last.until + SLACK_MS => {
+                    last.until = last.until.max(o.until)
+                }
+                _ => merged.push(o),
             }
         }
-        false
+        merged.iter().any(|o| o.from <= from && o.until >= until)
     }
+}
+
+/// Whether a view shows a majority of the raft reachable (Down members counted out): a
+/// view from a manager cut off in a minority does not.
+pub fn shows_majority(rows: &[Row]) -> bool {
+    rows.iter().any(|r| r.is_member()) && fault_tolerance(rows) >= 0
 }
 
 fn membership(kind: &str) -> bool {
@@ -286,31 +301,44 @@ pub fn check(entries: &[Entry]) -> Report {
                 dead_after_ms,
                 leader_settle_ms,
                 stabilization_ms,
-                resync_ms,
                 ..
             } => Some(Clocks {
                 desired: *desired,
                 dead_after: *dead_after_ms,
                 leader_settle: *leader_settle_ms,
                 stabilization: *stabilization_ms,
-                resync: *resync_ms,
             }),
             _ => None,
         })
         .unwrap_or_default();
     report.restore_bound_ms = clocks.restore_bound();
     let truth = Truth::of(entries, end);
+    // Only views of a majority count: a manager cut off in a minority may keep answering
+    // as leader for a while, with a stale node list.
     let tables: Vec<(u64, &Vec<Row>)> = entries
         .iter()
         .filter_map(|e| match &e.event {
-            Event::Table { rows } => Some((e.t_ms, rows)),
+            Event::Table { rows, .. } if shows_majority(rows) => Some((e.t_ms, rows)),
             _ => None,
         })
         .collect();
-    let table_before = |t: u64| tables.iter().rev().find(|(at, _)| *at <= t);
+    // The last majority view at most 5 s old at `t`.
+    let table_before = |t: u64| {
+        tables
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= t)
+            .filter(|(at, _)| t - at <= GRACE_MS)
+    };
     let table_after = |t: u64| tables.iter().find(|(at, _)| *at >= t);
+    let polls_in = |from: u64, until: u64| {
+        entries.iter().any(|e| {
+            (from..=until).contains(&e.t_ms)
+                && matches!(e.event, Event::Table { .. } | Event::NoLeader)
+        })
+    };
 
-    // Leader changes, as the tables show them.
+    // Leader changes, as majority views show them: the first view with the new leader.
     let mut leader_changes: Vec<u64> = Vec::new();
     let mut last_leader: Option<&str> = None;
     for (at, rows) in &tables {
@@ -384,8 +412,10 @@ pub fn check(entries: &[Entry]) -> Report {
                 detail,
             })
         };
-        // No write from a manager that was cut off, frozen or dead.
-        if truth.impaired_throughout(s.on, s.t.saturating_sub(GRACE_MS), s.t) {
+        // No write from a manager that was cut off, frozen or dead, nor while no manager
+        // anywhere showed a majority.
+        let window = s.t.saturating_sub(GRACE_MS);
+        if truth.impaired_throughout(s.on, window, s.t) {
             violate(
                 "write-without-majority",
                 format!(
@@ -393,36 +423,58 @@ pub fn check(entries: &[Entry]) -> Report {
                     s.kind, s.target, s.on
                 ),
             );
+        } else if polls_in(window, s.t) && table_before(s.t).is_none() {
+            violate(
+                "write-without-majority",
+                format!(
+                    "{} {} started while no manager showed a majority",
+                    s.kind, s.target
+                ),
+            );
         }
         if !membership(s.kind) {
             continue;
         }
-        let host = truth.hostnames.get(s.target).map_or("?", String::as_str);
         if s.kind == "remove-dead-manager" {
             // Only an entry whose host has been out for dead_after: never a live one,
             // never one out for less.
-            let since =
-                s.t.saturating_sub(clocks.dead_after.saturating_sub(SLACK_MS));
-            let ghost_since = truth.superseded.get(s.target).copied();
-            let dead_long_enough = match ghost_since {
-                Some(at) => at <= since,
-                None => truth.impaired_throughout(host, since, s.t.saturating_sub(SLACK_MS)),
-            };
-            if !dead_long_enough {
-                violate(
-                    "removed-live-manager",
-                    format!(
-                        "remove-dead-manager of {} ({host}) started though its host was not out for dead_after ({} ms) before",
-                        s.target, clocks.dead_after
-                    ),
-                );
+            if let Some(host) = truth.hostnames.get(s.target) {
+                let since =
+                    s.t.saturating_sub(clocks.dead_after.saturating_sub(SLACK_MS));
+                let dead_long_enough = match truth.superseded.get(s.target) {
+                    Some(at) => *at <= since,
+                    None => truth.impaired_throughout(host, since, s.t.saturating_sub(SLACK_MS)),
+                };
+                let shown_live = table_before(s.t).is_some_and(|(_, rows)| {
+                    rows.iter().any(|r| {
+                        r.id == s.target
+                            && r.state == "ready"
+                            && (r.leader || r.reachability == "reachable")
+                    })
+                });
+                if !dead_long_enough || shown_live {
+                    violate(
+                        "removed-live-manager",
+                        format!(
+                            "remove-dead-manager of {} ({host}) started though {}",
+                            s.target,
+                            if shown_live {
+                                "the swarm showed it Ready and reachable".to_owned()
+                            } else {
+                                format!(
+                                    "its host had not been out for dead_after ({} ms)",
+                                    clocks.dead_after
+                                )
+                            }
+                        ),
+                    );
+                }
             }
         }
-        // Nothing within leader_settle of a leader change (swarm-warden may see a change
-        // up to one resync late, the tables a poll late).
+        // Nothing within leader_settle of a leader change. swarm-warden sees a change no
+        // sooner than it happens; a majority view shows it at most a poll late.
         if let Some(changed) = leader_changes.iter().rev().find(|c| **c <= s.t) {
-            let margin = clocks.resync + SLACK_MS;
-            if s.t - changed + margin < clocks.leader_settle {
+            if s.t - changed + SLACK_MS < clocks.leader_settle {
                 violate(
                     "change-after-leader-change",
                     format!(
@@ -450,17 +502,25 @@ pub fn check(entries: &[Entry]) -> Report {
                 );
             }
         }
-        // Never a promotion while an earlier one has not converged.
+        // Never a promotion while an earlier one has not converged: converged means the
+        // node shown as a reachable member, or gone, or back to worker after it was seen
+        // with role manager (a table from before the write took effect proves nothing).
         if s.kind == "promote-worker" {
             for (t1, x) in &promotions {
-                let settled = tables.iter().any(|(at, rows)| {
-                    *at > *t1
-                        && *at <= s.t
-                        && rows
-                            .iter()
-                            .find(|r| r.id == *x)
-                            .is_none_or(|r| r.role == "worker" || r.reachability == "reachable")
-                });
+                let mut seen_manager = false;
+                let settled =
+                    tables
+                        .iter()
+                        .filter(|(at, _)| *at > *t1 && *at <= s.t)
+                        .any(|(_, rows)| match rows.iter().find(|r| r.id == *x) {
+                            None => true,
+                            Some(r) if r.reachability == "reachable" || r.leader => true,
+                            Some(r) if r.role == "manager" => {
+                                seen_manager = true;
+                                false
+                            }
+                            Some(_) => seen_manager,
+                        });
                 if !settled {
                     violate(
                         "second-promotion",
@@ -470,13 +530,12 @@ pub fn check(entries: &[Entry]) -> Report {
             }
             promotions.push((s.t, s.target));
         }
-        // No change that lowered fault tolerance (unless a fault came in between).
-        if let Some((end_at, "done")) = s.ended {
-            if let (Some((_, before)), Some((after_at, after))) =
-                (table_before(s.t), table_after(end_at + 1_000))
-            {
+        // No change that lowered fault tolerance (unless a fault came in between), whatever
+        // its outcome: a demotion that went through counts even if the rest failed.
+        if let (Some((before_at, before)), Some((end_at, _))) = (table_before(s.t), s.ended) {
+            if let Some((after_at, after)) = table_after(end_at + 1_000) {
                 let (ft_before, ft_after) = (fault_tolerance(before), fault_tolerance(after));
-                if ft_after < ft_before && !faults_between(s.t.saturating_sub(1_000), *after_at) {
+                if ft_after < ft_before && !faults_between(*before_at, *after_at) {
                     violate(
                         "fault-tolerance-lowered",
                         format!(
@@ -489,9 +548,12 @@ pub fn check(entries: &[Entry]) -> Report {
         }
         previous_change = Some((s.t, s.ended.map_or(s.t, |(at, _)| at)));
 
-        // Reaction time of a removal: Down first seen (in the stretch that ended with
-        // the removal) to removal done, minus dead_after.
+        // Reaction time of a removal of a plain member (not a ghost): Down first seen (in
+        // the stretch that ended with the removal) to removal done, minus dead_after.
         if let (Some((done_at, "done")), "remove-dead-manager") = (s.ended, s.kind) {
+            if truth.superseded.contains_key(s.target) {
+                continue;
+            }
             let mut down_since = None;
             for (at, rows) in tables.iter().filter(|(at, _)| *at <= s.t) {
                 match rows.iter().find(|r| r.id == s.target) {
@@ -551,6 +613,13 @@ mod tests {
         Entry { t_ms, event }
     }
 
+    fn table(rows: Vec<Row>) -> Event {
+        Event::Table {
+            rows,
+            from: "m1".into(),
+        }
+    }
+
     fn start() -> Entry {
         at(
             0,
@@ -600,7 +669,7 @@ mod tests {
         down[2] = row("m3", "manager", "down", "unreachable", false);
         let h = vec![
             start(),
-            at(1_000, Event::Table { rows: healthy() }),
+            at(1_000, table(healthy())),
             at(
                 2_000,
                 Event::Fault {
@@ -609,7 +678,7 @@ mod tests {
                     detail: String::new(),
                 },
             ),
-            at(8_000, Event::Table { rows: down }),
+            at(8_000, table(down)),
             action(30_000, "started", "remove-dead-manager", "m3"),
             action(33_000, "done", "remove-dead-manager", "m3"),
         ];
@@ -622,7 +691,7 @@ mod tests {
     fn removing_a_manager_that_was_down_for_less_than_dead_after_is_a_violation() {
         let h = vec![
             start(),
-            at(1_000, Event::Table { rows: healthy() }),
+            at(1_000, table(healthy())),
             at(
                 20_000,
                 Event::Fault {
@@ -642,10 +711,10 @@ mod tests {
         promoting.push(row("w2", "manager", "down", "", false));
         let h = vec![
             start(),
-            at(1_000, Event::Table { rows: healthy() }),
+            at(1_000, table(healthy())),
             action(20_000, "started", "promote-worker", "w2"),
             action(50_000, "failed", "promote-worker", "w2"),
-            at(51_000, Event::Table { rows: promoting }),
+            at(51_000, table(promoting)),
             action(60_000, "started", "promote-worker", "w1"),
         ];
         assert_eq!(rules(&check(&h)), vec!["second-promotion"]);
@@ -658,8 +727,8 @@ mod tests {
         new_leader[1].leader = true;
         let h = vec![
             start(),
-            at(1_000, Event::Table { rows: healthy() }),
-            at(10_000, Event::Table { rows: new_leader }),
+            at(1_000, table(healthy())),
+            at(10_000, table(new_leader)),
             action(12_000, "started", "promote-worker", "w1"),
         ];
         assert_eq!(rules(&check(&h)), vec!["change-after-leader-change"]);
@@ -669,7 +738,7 @@ mod tests {
     fn an_action_from_a_cut_off_manager_is_a_violation() {
         let h = vec![
             start(),
-            at(1_000, Event::Table { rows: healthy() }),
+            at(1_000, table(healthy())),
             at(
                 2_000,
                 Event::Fault {
@@ -690,8 +759,8 @@ mod tests {
         let h = vec![
             start(),
             at(1_000, Event::FinalHeal),
-            at(2_000, Event::Table { rows: two.clone() }),
-            at(1_000_000, Event::Table { rows: two }),
+            at(2_000, table(two.clone())),
+            at(1_000_000, table(two)),
             at(1_000_001, Event::End),
         ];
         let report = check(&h);
@@ -699,16 +768,71 @@ mod tests {
         let h = vec![
             start(),
             at(1_000, Event::FinalHeal),
-            at(9_000, Event::Table { rows: healthy() }),
+            at(9_000, table(healthy())),
         ];
         assert_eq!(check(&h).restored_after_ms, Some(8_000));
+    }
+
+    #[test]
+    fn an_earlier_outage_of_the_same_host_does_not_hide_the_one_that_covers_the_removal() {
+        let mut down = healthy();
+        down[2] = row("m3", "manager", "down", "unreachable", false);
+        let kill = |t, fault: &str| {
+            at(
+                t,
+                Event::Fault {
+                    fault: fault.into(),
+                    nodes: vec!["m3".into()],
+                    detail: String::new(),
+                },
+            )
+        };
+        let heal = |t| {
+            at(
+                t,
+                Event::Heal {
+                    fault: "kill".into(),
+                    nodes: vec!["m3".into()],
+                },
+            )
+        };
+        let h = vec![
+            start(),
+            at(1_000, table(healthy())),
+            kill(10_000, "kill"),
+            heal(20_000),
+            kill(40_000, "kill"),
+            at(50_000, table(down)),
+            action(65_000, "started", "remove-dead-manager", "m3"),
+        ];
+        assert!(check(&h).violations.is_empty(), "{}", check(&h));
+    }
+
+    #[test]
+    fn a_minority_view_of_a_cut_off_leader_is_no_leader_change_and_no_majority() {
+        // m1, cut off, keeps answering as leader with the others unreachable.
+        let mut stale = healthy();
+        stale[1].reachability = "unreachable".into();
+        stale[2].reachability = "unreachable".into();
+        let h = vec![
+            start(),
+            at(1_000, table(healthy())),
+            at(2_000, table(stale.clone())),
+            at(3_000, table(stale.clone())),
+            at(4_000, table(stale.clone())),
+            at(5_000, table(stale.clone())),
+            at(6_000, table(stale.clone())),
+            at(7_000, table(stale)),
+            action(7_500, "started", "enforce-placement", "web"),
+        ];
+        assert_eq!(rules(&check(&h)), vec!["write-without-majority"]);
     }
 
     #[test]
     fn a_ghost_removed_dead_after_after_its_host_was_rebuilt_is_no_violation() {
         let h = vec![
             start(),
-            at(1_000, Event::Table { rows: healthy() }),
+            at(1_000, table(healthy())),
             at(
                 2_000,
                 Event::Fault {

@@ -120,6 +120,9 @@ pub enum Event {
     Table {
         /// Every node.
         rows: Vec<Row>,
+        /// The manager that answered.
+        #[serde(default)]
+        from: String,
     },
     /// No manager answered with a leader.
     NoLeader,

@@ -11,16 +11,17 @@ pub mod history;
 pub mod schedule;
 pub mod warden;
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bollard::query_parameters::ListNodesOptions;
 use tokio::time::Instant;
 
 use crate::error::{LabError, Result};
 use crate::names::LabName;
-use crate::{Lab, LabSpec, Role};
+use crate::{Lab, LabSpec, ProcessState, Role};
 use history::{Event, History, Row};
 use schedule::{Clocks, Episode, Fault, Target};
 use warden::WardenProcess;
@@ -31,6 +32,9 @@ const LEADER_SETTLE: Duration = Duration::from_secs(15);
 const STABILIZATION: Duration = Duration::from_secs(5);
 const RESYNC: Duration = Duration::from_secs(5);
 const DESIRED: usize = 3;
+/// How long after its manager is lost Swarm would have rescheduled swarm-warden's task
+/// onto another manager (the node must be seen Down first).
+const RESCHEDULE_AFTER: Duration = Duration::from_secs(15);
 
 fn policy_yaml() -> String {
     format!(
@@ -55,7 +59,8 @@ pub struct NemesisSpec {
     pub workers: usize,
     /// The swarm-warden binary.
     pub warden: PathBuf,
-    /// Where labs live; the history is kept there as `<lab>.history.jsonl`.
+    /// Where labs live; the history is kept there as `<lab>.history.jsonl` (the lab's own
+    /// folder goes with the lab).
     pub root: PathBuf,
 }
 
@@ -64,10 +69,12 @@ pub struct NemesisSpec {
 pub struct Outcome {
     /// The history file.
     pub history: PathBuf,
-    /// What the checker found.
+    /// What the checker found (also when the campaign itself failed).
     pub report: check::Report,
     /// The schedule that was drawn.
     pub schedule: Vec<Episode>,
+    /// Why the campaign could not run to its end, if it could not.
+    pub error: Option<String>,
 }
 
 /// The schedule a seed gives (what `run` applies).
@@ -81,31 +88,79 @@ pub fn schedule_for(seed: u64, duration: Duration) -> Vec<Episode> {
     )
 }
 
-/// What the nemesis has broken and not yet healed.
+/// What the nemesis has broken and not yet healed: host -> the fault's name.
 #[derive(Debug, Default)]
 struct Broken {
-    killed: BTreeSet<String>,
-    frozen: BTreeSet<String>,
+    killed: BTreeMap<String, String>,
+    frozen: BTreeMap<String, String>,
     /// The hosts cut off by the current partition.
-    cut: BTreeSet<String>,
+    cut: BTreeMap<String, String>,
 }
 
 impl Broken {
     fn contains(&self, host: &str) -> bool {
-        self.killed.contains(host) || self.frozen.contains(host) || self.cut.contains(host)
+        self.killed.contains_key(host)
+            || self.frozen.contains_key(host)
+            || self.cut.contains_key(host)
+    }
+}
+
+/// swarm-warden as the campaign runs it: at most one process, and where it points.
+struct Warden<'a> {
+    process: Option<WardenProcess>,
+    on: String,
+    spec: &'a NemesisSpec,
+    lab: &'a Lab,
+    policy: &'a Path,
+    raw_log: &'a Path,
+    history: &'a History,
+}
+
+impl Warden<'_> {
+    /// Stops the running one (if any) and starts one against `on`.
+    async fn restart(&mut self, on: &str, crash: bool, clock_offset_s: i64) -> Result<()> {
+        if let Some(w) = self.process.take() {
+            w.stop(crash, self.history).await;
+        }
+        if clock_offset_s != 0 && warden::find_libfaketime().is_none() {
+            self.history.record(Event::FaultSkipped {
+                fault: "clock-shift".into(),
+                why: "libfaketime not found (Debian's faketime package): the clock is not shifted"
+                    .into(),
+            });
+        }
+        self.process = Some(WardenProcess::start(
+            self.lab,
+            &self.spec.warden,
+            self.policy,
+            on,
+            clock_offset_s,
+            self.history,
+            self.raw_log,
+        )?);
+        self.on = on.to_owned();
+        Ok(())
+    }
+
+    async fn stop(&mut self) {
+        if let Some(w) = self.process.take() {
+            w.stop(false, self.history).await;
+        }
     }
 }
 
 /// Runs a campaign: lab up, swarm-warden on, faults, final heal, recovery, checker, lab
-/// down. The lab is torn down even when the campaign fails; the history stays.
+/// down. The lab is torn down even when the campaign fails; the history stays and is
+/// checked either way.
 pub async fn run(spec: &NemesisSpec) -> Result<Outcome> {
-    let name = LabName::new(&format!(
-        "nem{}-{}",
-        spec.seed % 10_000,
-        std::process::id() % 100_000
-    ))?;
-    let lab =
-        Arc::new(Lab::start(LabSpec::new(spec.managers, spec.workers).named(name.clone())).await?);
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() % 1_000_000)
+        .unwrap_or_default();
+    let name = LabName::new(&format!("nem{}-{stamp}", spec.seed % 10_000))?;
+    let mut lab_spec = LabSpec::new(spec.managers, spec.workers).named(name.clone());
+    lab_spec.root = spec.root.clone();
+    let lab = Arc::new(Lab::start(lab_spec).await?);
     let history_path = spec.root.join(format!("{name}.history.jsonl"));
     let history = History::create(&history_path)?;
     let schedule = schedule_for(spec.seed, spec.duration);
@@ -129,15 +184,21 @@ pub async fn run(spec: &NemesisSpec) -> Result<Outcome> {
     history.record(Event::End);
     poller.abort();
     let _ = poller.await;
-    let lab =
-        Arc::try_unwrap(lab).map_err(|_| LabError::Usage("the lab is still shared".into()))?;
-    lab.teardown()?;
-    result?;
+    let teardown = match Arc::try_unwrap(lab) {
+        Ok(lab) => lab.teardown(),
+        Err(_) => Err(LabError::Usage("the lab is still shared".into())),
+    };
     let entries = history::read(&history_path)?;
+    let error = match (result, teardown) {
+        (Err(e), _) => Some(format!("campaign: {e}")),
+        (Ok(()), Err(e)) => Some(format!("teardown: {e}")),
+        (Ok(()), Ok(())) => None,
+    };
     Ok(Outcome {
         history: history_path,
         report: check::check(&entries),
         schedule,
+        error,
     })
 }
 
@@ -150,16 +211,16 @@ async fn campaign(
     schedule: &[Episode],
 ) -> Result<()> {
     let start = Instant::now();
-    let mut warden = Some(WardenProcess::start(
+    let mut warden = Warden {
+        process: None,
+        on: String::new(),
+        spec,
         lab,
-        &spec.warden,
         policy,
-        "m1",
-        0,
-        history,
         raw_log,
-    )?);
-    let mut warden_on = "m1".to_owned();
+        history,
+    };
+    warden.restart("m1", false, 0).await?;
     let mut broken = Broken::default();
     for episode in schedule {
         tokio::time::sleep_until(start + episode.at).await;
@@ -170,29 +231,16 @@ async fn campaign(
             clock_offset_s,
         } = episode.fault
         {
-            let Some(on) = pick(&table, Target::Manager(manager), &broken) else {
-                history.record(Event::FaultSkipped {
+            match pick(&table, Target::Manager(manager), &broken) {
+                Some(on) => warden.restart(&on, crash, clock_offset_s).await?,
+                None => history.record(Event::FaultSkipped {
                     fault: episode.fault.name().into(),
                     why: "no healthy manager to point swarm-warden at".into(),
-                });
-                continue;
-            };
-            if let Some(w) = warden.take() {
-                w.stop(crash, history).await;
+                }),
             }
-            warden = Some(WardenProcess::start(
-                lab,
-                &spec.warden,
-                policy,
-                &on,
-                clock_offset_s,
-                history,
-                raw_log,
-            )?);
-            warden_on = on;
             continue;
         }
-        if let Err(e) = apply(lab, history, &mut broken, episode, &table).await {
+        if let Err(e) = apply(lab, history, &mut broken, &mut warden, episode, &table).await {
             history.record(Event::FaultSkipped {
                 fault: episode.fault.name().into(),
                 why: e.to_string(),
@@ -204,25 +252,14 @@ async fn campaign(
     // swarm-warden runs as a service pinned to managers: Swarm would reschedule it onto a
     // live manager; the nemesis does the same when its manager no longer is one.
     let table = rows(lab).await;
-    let healthy = |host: &str| {
+    let live = |host: &str| {
         table
             .iter()
             .any(|r| r.hostname == host && r.is_member() && r.state == "ready")
     };
-    if !healthy(&warden_on) {
+    if !live(&warden.on) {
         if let Some(on) = pick(&table, Target::Manager(0), &broken) {
-            if let Some(w) = warden.take() {
-                w.stop(false, history).await;
-            }
-            warden = Some(WardenProcess::start(
-                lab,
-                &spec.warden,
-                policy,
-                &on,
-                0,
-                history,
-                raw_log,
-            )?);
+            warden.restart(&on, false, 0).await?;
         }
     }
     history.record(Event::FinalHeal);
@@ -243,20 +280,41 @@ async fn campaign(
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    if let Some(w) = warden.take() {
-        w.stop(false, history).await;
-    }
+    warden.stop().await;
     Ok(())
 }
 
-/// The node table every second, into the history.
+/// The node table every second, into the history. Every node's API is asked: a manager
+/// cut off in a minority may still answer as leader with a stale list, so a view that
+/// shows a majority of the raft reachable is preferred.
 async fn poll_tables(lab: Arc<Lab>, history: History) {
     loop {
-        match lab.node_table().await {
-            Ok(t) => history.record(Event::Table {
-                rows: t.rows.iter().map(row).collect(),
-            }),
-            Err(_) => history.record(Event::NoLeader),
+        let mut views: Vec<(String, Vec<Row>)> = Vec::new();
+        for record in lab.state().nodes {
+            let host = record.name.as_str().to_owned();
+            let Ok(client) = lab.client(&host).await else {
+                continue;
+            };
+            let listed = tokio::time::timeout(
+                Duration::from_secs(2),
+                client.list_nodes(None::<ListNodesOptions>),
+            )
+            .await;
+            if let Ok(Ok(nodes)) = listed {
+                let table = crate::NodeTable::new(&nodes);
+                views.push((host, table.rows.iter().map(row).collect()));
+            }
+        }
+        let best = views
+            .iter()
+            .position(|(_, rows)| check::shows_majority(rows))
+            .or(if views.is_empty() { None } else { Some(0) });
+        match best {
+            Some(i) => {
+                let (from, rows) = views.swap_remove(i);
+                history.record(Event::Table { rows, from });
+            }
+            None => history.record(Event::NoLeader),
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -311,11 +369,35 @@ fn skipped(why: &str) -> LabError {
     LabError::Usage(why.to_owned())
 }
 
-/// Applies one episode's fault, holds it, heals it.
+/// Holds a fault for `hold`. When the fault took swarm-warden's own manager (killed,
+/// frozen, cut off alone), swarm-warden is moved to a live manager after
+/// [`RESCHEDULE_AFTER`], as Swarm would reschedule its task; a manager split keeps it
+/// where it is (swarm-warden in a minority is a case of its own).
+async fn hold(
+    lab: &Lab,
+    warden: &mut Warden<'_>,
+    broken: &Broken,
+    host: Option<&str>,
+    hold: Duration,
+) {
+    let begun = Instant::now();
+    if host.is_some_and(|h| h == warden.on) && hold > RESCHEDULE_AFTER {
+        tokio::time::sleep(RESCHEDULE_AFTER).await;
+        if let Some(on) = pick(&rows(lab).await, Target::Manager(0), broken) {
+            if let Err(e) = warden.restart(&on, true, 0).await {
+                tracing::warn!(error = %e, "Could not move swarm-warden");
+            }
+        }
+    }
+    tokio::time::sleep(hold.saturating_sub(begun.elapsed())).await;
+}
+
+/// Applies one episode's fault, holds it, heals it. A heal is recorded only once done.
 async fn apply(
     lab: &Lab,
     history: &History,
     broken: &mut Broken,
+    warden: &mut Warden<'_>,
     episode: &Episode,
     table: &[Row],
 ) -> Result<()> {
@@ -327,7 +409,7 @@ async fn apply(
             detail,
         })
     };
-    let heal = |nodes: Vec<String>| {
+    let healed = |nodes: Vec<String>| {
         history.record(Event::Heal {
             fault: name.clone(),
             nodes,
@@ -339,44 +421,43 @@ async fn apply(
             match &episode.fault {
                 Fault::Kill { .. } => {
                     lab.kill(&host).await?;
-                    broken.killed.insert(host.clone());
+                    broken.killed.insert(host.clone(), name.clone());
                 }
                 Fault::Freeze { .. } => {
                     lab.freeze(&host).await?;
-                    broken.frozen.insert(host.clone());
+                    broken.frozen.insert(host.clone(), name.clone());
                 }
                 _ => {
                     lab.partition(&host).await?;
-                    broken.cut.insert(host.clone());
+                    broken.cut.insert(host.clone(), name.clone());
                 }
             }
             fault(
                 vec![host.clone()],
                 format!("for {}s", episode.hold.as_secs()),
             );
-            tokio::time::sleep(episode.hold).await;
+            hold(lab, warden, broken, Some(&host), episode.hold).await;
             match &episode.fault {
                 Fault::Kill { .. } => {
-                    broken.killed.remove(&host);
                     lab.restart(&host).await?;
+                    broken.killed.remove(&host);
                 }
                 Fault::Freeze { .. } => {
-                    broken.frozen.remove(&host);
                     lab.thaw(&host).await?;
+                    broken.frozen.remove(&host);
                 }
                 _ => {
-                    broken.cut.clear();
                     lab.heal().await?;
+                    broken.cut.clear();
                 }
             }
-            heal(vec![host]);
+            healed(vec![host]);
         }
         Fault::Restart { target } => {
             let host = pick(table, *target, broken).ok_or_else(|| skipped("no healthy target"))?;
             fault(vec![host.clone()], "stop and start".into());
-            let result = lab.restart(&host).await;
-            heal(vec![host]);
-            result?;
+            lab.restart(&host).await?;
+            healed(vec![host]);
         }
         Fault::SplitManagers { offset } => {
             let mut managers: Vec<&str> = table
@@ -395,7 +476,9 @@ async fn apply(
                 .map(|s| (*s).to_owned())
                 .collect();
             lab.partition(&minority.join(",")).await?;
-            broken.cut.extend(minority.iter().cloned());
+            for m in &minority {
+                broken.cut.insert(m.clone(), name.clone());
+            }
             fault(
                 minority.clone(),
                 format!(
@@ -404,10 +487,10 @@ async fn apply(
                     episode.hold.as_secs()
                 ),
             );
-            tokio::time::sleep(episode.hold).await;
-            broken.cut.clear();
+            hold(lab, warden, broken, None, episode.hold).await;
             lab.heal().await?;
-            heal(minority);
+            broken.cut.clear();
+            healed(minority);
         }
         Fault::Rebuild { target } => {
             let host = pick(table, *target, broken).ok_or_else(|| skipped("no healthy target"))?;
@@ -417,9 +500,8 @@ async fn apply(
                 Role::Worker
             };
             fault(vec![host.clone()], format!("rebuilt, rejoins as {role}"));
-            let result = lab.rebuild(&host, role).await;
-            heal(vec![host]);
-            result?;
+            lab.rebuild(&host, role).await?;
+            healed(vec![host]);
         }
         Fault::Join { manager } => {
             let host = format!("n{}", lab.state().nodes.len() + 1);
@@ -429,43 +511,49 @@ async fn apply(
                 Role::Worker
             };
             fault(vec![host.clone()], format!("a new host joins as {role}"));
-            let result = lab.join(&host, role).await;
-            heal(vec![host]);
-            result?;
+            lab.join(&host, role).await?;
+            healed(vec![host]);
         }
         Fault::WardenRestart { .. } => {}
     }
     Ok(())
 }
 
-/// Heals every fault, then repairs what an operator would: a host whose node is no longer
-/// in the swarm (removed while dead), or whose promotion never joined the raft, is
-/// rebuilt as a worker, and the old entry of a failed promotion removed.
+/// Heals every fault (whatever is still broken, and every node whose processes are not
+/// running), then repairs what an operator would: a host whose own daemon says it is out
+/// of the swarm (removed while dead, or a promotion that never joined) is rebuilt as a
+/// worker, and its stranded entries removed. Nothing is repaired without a leader, and a
+/// host whose daemon says it is in the swarm is never touched.
 async fn final_heal(lab: &Lab, history: &History, broken: &mut Broken) {
-    if !broken.cut.is_empty() {
-        let _ = lab.heal().await;
-        history.record(Event::Heal {
-            fault: "isolate".into(),
-            nodes: std::mem::take(&mut broken.cut).into_iter().collect(),
-        });
+    if lab.heal().await.is_ok() {
+        for (host, fault) in std::mem::take(&mut broken.cut) {
+            history.record(Event::Heal {
+                fault,
+                nodes: vec![host],
+            });
+        }
     }
-    for host in std::mem::take(&mut broken.frozen) {
-        let _ = lab.thaw(&host).await;
-        history.record(Event::Heal {
-            fault: "freeze".into(),
-            nodes: vec![host],
-        });
+    for record in lab.state().nodes {
+        let host = record.name.as_str().to_owned();
+        let healed = match lab.process_state(&host) {
+            Ok(ProcessState::Frozen) => lab.thaw(&host).await.is_ok(),
+            Ok(ProcessState::Stopped) => lab.restart(&host).await.is_ok(),
+            _ => true,
+        };
+        if !healed {
+            continue;
+        }
+        for map in [&mut broken.killed, &mut broken.frozen] {
+            if let Some(fault) = map.remove(&host) {
+                history.record(Event::Heal {
+                    fault,
+                    nodes: vec![host.clone()],
+                });
+            }
+        }
     }
-    for host in std::mem::take(&mut broken.killed) {
-        let _ = lab.restart(&host).await;
-        history.record(Event::Heal {
-            fault: "kill".into(),
-            nodes: vec![host],
-        });
-    }
-    // Give healed nodes time to come back before judging what needs repair: a leader, no
-    // node in state unknown (as after an election), every raft member Ready, for up to a
-    // minute. A member still Down after that is left to swarm-warden.
+    // Give healed nodes time to come back before judging: a leader, no node in state
+    // unknown (as after an election), every raft member Ready, for up to a minute.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let settled = Instant::now();
     let mut table = rows(lab).await;
@@ -478,33 +566,42 @@ async fn final_heal(lab: &Lab, history: &History, broken: &mut Broken) {
         tokio::time::sleep(Duration::from_secs(2)).await;
         table = rows(lab).await;
     }
+    if table.is_empty() {
+        history.record(Event::FaultSkipped {
+            fault: "final-repair".into(),
+            why: "no manager answered with a leader: nothing repaired".into(),
+        });
+        return;
+    }
     for record in lab.state().nodes {
         let host = record.name.as_str().to_owned();
-        let entries: Vec<&Row> = table.iter().filter(|r| r.hostname == host).collect();
-        // Serving, or still a raft member (a manager is never wiped by the repair: its
-        // removal, if it is dead, is swarm-warden's job).
-        let keep = entries
-            .iter()
-            .any(|r| r.is_member() || (r.state == "ready" && r.role == "worker"));
-        if keep {
+        let Ok(client) = lab.client(&host).await else {
+            continue;
+        };
+        let state = match client.info().await {
+            Ok(info) => info
+                .swarm
+                .and_then(|s| s.local_node_state)
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+            Err(_) => continue,
+        };
+        // `inactive`: removed (or left); `error`: a promotion that never joined.
+        if state != "inactive" && state != "error" {
             continue;
         }
-        let stranded: Vec<String> = entries
+        let stranded: Vec<String> = table
             .iter()
-            .filter(|r| r.role == "manager" && !r.is_member())
+            .filter(|r| r.hostname == host && !r.is_member() && r.state != "ready")
             .map(|r| r.id.clone())
             .collect();
         history.record(Event::Operator {
             detail: format!(
-                "{host} is not serving (entries {:?}): rebuilt as a worker{}",
-                entries
-                    .iter()
-                    .map(|r| format!("{} {} {}", r.id, r.role, r.state))
-                    .collect::<Vec<_>>(),
+                "{host}'s daemon is {state} in the swarm: rebuilt as a worker{}",
                 if stranded.is_empty() {
                     String::new()
                 } else {
-                    format!(", stranded entries {stranded:?} removed")
+                    format!(", its stranded entries {stranded:?} removed")
                 }
             ),
             nodes: vec![host.clone()],

@@ -129,10 +129,12 @@ pub fn schedule(seed: u64, duration: Duration, clocks: Clocks) -> Vec<Episode> {
         } else {
             Target::Worker(k)
         };
-        // A third of the outages outlast dead_after (the manager is removed), the rest
-        // end before it (the manager must be kept).
+        // A third of the outages outlast dead_after by far (the swarm sees a node Down
+        // 10-15 s after it is lost, swarm-warden removes it dead_after later: 2 x
+        // dead_after + 15 s leaves the removal well inside the outage); the rest end
+        // before dead_after (the manager must be kept).
         let outage = if rng.random_bool(0.35) {
-            Duration::from_secs(rng.random_range(dead_after + 10..dead_after * 3 + 10))
+            Duration::from_secs(rng.random_range(dead_after * 2 + 15..dead_after * 4 + 15))
         } else {
             Duration::from_secs(rng.random_range(3..dead_after.max(4)))
         };
