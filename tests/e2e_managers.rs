@@ -299,7 +299,9 @@ async fn report_and_dry_run_change_nothing_while_a_real_run_acts() {
         t.by_hostname(&victim).any(|r| r.is_down())
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // A fresh process counts the status time dead_after (5 s) later than it says (clock
+    // skew): Down for 2 x dead_after and a second is dead for it.
+    tokio::time::sleep(Duration::from_secs(11)).await;
 
     let nodes_before = node_versions(&lab, "m1").await;
     let services_before = service_versions(&lab).await;
