@@ -289,22 +289,27 @@ async fn campaign(
 /// shows a majority of the raft reachable is preferred.
 async fn poll_tables(lab: Arc<Lab>, history: History) {
     loop {
-        let mut views: Vec<(String, Vec<Row>)> = Vec::new();
-        for record in lab.state().nodes {
-            let host = record.name.as_str().to_owned();
-            let Ok(client) = lab.client(&host).await else {
-                continue;
-            };
-            let listed = tokio::time::timeout(
-                Duration::from_secs(2),
-                client.list_nodes(None::<ListNodesOptions>),
-            )
-            .await;
-            if let Ok(Ok(nodes)) = listed {
+        // Concurrently: a node cut off or frozen takes its whole timeout to fail.
+        let asks = lab.state().nodes.into_iter().map(|record| {
+            let lab = Arc::clone(&lab);
+            async move {
+                let host = record.name.as_str().to_owned();
+                let client = lab.client(&host).await.ok()?;
+                let listed = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    client.list_nodes(None::<ListNodesOptions>),
+                )
+                .await;
+                let nodes = listed.ok()?.ok()?;
                 let table = crate::NodeTable::new(&nodes);
-                views.push((host, table.rows.iter().map(row).collect()));
+                Some((host, table.rows.iter().map(row).collect::<Vec<Row>>()))
             }
-        }
+        });
+        let mut views: Vec<(String, Vec<Row>)> = futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
         let best = views
             .iter()
             .position(|(_, rows)| check::shows_majority(rows))
