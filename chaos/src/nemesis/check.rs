@@ -521,7 +521,14 @@ pub fn check(entries: &[Entry]) -> Report {
                             }
                             Some(_) => seen_manager,
                         });
-                if !settled {
+                // An operator who rebuilt the host (the fix `promotion-failed` gives) and
+                // removed its stranded entry settles it too.
+                let host = truth.hostnames.get(*x);
+                let by_operator = entries.iter().any(|e| {
+                    (*t1..=s.t).contains(&e.t_ms)
+                        && matches!(&e.event, Event::Operator { nodes, .. } if host.is_some_and(|h| nodes.contains(h)))
+                });
+                if !settled && !by_operator {
                     violate(
                         "second-promotion",
                         format!("promote-worker {} started while the promotion of {x} had not converged", s.target),
@@ -718,6 +725,28 @@ mod tests {
             action(60_000, "started", "promote-worker", "w1"),
         ];
         assert_eq!(rules(&check(&h)), vec!["second-promotion"]);
+    }
+
+    #[test]
+    fn a_promotion_after_an_operator_repaired_the_failed_one_is_no_violation() {
+        let mut promoting = healthy();
+        promoting.push(row("w2", "manager", "down", "", false));
+        let h = vec![
+            start(),
+            at(1_000, table(healthy())),
+            action(20_000, "started", "promote-worker", "w2"),
+            action(50_000, "failed", "promote-worker", "w2"),
+            at(51_000, table(promoting)),
+            at(
+                59_000,
+                Event::Operator {
+                    detail: "w2 rebuilt".into(),
+                    nodes: vec!["w2".into()],
+                },
+            ),
+            action(60_000, "started", "promote-worker", "w1"),
+        ];
+        assert!(check(&h).violations.is_empty(), "{}", check(&h));
     }
 
     #[test]

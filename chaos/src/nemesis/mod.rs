@@ -271,12 +271,20 @@ async fn campaign(
         millis(LEADER_SETTLE),
         millis(STABILIZATION),
     ));
+    // An operator keeps repairing what swarm-warden reports (a promotion that never
+    // joined leaves its host in error) every 20 s meanwhile.
     let healed = Instant::now();
+    let mut repaired = Instant::now();
     while healed.elapsed() < bound {
-        if check::restored(&rows(lab).await, DESIRED) {
+        let table = rows(lab).await;
+        if check::restored(&table, DESIRED) {
             // A little longer, so the tables show it settled.
             tokio::time::sleep(Duration::from_secs(3)).await;
             break;
+        }
+        if repaired.elapsed() >= Duration::from_secs(20) && !table.is_empty() {
+            repair(lab, history, &table).await;
+            repaired = Instant::now();
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
@@ -525,10 +533,8 @@ async fn apply(
 }
 
 /// Heals every fault (whatever is still broken, and every node whose processes are not
-/// running), then repairs what an operator would: a host whose own daemon says it is out
-/// of the swarm (removed while dead, or a promotion that never joined) is rebuilt as a
-/// worker, and its stranded entries removed. Nothing is repaired without a leader, and a
-/// host whose daemon says it is in the swarm is never touched.
+/// running), then [`repair`]s what an operator would. Nothing is repaired without a
+/// leader.
 async fn final_heal(lab: &Lab, history: &History, broken: &mut Broken) {
     if lab.heal().await.is_ok() {
         for (host, fault) in std::mem::take(&mut broken.cut) {
@@ -578,6 +584,15 @@ async fn final_heal(lab: &Lab, history: &History, broken: &mut Broken) {
         });
         return;
     }
+    repair(lab, history, &table).await;
+}
+
+/// What an operator does about hosts whose own daemon says they are out of the swarm
+/// (`inactive`: removed while dead; `error`: a promotion that never joined, the
+/// join-address trap): rebuilt as workers, joined through a live manager, and their
+/// stranded entries removed — the fix `promotion-failed` gives. A host whose daemon says
+/// it is in the swarm is never touched.
+async fn repair(lab: &Lab, history: &History, table: &[Row]) {
     for record in lab.state().nodes {
         let host = record.name.as_str().to_owned();
         let Ok(client) = lab.client(&host).await else {
