@@ -7,22 +7,26 @@
 //! run to run, which is the point: the invariants must hold whatever they are.
 
 pub mod check;
+mod faults;
 pub mod history;
+mod poll;
+mod repair;
 pub mod schedule;
 pub mod warden;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bollard::query_parameters::ListNodesOptions;
 use tokio::time::Instant;
 
 use crate::error::{LabError, Result};
 use crate::names::LabName;
-use crate::{Lab, LabSpec, ProcessState, Role};
-use history::{Event, History, Row};
+use crate::{Lab, LabSpec};
+use faults::{apply, pick, Broken};
+use history::{Event, History};
+use poll::{poll_tables, rows};
+use repair::{final_heal, repair};
 use schedule::{Clocks, Episode, Fault, Target};
 use warden::WardenProcess;
 
@@ -34,7 +38,7 @@ const RESYNC: Duration = Duration::from_secs(5);
 const DESIRED: usize = 3;
 /// How long after its manager is lost Swarm would have rescheduled swarm-warden's task
 /// onto another manager (the node must be seen Down first).
-const RESCHEDULE_AFTER: Duration = Duration::from_secs(15);
+pub(super) const RESCHEDULE_AFTER: Duration = Duration::from_secs(15);
 
 fn policy_yaml() -> String {
     format!(
@@ -88,27 +92,10 @@ pub fn schedule_for(seed: u64, duration: Duration) -> Vec<Episode> {
     )
 }
 
-/// What the nemesis has broken and not yet healed: host -> the fault's name.
-#[derive(Debug, Default)]
-struct Broken {
-    killed: BTreeMap<String, String>,
-    frozen: BTreeMap<String, String>,
-    /// The hosts cut off by the current partition.
-    cut: BTreeMap<String, String>,
-}
-
-impl Broken {
-    fn contains(&self, host: &str) -> bool {
-        self.killed.contains_key(host)
-            || self.frozen.contains_key(host)
-            || self.cut.contains_key(host)
-    }
-}
-
 /// swarm-warden as the campaign runs it: at most one process, and where it points.
-struct Warden<'a> {
+pub(super) struct Warden<'a> {
     process: Option<WardenProcess>,
-    on: String,
+    pub(super) on: String,
     spec: &'a NemesisSpec,
     lab: &'a Lab,
     policy: &'a Path,
@@ -118,7 +105,12 @@ struct Warden<'a> {
 
 impl Warden<'_> {
     /// Stops the running one (if any) and starts one against `on`.
-    async fn restart(&mut self, on: &str, crash: bool, clock_offset_s: i64) -> Result<()> {
+    pub(super) async fn restart(
+        &mut self,
+        on: &str,
+        crash: bool,
+        clock_offset_s: i64,
+    ) -> Result<()> {
         if let Some(w) = self.process.take() {
             w.stop(crash, self.history).await;
         }
@@ -290,354 +282,6 @@ async fn campaign(
     }
     warden.stop().await;
     Ok(())
-}
-
-/// The node table every second, into the history. Every node's API is asked: a manager
-/// cut off in a minority may still answer as leader with a stale list, so a view that
-/// shows a majority of the raft reachable is preferred.
-async fn poll_tables(lab: Arc<Lab>, history: History) {
-    loop {
-        // Concurrently: a node cut off or frozen takes its whole timeout to fail.
-        let asks = lab.state().nodes.into_iter().map(|record| {
-            let lab = Arc::clone(&lab);
-            async move {
-                let host = record.name.as_str().to_owned();
-                let client = lab.client(&host).await.ok()?;
-                let listed = tokio::time::timeout(
-                    Duration::from_secs(2),
-                    client.list_nodes(None::<ListNodesOptions>),
-                )
-                .await;
-                let nodes = listed.ok()?.ok()?;
-                let table = crate::NodeTable::new(&nodes);
-                Some((host, table.rows.iter().map(row).collect::<Vec<Row>>()))
-            }
-        });
-        let mut views: Vec<(String, Vec<Row>)> = futures::future::join_all(asks)
-            .await
-            .into_iter()
-            .flatten()
-            .collect();
-        let best = views
-            .iter()
-            .position(|(_, rows)| check::shows_majority(rows))
-            .or(if views.is_empty() { None } else { Some(0) });
-        match best {
-            Some(i) => {
-                let (from, rows) = views.swap_remove(i);
-                history.record(Event::Table { rows, from });
-            }
-            None => history.record(Event::NoLeader),
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-fn row(r: &crate::NodeRow) -> Row {
-    Row {
-        id: r.id.clone(),
-        hostname: r.hostname.clone(),
-        role: r.role.clone(),
-        state: r.state.clone(),
-        reachability: r.reachability.clone(),
-        leader: r.leader,
-    }
-}
-
-async fn rows(lab: &Lab) -> Vec<Row> {
-    lab.node_table()
-        .await
-        .map(|t| t.rows.iter().map(row).collect())
-        .unwrap_or_default()
-}
-
-/// The hostname a target names now: among the raft members (or the Ready workers) the
-/// nemesis has not broken, sorted by hostname, the k-th (modulo their number).
-fn pick(table: &[Row], target: Target, broken: &Broken) -> Option<String> {
-    let (k, mut hosts): (usize, Vec<&str>) = match target {
-        Target::Manager(k) => (
-            k,
-            table
-                .iter()
-                .filter(|r| r.is_member() && r.state == "ready")
-                .map(|r| r.hostname.as_str())
-                .collect(),
-        ),
-        Target::Worker(k) => (
-            k,
-            table
-                .iter()
-                .filter(|r| r.role == "worker" && r.state == "ready")
-                .map(|r| r.hostname.as_str())
-                .collect(),
-        ),
-    };
-    hosts.retain(|h| !broken.contains(h));
-    hosts.sort_unstable();
-    hosts.dedup();
-    (!hosts.is_empty()).then(|| hosts[k % hosts.len()].to_owned())
-}
-
-fn skipped(why: &str) -> LabError {
-    LabError::Usage(why.to_owned())
-}
-
-/// Holds a fault for `hold`. When the fault took swarm-warden's own manager (killed,
-/// frozen, cut off alone), swarm-warden is moved to a live manager after
-/// [`RESCHEDULE_AFTER`], as Swarm would reschedule its task; a manager split keeps it
-/// where it is (swarm-warden in a minority is a case of its own).
-async fn hold(
-    lab: &Lab,
-    warden: &mut Warden<'_>,
-    broken: &Broken,
-    host: Option<&str>,
-    hold: Duration,
-) {
-    let begun = Instant::now();
-    if host.is_some_and(|h| h == warden.on) && hold > RESCHEDULE_AFTER {
-        tokio::time::sleep(RESCHEDULE_AFTER).await;
-        if let Some(on) = pick(&rows(lab).await, Target::Manager(0), broken) {
-            if let Err(e) = warden.restart(&on, true, 0).await {
-                tracing::warn!(error = %e, "Could not move swarm-warden");
-            }
-        }
-    }
-    tokio::time::sleep(hold.saturating_sub(begun.elapsed())).await;
-}
-
-/// Applies one episode's fault, holds it, heals it. A heal is recorded only once done.
-async fn apply(
-    lab: &Lab,
-    history: &History,
-    broken: &mut Broken,
-    warden: &mut Warden<'_>,
-    episode: &Episode,
-    table: &[Row],
-) -> Result<()> {
-    let name = episode.fault.name().to_owned();
-    let fault = |nodes: Vec<String>, detail: String| {
-        history.record(Event::Fault {
-            fault: name.clone(),
-            nodes,
-            detail,
-        })
-    };
-    let healed = |nodes: Vec<String>| {
-        history.record(Event::Heal {
-            fault: name.clone(),
-            nodes,
-        })
-    };
-    match &episode.fault {
-        Fault::Kill { target } | Fault::Freeze { target } | Fault::Isolate { target } => {
-            let host = pick(table, *target, broken).ok_or_else(|| skipped("no healthy target"))?;
-            match &episode.fault {
-                Fault::Kill { .. } => {
-                    lab.kill(&host).await?;
-                    broken.killed.insert(host.clone(), name.clone());
-                }
-                Fault::Freeze { .. } => {
-                    lab.freeze(&host).await?;
-                    broken.frozen.insert(host.clone(), name.clone());
-                }
-                _ => {
-                    lab.partition(&host).await?;
-                    broken.cut.insert(host.clone(), name.clone());
-                }
-            }
-            fault(
-                vec![host.clone()],
-                format!("for {}s", episode.hold.as_secs()),
-            );
-            hold(lab, warden, broken, Some(&host), episode.hold).await;
-            match &episode.fault {
-                Fault::Kill { .. } => {
-                    lab.restart(&host).await?;
-                    broken.killed.remove(&host);
-                }
-                Fault::Freeze { .. } => {
-                    lab.thaw(&host).await?;
-                    broken.frozen.remove(&host);
-                }
-                _ => {
-                    lab.heal().await?;
-                    broken.cut.clear();
-                }
-            }
-            healed(vec![host]);
-        }
-        Fault::Restart { target } => {
-            let host = pick(table, *target, broken).ok_or_else(|| skipped("no healthy target"))?;
-            fault(vec![host.clone()], "stop and start".into());
-            lab.restart(&host).await?;
-            healed(vec![host]);
-        }
-        Fault::SplitManagers { offset } => {
-            let mut managers: Vec<&str> = table
-                .iter()
-                .filter(|r| r.is_member() && r.state == "ready" && !broken.contains(&r.hostname))
-                .map(|r| r.hostname.as_str())
-                .collect();
-            managers.sort_unstable();
-            if managers.len() < 3 {
-                return Err(skipped("fewer than 3 healthy managers to split"));
-            }
-            let turn = offset % managers.len();
-            managers.rotate_left(turn);
-            let minority: Vec<String> = managers[..(managers.len() - 1) / 2]
-                .iter()
-                .map(|s| (*s).to_owned())
-                .collect();
-            lab.partition(&minority.join(",")).await?;
-            for m in &minority {
-                broken.cut.insert(m.clone(), name.clone());
-            }
-            fault(
-                minority.clone(),
-                format!(
-                    "managers {} cut off from the rest for {}s",
-                    minority.join(","),
-                    episode.hold.as_secs()
-                ),
-            );
-            hold(lab, warden, broken, None, episode.hold).await;
-            lab.heal().await?;
-            broken.cut.clear();
-            healed(minority);
-        }
-        Fault::Rebuild { target } => {
-            let host = pick(table, *target, broken).ok_or_else(|| skipped("no healthy target"))?;
-            let role = if table.iter().any(|r| r.hostname == host && r.is_member()) {
-                Role::Manager
-            } else {
-                Role::Worker
-            };
-            fault(vec![host.clone()], format!("rebuilt, rejoins as {role}"));
-            lab.rebuild(&host, role).await?;
-            healed(vec![host]);
-        }
-        Fault::Join { manager } => {
-            let host = format!("n{}", lab.state().nodes.len() + 1);
-            let role = if *manager {
-                Role::Manager
-            } else {
-                Role::Worker
-            };
-            fault(vec![host.clone()], format!("a new host joins as {role}"));
-            lab.join(&host, role).await?;
-            healed(vec![host]);
-        }
-        Fault::WardenRestart { .. } => {}
-    }
-    Ok(())
-}
-
-/// Heals every fault (whatever is still broken, and every node whose processes are not
-/// running), then [`repair`]s what an operator would. Nothing is repaired without a
-/// leader.
-async fn final_heal(lab: &Lab, history: &History, broken: &mut Broken) {
-    if lab.heal().await.is_ok() {
-        for (host, fault) in std::mem::take(&mut broken.cut) {
-            history.record(Event::Heal {
-                fault,
-                nodes: vec![host],
-            });
-        }
-    }
-    for record in lab.state().nodes {
-        let host = record.name.as_str().to_owned();
-        let healed = match lab.process_state(&host) {
-            Ok(ProcessState::Frozen) => lab.thaw(&host).await.is_ok(),
-            Ok(ProcessState::Stopped) => lab.restart(&host).await.is_ok(),
-            _ => true,
-        };
-        if !healed {
-            continue;
-        }
-        for map in [&mut broken.killed, &mut broken.frozen] {
-            if let Some(fault) = map.remove(&host) {
-                history.record(Event::Heal {
-                    fault,
-                    nodes: vec![host.clone()],
-                });
-            }
-        }
-    }
-    // Give healed nodes time to come back before judging: a leader, no node in state
-    // unknown (as after an election), every raft member Ready, for up to a minute.
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let settled = Instant::now();
-    let mut table = rows(lab).await;
-    while settled.elapsed() < Duration::from_secs(60)
-        && (table.is_empty()
-            || table
-                .iter()
-                .any(|r| r.state == "unknown" || (r.is_member() && r.state != "ready")))
-    {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        table = rows(lab).await;
-    }
-    if table.is_empty() {
-        history.record(Event::FaultSkipped {
-            fault: "final-repair".into(),
-            why: "no manager answered with a leader: nothing repaired".into(),
-        });
-        return;
-    }
-    repair(lab, history, &table).await;
-}
-
-/// What an operator does about hosts whose own daemon says they are out of the swarm
-/// (`inactive`: removed while dead; `error`: a promotion that never joined, the
-/// join-address trap): rebuilt as workers, joined through a live manager, and their
-/// stranded entries removed — the fix `promotion-failed` gives. A host whose daemon says
-/// it is in the swarm is never touched.
-async fn repair(lab: &Lab, history: &History, table: &[Row]) {
-    for record in lab.state().nodes {
-        let host = record.name.as_str().to_owned();
-        let Ok(client) = lab.client(&host).await else {
-            continue;
-        };
-        let state = match client.info().await {
-            Ok(info) => info
-                .swarm
-                .and_then(|s| s.local_node_state)
-                .map(|s| s.to_string())
-                .unwrap_or_default(),
-            Err(_) => continue,
-        };
-        // `inactive`: removed (or left); `error`: a promotion that never joined.
-        if state != "inactive" && state != "error" {
-            continue;
-        }
-        let stranded: Vec<String> = table
-            .iter()
-            .filter(|r| r.hostname == host && !r.is_member() && r.state != "ready")
-            .map(|r| r.id.clone())
-            .collect();
-        history.record(Event::Operator {
-            detail: format!(
-                "{host}'s daemon is {state} in the swarm: rebuilt as a worker{}",
-                if stranded.is_empty() {
-                    String::new()
-                } else {
-                    format!(", its stranded entries {stranded:?} removed")
-                }
-            ),
-            nodes: vec![host.clone()],
-        });
-        if let Err(e) = lab.rebuild(&host, Role::Worker).await {
-            tracing::warn!(%host, error = %e, "Final repair: rebuild failed");
-        }
-        if let Ok((client, _)) = lab.manager_client().await {
-            for id in stranded {
-                let options = bollard::query_parameters::DeleteNodeOptions { force: true };
-                if let Err(e) = client.delete_node(&id, Some(options)).await {
-                    tracing::warn!(%id, error = %e, "Final repair: node rm failed");
-                }
-            }
-        }
-    }
 }
 
 fn millis(d: Duration) -> u64 {
