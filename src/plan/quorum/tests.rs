@@ -7,7 +7,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::config::{ManagerCount, Policy};
-use crate::model::{LocalNode, ManagerStatus, Platform, Reachability, Resources};
+use crate::model::{Availability, LocalNode, ManagerStatus, Platform, Reachability, Resources};
 use crate::plan::{plan, ActionStatus};
 
 pub(crate) fn t(secs: u64) -> SystemTime {
