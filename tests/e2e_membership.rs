@@ -25,6 +25,16 @@ fn outside_raft(t: &NodeTable) -> Vec<String> {
         .collect()
 }
 
+/// The node ID of `host`, as the swarm lists it now.
+async fn node_id(lab: &Lab, host: &str) -> String {
+    lab.node_table()
+        .await
+        .expect("table")
+        .node(host)
+        .map(|r| r.id.clone())
+        .unwrap_or_else(|| panic!("no node {host}"))
+}
+
 /// The finding kinds of a one-shot JSON report taken on `node`.
 fn report_kinds(lab: &Lab, node: &str, policy: &std::path::Path) -> Vec<String> {
     let out = warden_once(
@@ -57,13 +67,7 @@ async fn a_promotion_that_never_joins_the_raft_is_the_only_one_and_is_reported_f
     let lab = Lab::start(LabSpec::new(3, 3)).await.expect("lab");
     let policy = policy_file(&lab, &fast_policy(""));
     let warden = Warden::start(&lab, "m2", &policy, &[]);
-    let m1 = lab
-        .node_table()
-        .await
-        .expect("table")
-        .node("m1")
-        .map(|r| r.id.clone())
-        .expect("m1");
+    let m1 = node_id(&lab, "m1").await;
     lab.kill("m1").await.expect("kill m1");
 
     watch_until(&lab, "m1 removed", Duration::from_secs(120), |t| {
@@ -126,13 +130,7 @@ async fn a_promotion_that_never_joins_the_raft_is_the_only_one_and_is_reported_f
 async fn a_removal_left_half_done_is_finished_by_the_next_process() {
     init_tracing();
     let lab = Lab::start(LabSpec::new(3, 1)).await.expect("lab");
-    let m3 = lab
-        .node_table()
-        .await
-        .expect("table")
-        .node("m3")
-        .map(|r| r.id.clone())
-        .expect("m3");
+    let m3 = node_id(&lab, "m3").await;
     lab.kill("m3").await.expect("kill m3");
     watch_until(&lab, "m3 Down", Duration::from_secs(60), |t| {
         t.rows.iter().any(|r| r.id == m3 && r.is_down())
@@ -238,13 +236,7 @@ async fn force_new_cluster_leftovers_are_removed_by_id_and_the_managers_restored
 async fn a_rebuilt_manager_on_its_old_address_leaves_a_ghost_that_is_removed_by_id() {
     init_tracing();
     let lab = Lab::start(LabSpec::new(3, 1)).await.expect("lab");
-    let old = lab
-        .node_table()
-        .await
-        .expect("table")
-        .node("m3")
-        .map(|r| r.id.clone())
-        .expect("m3");
+    let old = node_id(&lab, "m3").await;
     lab.rebuild("m3", Role::Manager).await.expect("rebuild m3");
     let (t, _, _) = watch_until(&lab, "two m3 entries", Duration::from_secs(60), |t| {
         t.by_hostname("m3").count() == 2
@@ -322,13 +314,7 @@ async fn a_promotion_that_would_strand_a_host_mode_port_is_not_made() {
     wait_running(&lab, "web", 2).await;
     let policy = policy_file(&lab, &fast_policy(""));
     let warden = Warden::start(&lab, "m1", &policy, &[]);
-    let m3 = lab
-        .node_table()
-        .await
-        .expect("table")
-        .node("m3")
-        .map(|r| r.id.clone())
-        .expect("m3");
+    let m3 = node_id(&lab, "m3").await;
     lab.kill("m3").await.expect("kill m3");
     let (_, removed, _) = watch_until(&lab, "m3 removed", Duration::from_secs(120), |t| {
         t.rows.iter().all(|r| r.id != m3)
@@ -368,13 +354,7 @@ async fn a_fresh_swarm_warden_with_its_clock_ahead_never_removes_a_manager_down_
         .expect("libfaketime (Debian's faketime package; .ci/run installs it)");
     let lab = Lab::start(LabSpec::new(3, 1)).await.expect("lab");
     let policy = policy_file(&lab, &fast_policy(""));
-    let m3 = lab
-        .node_table()
-        .await
-        .expect("table")
-        .node("m3")
-        .map(|r| r.id.clone())
-        .expect("m3");
+    let m3 = node_id(&lab, "m3").await;
     lab.freeze("m3").await.expect("freeze m3");
     let (_, down_at, _) = watch_until(&lab, "m3 Down", Duration::from_secs(60), |t| {
         t.rows.iter().any(|r| r.id == m3 && r.is_down())

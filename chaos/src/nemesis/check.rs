@@ -620,6 +620,27 @@ mod tests {
         Entry { t_ms, event }
     }
 
+    fn fault(t_ms: u64, fault: &str, host: &str) -> Entry {
+        at(
+            t_ms,
+            Event::Fault {
+                fault: fault.into(),
+                nodes: vec![host.into()],
+                detail: String::new(),
+            },
+        )
+    }
+
+    fn heal(t_ms: u64, fault: &str, host: &str) -> Entry {
+        at(
+            t_ms,
+            Event::Heal {
+                fault: fault.into(),
+                nodes: vec![host.into()],
+            },
+        )
+    }
+
     fn table(rows: Vec<Row>) -> Event {
         Event::Table {
             rows,
@@ -677,14 +698,7 @@ mod tests {
         let h = vec![
             start(),
             at(1_000, table(healthy())),
-            at(
-                2_000,
-                Event::Fault {
-                    fault: "kill".into(),
-                    nodes: vec!["m3".into()],
-                    detail: String::new(),
-                },
-            ),
+            fault(2_000, "kill", "m3"),
             at(8_000, table(down)),
             action(30_000, "started", "remove-dead-manager", "m3"),
             action(33_000, "done", "remove-dead-manager", "m3"),
@@ -699,14 +713,7 @@ mod tests {
         let h = vec![
             start(),
             at(1_000, table(healthy())),
-            at(
-                20_000,
-                Event::Fault {
-                    fault: "freeze".into(),
-                    nodes: vec!["m3".into()],
-                    detail: String::new(),
-                },
-            ),
+            fault(20_000, "freeze", "m3"),
             action(30_000, "started", "remove-dead-manager", "m3"),
         ];
         assert_eq!(rules(&check(&h)), vec!["removed-live-manager"]);
@@ -768,14 +775,7 @@ mod tests {
         let h = vec![
             start(),
             at(1_000, table(healthy())),
-            at(
-                2_000,
-                Event::Fault {
-                    fault: "isolate".into(),
-                    nodes: vec!["m1".into()],
-                    detail: String::new(),
-                },
-            ),
+            fault(2_000, "isolate", "m1"),
             action(40_000, "started", "enforce-placement", "web"),
         ];
         assert_eq!(rules(&check(&h)), vec!["write-without-majority"]);
@@ -806,31 +806,12 @@ mod tests {
     fn an_earlier_outage_of_the_same_host_does_not_hide_the_one_that_covers_the_removal() {
         let mut down = healthy();
         down[2] = row("m3", "manager", "down", "unreachable", false);
-        let kill = |t, fault: &str| {
-            at(
-                t,
-                Event::Fault {
-                    fault: fault.into(),
-                    nodes: vec!["m3".into()],
-                    detail: String::new(),
-                },
-            )
-        };
-        let heal = |t| {
-            at(
-                t,
-                Event::Heal {
-                    fault: "kill".into(),
-                    nodes: vec!["m3".into()],
-                },
-            )
-        };
         let h = vec![
             start(),
             at(1_000, table(healthy())),
-            kill(10_000, "kill"),
-            heal(20_000),
-            kill(40_000, "kill"),
+            fault(10_000, "kill", "m3"),
+            heal(20_000, "kill", "m3"),
+            fault(40_000, "kill", "m3"),
             at(50_000, table(down)),
             action(65_000, "started", "remove-dead-manager", "m3"),
         ];
@@ -862,21 +843,8 @@ mod tests {
         let h = vec![
             start(),
             at(1_000, table(healthy())),
-            at(
-                2_000,
-                Event::Fault {
-                    fault: "rebuild".into(),
-                    nodes: vec!["m3".into()],
-                    detail: String::new(),
-                },
-            ),
-            at(
-                3_000,
-                Event::Heal {
-                    fault: "rebuild".into(),
-                    nodes: vec!["m3".into()],
-                },
-            ),
+            fault(2_000, "rebuild", "m3"),
+            heal(3_000, "rebuild", "m3"),
             action(40_000, "started", "remove-dead-manager", "m3"),
         ];
         assert!(check(&h).violations.is_empty());

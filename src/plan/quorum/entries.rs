@@ -125,6 +125,7 @@ fn is_down(node: &Node) -> bool {
 /// ones (ghosts included) are reported by the caller with their timers ([`gone_finding`]).
 pub(super) fn report(
     view: &RaftView<'_>,
+    removable: &[(&Node, Gone)],
     snapshot_nodes: &[Node],
     memory: &Memory,
     policy: &ManagerPolicy,
@@ -143,7 +144,6 @@ pub(super) fn report(
             ),
         ));
     }
-    let removable = removable(view, memory, policy);
     let is_removable = |node: &Node| removable.iter().any(|(r, _)| r.id == node.id);
     for node in &view.outside {
         if is_failed_promotion(node, memory, policy, now) {

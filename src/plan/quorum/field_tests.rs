@@ -50,10 +50,15 @@ fn stamp(secs: u64) -> String {
     humantime::format_rfc3339_seconds(t(secs)).to_string()
 }
 
-/// Promoted by swarm-warden at t(0).
-fn promoted_by_us(mut n: Node) -> Node {
-    n.labels.insert(PROMOTED_AT_LABEL.into(), stamp(0));
+/// `n` with the label `key` at t(0), as swarm-warden writes it.
+fn labelled(mut n: Node, key: &str) -> Node {
+    n.labels.insert(key.into(), stamp(0));
     n
+}
+
+/// Promoted by swarm-warden at t(0).
+fn promoted_by_us(n: Node) -> Node {
+    labelled(n, PROMOTED_AT_LABEL)
 }
 
 #[test]
@@ -107,6 +112,24 @@ fn a_promotion_in_progress_holds_every_membership_change() {
     let plan = plan_once(&snap, &policy(3));
     assert!(!findings(&plan, FindingKind::PromotionInProgress).is_empty());
     assert!(runnable(&plan).is_empty(), "{:#?}", plan.actions);
+    assert_blocked_by_promotion_of_w1(&plan);
+}
+
+/// The dead m3's removal is in the plan, blocked by w1's promotion.
+fn assert_blocked_by_promotion_of_w1(plan: &Plan) {
+    let removal = plan
+        .actions
+        .iter()
+        .find(|a| matches!(a.action, Action::RemoveDeadManager(_)))
+        .expect("the dead m3's removal is shown, blocked");
+    assert!(
+        removal
+            .blocked_by
+            .as_deref()
+            .is_some_and(|b| b.contains("promotion of w1")),
+        "{:?}",
+        removal.blocked_by
+    );
 }
 
 #[test]
@@ -304,9 +327,8 @@ fn a_down_manager_the_raft_calls_reachable_without_evidence_is_counted_out_never
 }
 
 /// Demoted for removal by swarm-warden at t(0).
-fn demoted_for_removal(mut n: Node) -> Node {
-    n.labels.insert(DEMOTED_FOR_REMOVAL_LABEL.into(), stamp(0));
-    n
+fn demoted_for_removal(n: Node) -> Node {
+    labelled(n, DEMOTED_FOR_REMOVAL_LABEL)
 }
 
 #[test]
@@ -524,35 +546,29 @@ fn a_node_demoted_for_removal_that_showed_life_since_is_never_removed_when_down_
 fn a_promotion_of_ours_is_in_progress_until_convergence_timeout_then_failed() {
     let p = policy(3);
     let timeout = p.managers.convergence_timeout.as_secs();
-    let nodes = |at: u64| {
+    // m3 has been dead for long; w1 was promoted `promoted_ago` before t(100_000).
+    let nodes = |promoted_ago: u64| {
+        let mut w1 = outside_raft("w1", 0);
+        w1.labels
+            .insert(PROMOTED_AT_LABEL.into(), stamp(100_000 - promoted_ago));
         cluster(
             vec![
                 manager("m1", true),
                 manager("m2", false),
                 dead(manager("m3", false), 0),
-                promoted_by_us(outside_raft("w1", 0)),
+                w1,
                 worker("w2"),
             ],
-            t(at),
+            t(100_000),
         )
     };
     // Within the timeout: in progress, every membership change waits (the dead m3 too).
     let plan = plan_once(&nodes(timeout - 1), &p);
     assert_eq!(findings(&plan, FindingKind::PromotionInProgress).len(), 1);
-    let removal = plan
-        .actions
-        .iter()
-        .find(|a| matches!(a.action, Action::RemoveDeadManager(_)));
-    if let Some(removal) = removal {
-        assert!(removal
-            .blocked_by
-            .as_deref()
-            .unwrap()
-            .contains("promotion of w1"));
-    }
+    assert_blocked_by_promotion_of_w1(&plan);
     assert!(runnable(&plan).is_empty(), "{:#?}", plan.actions);
     // Past it: failed; the dead manager may go, promotions stay held.
-    let plan = plan_once(&nodes(100_000), &p);
+    let plan = plan_once(&nodes(timeout + 1), &p);
     assert_eq!(findings(&plan, FindingKind::PromotionFailed).len(), 1);
     assert_eq!(
         runnable(&plan),

@@ -123,14 +123,23 @@ pub(super) fn plan_managers(
         return;
     }
     count_findings(members, reachable, policy, plan);
-    entries::report(&view, &snapshot.nodes, memory, policy, now, plan);
+    let removable = entries::removable(&view, memory, policy);
+    entries::report(
+        &view,
+        &removable,
+        &snapshot.nodes,
+        memory,
+        policy,
+        now,
+        plan,
+    );
 
     // Evidence from status times counts `dead_after` later than it says: see
     // `Memory::lifeless_since` (clock skew between this host and the raft leader).
     let skew = policy.dead_after;
     let mut dead: Vec<(&Node, Gone, SystemTime)> = Vec::new();
     let mut reported: Vec<&str> = Vec::new();
-    for (node, gone) in entries::removable(&view, memory, policy) {
+    for &(node, gone) in &removable {
         let Some(since) = memory.lifeless_since(node, skew) else {
             continue;
         };
