@@ -208,17 +208,21 @@ impl Observer {
             let mut ids: Vec<&str> = watched.iter().map(|w| w.efs_id.as_str()).collect();
             ids.sort_unstable();
             ids.dedup();
-            for id in ids {
-                let hosts: Vec<String> = watched
-                    .iter()
-                    .filter(|w| w.efs_id == id)
-                    .flat_map(|w| tasks.iter().filter(move |t| t.service_id == w.service_id))
-                    .filter_map(|t| t.node_id.as_deref())
-                    .filter_map(|n| nodes.iter().find(|x| x.id == n))
-                    .map(|n| n.hostname.clone())
-                    .collect();
-                telemetry.push(reader.volume(id, &hosts).await);
-            }
+            let requests: Vec<(String, Vec<String>)> = ids
+                .into_iter()
+                .map(|id| {
+                    let hosts = watched
+                        .iter()
+                        .filter(|w| w.efs_id == id)
+                        .flat_map(|w| tasks.iter().filter(move |t| t.service_id == w.service_id))
+                        .filter_map(|t| t.node_id.as_deref())
+                        .filter_map(|n| nodes.iter().find(|x| x.id == n))
+                        .map(|n| n.hostname.clone())
+                        .collect();
+                    (id.to_owned(), hosts)
+                })
+                .collect();
+            telemetry = reader.volumes(&requests).await;
         }
         Ok(Snapshot {
             observed_at: now,

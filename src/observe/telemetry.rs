@@ -1,16 +1,19 @@
 //! Volume telemetry from the Prometheus HTTP API: one instant query per quantity and
-//! volume, with the PromQL from the policy.
+//! volume, with the PromQL from the policy, all sent at once under one deadline.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use futures::future::join_all;
 use serde::Deserialize;
 
 use crate::config::{VolumeQueries, VolumesPolicy};
 use crate::model::VolumeTelemetry;
 
-/// Longest wait for one query: telemetry must not stall a reconcile.
-const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for all of one reconcile's telemetry. The manager checks share the
+/// reconcile: a slow Prometheus may delay them by this much, never more. A healthy
+/// Prometheus answers an instant query in milliseconds.
+pub const TELEMETRY_DEADLINE: Duration = Duration::from_secs(3);
 
 /// Reads volume telemetry from one Prometheus server.
 #[derive(Debug, Clone)]
@@ -49,8 +52,10 @@ impl Telemetry {
         if policy.prometheus_url.is_empty() {
             return None;
         }
+        // The reconcile's deadline cuts every query short; this one only bounds a
+        // request nobody waits for any more.
         let client = reqwest::Client::builder()
-            .timeout(QUERY_TIMEOUT)
+            .timeout(TELEMETRY_DEADLINE * 2)
             .build()
             .ok()?;
         Some(Self {
@@ -60,28 +65,61 @@ impl Telemetry {
         })
     }
 
-    /// Telemetry of one EFS file system, with the I/O wait of `hosts`.
-    pub async fn volume(&self, efs_id: &str, hosts: &[String]) -> VolumeTelemetry {
-        let fill = |q: &str| q.replace("{fs}", efs_id);
-        let mut errors = Vec::new();
-        let mut get = |result: Result<Option<f64>, String>| match result {
-            Ok(v) => v,
-            Err(e) => {
-                errors.push(e);
-                None
-            }
-        };
-        let credits = get(self.scalar(&fill(&self.queries.credits)).await);
-        let permitted = get(self.scalar(&fill(&self.queries.permitted)).await);
-        let metered_rate = get(self.scalar(&fill(&self.queries.metered_rate)).await);
-        let storage = get(self.scalar(&fill(&self.queries.storage)).await);
-        let mut iowait = BTreeMap::new();
-        for host in hosts {
-            let query = fill(&self.queries.iowait).replace("{node}", host);
-            if let Ok(Some(v)) = self.scalar(&query).await {
-                iowait.insert(host.clone(), v);
-            }
+    /// Telemetry of each EFS file system, with the I/O wait of its hosts: every query at
+    /// once, and what has not answered within [`TELEMETRY_DEADLINE`] is missing (with
+    /// why). Returns one entry per request, in order.
+    pub async fn volumes(&self, requests: &[(String, Vec<String>)]) -> Vec<VolumeTelemetry> {
+        let all = join_all(requests.iter().map(|(id, hosts)| self.volume(id, hosts)));
+        match tokio::time::timeout(TELEMETRY_DEADLINE, all).await {
+            Ok(answers) => answers,
+            Err(_) => requests
+                .iter()
+                .map(|(id, _)| VolumeTelemetry {
+                    efs_id: id.clone(),
+                    credits: None,
+                    permitted: None,
+                    metered_rate: None,
+                    storage: None,
+                    iowait: BTreeMap::new(),
+                    error: Some(format!(
+                        "{} did not answer within {}",
+                        self.base,
+                        humantime::format_duration(TELEMETRY_DEADLINE)
+                    )),
+                })
+                .collect(),
         }
+    }
+
+    /// Telemetry of one EFS file system, with the I/O wait of `hosts`.
+    async fn volume(&self, efs_id: &str, hosts: &[String]) -> VolumeTelemetry {
+        let fill = |q: &str| q.replace("{fs}", efs_id);
+        let q = &self.queries;
+        let [credits, permitted, metered_rate, storage] =
+            [&q.credits, &q.permitted, &q.metered_rate, &q.storage].map(|query| fill(query));
+        let (credits, permitted, metered_rate, storage, iowait) = futures::join!(
+            self.scalar(&credits),
+            self.scalar(&permitted),
+            self.scalar(&metered_rate),
+            self.scalar(&storage),
+            join_all(hosts.iter().map(|host| {
+                let query = fill(&q.iowait).replace("{node}", host);
+                async move { (host.clone(), self.scalar(&query).await) }
+            }))
+        );
+        let mut errors = Vec::new();
+        let [credits, permitted, metered_rate, storage] =
+            [credits, permitted, metered_rate, storage].map(|result| match result {
+                Ok(v) => v,
+                Err(e) => {
+                    errors.push(e);
+                    None
+                }
+            });
+        let iowait = iowait
+            .into_iter()
+            .filter_map(|(host, v)| Some((host, v.ok()??)))
+            .collect();
         VolumeTelemetry {
             efs_id: efs_id.to_owned(),
             credits,
@@ -129,6 +167,67 @@ impl Telemetry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A Prometheus on a free local port whose every query takes `delay` to answer.
+    async fn prometheus_answering_after(delay: Duration, answer: &'static str) -> Telemetry {
+        let app = axum::Router::new().route(
+            "/api/v1/query",
+            axum::routing::get(move || async move {
+                tokio::time::sleep(delay).await;
+                answer
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let policy = VolumesPolicy {
+            prometheus_url: format!("http://{addr}"),
+            ..Default::default()
+        };
+        Telemetry::new(&policy).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_prometheus_that_hangs_costs_one_deadline_not_one_per_query() {
+        let reader = prometheus_answering_after(Duration::from_secs(60), "{}").await;
+        let start = tokio::time::Instant::now();
+        let got = reader
+            .volumes(&[
+                ("fs-1".into(), vec!["w1".into(), "w2".into()]),
+                ("fs-2".into(), Vec::new()),
+            ])
+            .await;
+        assert!(
+            start.elapsed() < TELEMETRY_DEADLINE * 2,
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(got.len(), 2);
+        for t in got {
+            assert_eq!(
+                (t.credits, t.permitted, t.metered_rate, t.storage),
+                (None, None, None, None)
+            );
+            assert!(
+                t.error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("did not answer within 3s")),
+                "{:?}",
+                t.error
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn nan_and_infinite_samples_reach_the_planner_as_such() {
+        let reader = prometheus_answering_after(
+            Duration::ZERO,
+            r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"NaN"]}]}}"#,
+        )
+        .await;
+        let got = reader.volumes(&[("fs-1".into(), Vec::new())]).await;
+        assert!(got[0].credits.is_some_and(f64::is_nan), "{got:?}");
+    }
 
     #[test]
     fn vector_and_scalar_answers_decode() {

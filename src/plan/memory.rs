@@ -137,10 +137,10 @@ impl Memory {
             }
         }
         for t in &snapshot.telemetry {
-            let throttled = matches!(
-                (t.credits, t.metered_rate, t.storage),
-                (Some(c), Some(m), Some(s)) if crate::plan::volumes::throttled(c, m, s)
-            );
+            // A gap in usable telemetry ends a streak: what it hides is not counted as
+            // throttled (remediation waits; it never starts sooner).
+            let throttled = crate::plan::readings::readings(t)
+                .is_ok_and(|r| crate::plan::volumes::throttled(r.credits, r.metered, r.storage));
             if throttled {
                 self.throttled_since.entry(t.efs_id.clone()).or_insert(now);
             } else {

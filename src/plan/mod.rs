@@ -5,6 +5,7 @@ pub mod constraint;
 mod memory;
 mod placement;
 mod quorum;
+pub mod readings;
 pub mod volumes;
 
 #[cfg(test)]

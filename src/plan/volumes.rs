@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
+use super::readings::{readings, saturating_secs, Readings, Unusable};
 use super::{human, Finding, FindingKind, Plan, Severity};
 use crate::config::{Mode, Policy, Remediation};
 use crate::model::{Mount, Service, Snapshot, VolumeTelemetry};
@@ -177,7 +178,12 @@ pub struct PaddingPlan {
 /// padding = max(0, B_target / (50 KiB/s per GiB) - metered size), capped.
 pub fn padding_plan(t: &VolumeTelemetry, policy: &Policy) -> Option<PaddingPlan> {
     let p = &policy.volumes.padding;
-    let (metered_rate, storage, permitted) = (t.metered_rate?, t.storage?, t.permitted?);
+    let Readings {
+        metered: metered_rate,
+        storage,
+        permitted,
+        ..
+    } = readings(t).ok()?;
     let target_baseline = match crate::pad::parse_size(&p.target_baseline) {
         Ok(rate) if !p.target_baseline.is_empty() => rate as f64,
         _ => metered_rate.max(baseline_rate(storage)) * 1.25,
@@ -197,11 +203,12 @@ pub fn padding_plan(t: &VolumeTelemetry, policy: &Policy) -> Option<PaddingPlan>
         metered,
         bytes: (metered / per_byte).ceil() as u64,
         monthly_cost: metered / 1e9 * 0.30,
-        eta: Duration::from_secs_f64(if permitted > 0.0 {
-            metered / per_byte / permitted
+        // A permitted rate of zero (or near it) gives no finite estimate.
+        eta: if permitted > 0.0 {
+            saturating_secs(metered / per_byte / permitted)
         } else {
-            0.0
-        }),
+            Duration::MAX
+        },
     })
 }
 
@@ -231,13 +238,17 @@ fn plan_runbook(
     let reason = match kind {
         RunbookKind::EfsPadding => match padding_plan(t, policy) {
             Some(pad) if pad.bytes > 0 => format!(
-                "Pad EFS {} with {:.1} GiB ({} written) to lift its baseline to {}: about ${:.2} a month, about {} at the current permitted rate. Steps: preflight, approval, pad (Swarm job on a worker running `swarm-warden pad`), verify.",
+                "Pad EFS {} with {:.1} GiB ({} written) to lift its baseline to {}: about ${:.2} a month, {} at the current permitted rate. Steps: preflight, approval, pad (Swarm job on a worker running `swarm-warden pad`), verify.",
                 w.efs_id,
                 pad.metered / (1024.0 * 1024.0 * 1024.0),
                 pad.bytes,
                 mib(pad.target_baseline),
                 pad.monthly_cost,
-                human(pad.eta)
+                if pad.eta == Duration::MAX {
+                    "an unknown time (the permitted rate is about zero)".to_owned()
+                } else {
+                    format!("about {}", human(pad.eta))
+                }
             ),
             _ => return,
         },
@@ -290,55 +301,107 @@ fn volume_findings(
     plan: &mut Plan,
 ) -> bool {
     let p = &policy.volumes;
-    let (Some(credits), Some(permitted), Some(metered), Some(storage)) =
-        (t.credits, t.permitted, t.metered_rate, t.storage)
-    else {
-        plan.findings.push(Finding {
-            kind: FindingKind::VolumeTelemetryMissing,
-            severity: Severity::Warning,
-            subject: w.efs_id.clone(),
-            message: format!(
-                "No complete telemetry for EFS {} (volume {} of {}) from {}: {}",
-                w.efs_id,
-                w.volume,
-                w.service,
-                p.prometheus_url,
-                t.error.as_deref().unwrap_or("a query returned no sample")
-            ),
-        });
-        return false;
+    let Readings {
+        credits,
+        permitted,
+        metered,
+        storage,
+    } = match readings(t) {
+        Ok(r) => r,
+        Err(unusable) => {
+            let described = unusable.describe(&t.efs_id, &p.queries);
+            let why = match (&unusable, t.error.as_deref()) {
+                (Unusable::Missing { .. }, Some(error)) => format!("{described} ({error})"),
+                _ => described,
+            };
+            plan.findings.push(Finding {
+                kind: FindingKind::VolumeTelemetryMissing,
+                severity: Severity::Warning,
+                subject: w.efs_id.clone(),
+                message: format!(
+                    "No usable telemetry for EFS {} (volume {} of {}) from {}: {why}. Nothing is planned for this volume until it is.",
+                    w.efs_id, w.volume, w.service, p.prometheus_url,
+                ),
+            });
+            return false;
+        }
     };
     let mut urgent = false;
     let baseline = baseline_rate(storage);
     let iowait = iowait_note(w, t, snapshot);
     // Out of credits, the permitted rate is the baseline (a CloudWatch average may still
     // show the burst rate from moments when a few credits were earned back).
-    if throttled(credits, metered, storage) {
+    let lasted = throttled(credits, metered, storage).then(|| {
         let since = memory.throttled_since(&w.efs_id).unwrap_or(now);
-        let lasted = now.duration_since(since).unwrap_or_default();
-        if lasted >= p.throttled_for {
+        now.duration_since(since).unwrap_or_default()
+    });
+    let throttled_finding = |severity, how_long: String| {
+        Finding {
+        kind: FindingKind::VolumeThrottled,
+        severity,
+        subject: w.efs_id.clone(),
+        message: format!(
+            "EFS {} (volume {} of {}) has no burst credits and has been running at {} of its {} baseline {how_long} (permitted now: {}).{iowait}",
+            w.efs_id,
+            w.volume,
+            w.service,
+            mib(metered),
+            mib(baseline),
+            mib(permitted)
+        ),
+    }
+    };
+    if let Some(lasted) = lasted.filter(|l| *l < p.throttled_for) {
+        plan.requeue_at_most(p.throttled_for - lasted);
+    }
+    match lasted {
+        Some(lasted) if lasted >= p.throttled_for => {
+            urgent = true;
+            plan.findings.push(throttled_finding(
+                Severity::Critical,
+                format!("for {}", human(lasted)),
+            ));
+        }
+        // Metering above the baseline with the credits gone (a CloudWatch average lags
+        // the throttle): the worst state, at once, whatever its history.
+        _ if metered > baseline && out_of_credits(credits, baseline) => {
             urgent = true;
             plan.findings.push(Finding {
-                kind: FindingKind::VolumeThrottled,
+                kind: FindingKind::VolumeCreditsLow,
                 severity: Severity::Critical,
                 subject: w.efs_id.clone(),
                 message: format!(
-                    "EFS {} (volume {} of {}) has no burst credits and has been running at {} of its {} baseline for {} (permitted now: {}).{iowait}",
+                    "EFS {} (volume {} of {}) is out of burst credits (T = 0: {:.1} MiB left, less than a minute at its {} baseline) while metering {}: it is being throttled to {} now.{iowait}",
                     w.efs_id,
                     w.volume,
                     w.service,
-                    mib(metered),
+                    credits / (1024.0 * 1024.0),
                     mib(baseline),
-                    human(lasted),
-                    mib(permitted)
+                    mib(metered),
+                    mib(baseline)
                 ),
             });
-        } else {
-            plan.requeue_at_most(p.throttled_for - lasted);
         }
+        // Reported at once (a one-shot report has no history); critical, and a reason
+        // to remediate, once it lasts `throttled_for`.
+        Some(lasted) => {
+            let how_long = if lasted.is_zero() {
+                "since at least now".to_owned()
+            } else {
+                format!("for at least {}", human(lasted))
+            };
+            plan.findings.push(throttled_finding(
+                Severity::Warning,
+                format!(
+                    "{how_long}; critical once it lasts volumes.throttled_for ({})",
+                    human(p.throttled_for)
+                ),
+            ));
+        }
+        None => {}
     }
     if metered > baseline && !out_of_credits(credits, baseline) {
-        let left = Duration::from_secs_f64(credits / (metered - baseline));
+        let left = saturating_secs(credits / (metered - baseline));
         let severity = if left < p.credits_critical {
             Some(Severity::Critical)
         } else if left < p.credits_warning {
@@ -543,7 +606,7 @@ mod tests {
         assert!(
             !findings(&s, &memory)
                 .iter()
-                .any(|f| f.kind == FindingKind::VolumeThrottled),
+                .any(|f| f.kind == FindingKind::VolumeThrottled && f.severity == Severity::Critical),
             "not sustained yet"
         );
         let mut later = s.clone();
@@ -624,6 +687,117 @@ mod tests {
             a.blocked_by.as_deref().unwrap().contains("cooldown"),
             "{:?}",
             a.blocked_by
+        );
+    }
+
+    fn padded(mut s: Snapshot) -> Snapshot {
+        s.services[0].mounts[0]
+            .labels
+            .insert(REMEDIATION_LABEL.into(), "efs-padding".into());
+        s
+    }
+
+    #[test]
+    fn non_finite_or_out_of_range_values_are_missing_telemetry_never_a_panic_or_a_runbook() {
+        let bad = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e300, -1.0];
+        for quantity in 0..4 {
+            for value in bad {
+                // Credits draining at 3 MiB/s over a 1 MiB/s baseline: urgent, were the
+                // values believed.
+                let mut s = padded(snap(600.0 * MIB, 3.0 * MIB));
+                let t = &mut s.telemetry[0];
+                let (slot, query) = match quantity {
+                    0 => (&mut t.credits, "credits"),
+                    1 => (&mut t.permitted, "permitted"),
+                    2 => (&mut t.metered_rate, "metered_rate"),
+                    _ => (&mut t.storage, "storage"),
+                };
+                *slot = Some(value);
+                let plan = plan(&s, &Policy::default(), &Memory::default(), s.observed_at);
+                let missing = plan
+                    .findings
+                    .iter()
+                    .find(|f| f.kind == FindingKind::VolumeTelemetryMissing)
+                    .unwrap_or_else(|| panic!("{query} = {value}: {:#?}", plan.findings));
+                assert!(
+                    missing.message.contains(&format!("{query} = {value}"))
+                        && missing.message.contains("fs-1"),
+                    "{}",
+                    missing.message
+                );
+                assert!(
+                    !plan.findings.iter().any(|f| matches!(
+                        f.kind,
+                        FindingKind::VolumeCreditsLow | FindingKind::VolumeThrottled
+                    )),
+                    "{query} = {value}: {:#?}",
+                    plan.findings
+                );
+                assert!(
+                    !plan
+                        .actions
+                        .iter()
+                        .any(|a| a.action.kind() == "efs-padding"),
+                    "{query} = {value}: a runbook from a bad value"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_quantity_nan_is_not_a_healthy_volume() {
+        let mut s = snap(f64::NAN, f64::NAN);
+        s.telemetry[0].permitted = Some(f64::NAN);
+        s.telemetry[0].storage = Some(f64::NAN);
+        assert!(findings(&s, &Memory::default())
+            .iter()
+            .any(|f| f.kind == FindingKind::VolumeTelemetryMissing));
+    }
+
+    #[test]
+    fn a_permitted_rate_near_zero_gives_an_estimate_not_a_panic() {
+        let mut s = padded(snap(600.0 * MIB, 3.0 * MIB));
+        s.telemetry[0].permitted = Some(1e-300);
+        let plan = plan(&s, &Policy::default(), &Memory::default(), s.observed_at);
+        assert!(plan
+            .actions
+            .iter()
+            .any(|a| a.action.kind() == "efs-padding"));
+        let pad = padding_plan(&s.telemetry[0], &Policy::default()).expect("plan");
+        assert_eq!(pad.eta, Duration::MAX);
+    }
+
+    #[test]
+    fn credits_already_gone_are_critical_at_once() {
+        // 1 MB left, metered 10 MiB/s over the 4.9 MiB/s baseline of 100 GiB.
+        let mut s = snap(1e6, 10.0 * MIB);
+        s.telemetry[0].storage = Some(100.0 * 1024.0 * MIB);
+        let f = findings(&s, &Memory::default());
+        let low = f
+            .iter()
+            .find(|f| f.kind == FindingKind::VolumeCreditsLow)
+            .unwrap_or_else(|| panic!("{f:#?}"));
+        assert_eq!(low.severity, Severity::Critical);
+        assert!(
+            low.message.contains("out of burst credits"),
+            "{}",
+            low.message
+        );
+    }
+
+    #[test]
+    fn a_throttled_volume_is_reported_at_once_and_critical_once_it_lasts() {
+        let s = snap(0.0, 0.95 * MIB);
+        let f = findings(&s, &Memory::default());
+        let throttled = f
+            .iter()
+            .find(|f| f.kind == FindingKind::VolumeThrottled)
+            .unwrap_or_else(|| panic!("{f:#?}"));
+        assert_eq!(throttled.severity, Severity::Warning);
+        assert!(
+            throttled.message.contains("since at least now"),
+            "{}",
+            throttled.message
         );
     }
 
