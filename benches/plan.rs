@@ -118,6 +118,7 @@ fn snapshot(now: SystemTime) -> Snapshot {
         tasks,
         telemetry: Vec::new(),
         runbooks: Vec::new(),
+        runbook_problems: Default::default(),
         placement_records: Default::default(),
     }
 }

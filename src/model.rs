@@ -24,8 +24,21 @@ pub struct Snapshot {
     pub telemetry: Vec<VolumeTelemetry>,
     /// Runbook journals stored in the swarm.
     pub runbooks: Vec<crate::runbook::Journal>,
+    /// What of the runbook journals could not be read.
+    pub runbook_problems: RunbookProblems,
     /// Placement fixes in flight, recorded in the swarm before their write.
     pub placement_records: PlacementRecords,
+}
+
+/// Runbook journals that could not be read, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RunbookProblems {
+    /// Configs marked as journals whose journal cannot be read: left alone, reported;
+    /// their volumes get no new run.
+    pub unreadable: Vec<crate::runbook::UnreadableJournal>,
+    /// Why the journals could not be listed, if they could not: no run starts (one could
+    /// be in flight), the rest of the reconcile goes on.
+    pub error: Option<String>,
 }
 
 /// What the swarm holds of placement fixes in flight.

@@ -28,9 +28,6 @@ pub enum ObserveError {
         #[source]
         source: DockerError,
     },
-    /// Runbook journals could not be read.
-    #[error("runbook journals: {0}")]
-    Journal(String),
     /// swarm-warden is not talking to a swarm manager: nothing to do until it is.
     #[error("the Docker Engine swarm-warden talks to is not an active swarm manager (swarm state {state}); point --docker-host / DOCKER_HOST at a manager")]
     NotAManager {
@@ -42,7 +39,7 @@ pub enum ObserveError {
 impl ObserveError {
     /// Whether trying again may help without anyone changing anything.
     pub fn is_transient(&self) -> bool {
-        matches!(self, ObserveError::Api { .. } | ObserveError::Journal(_))
+        matches!(self, ObserveError::Api { .. })
     }
 }
 
@@ -115,6 +112,7 @@ impl Observer {
                     tasks: Vec::new(),
                     telemetry: Vec::new(),
                     runbooks: Vec::new(),
+                    runbook_problems: Default::default(),
                     placement_records: Default::default(),
                 })
             }
@@ -188,13 +186,27 @@ impl Observer {
         tasks.dedup_by(|a, b| a.id == b.id);
         // Always read: a migrated service no longer mounts the watched volume, but its run
         // must go on. One list call, filtered by label.
-        let runbooks = crate::runbook::JournalStore::new(self.docker.clone())
-            .list()
-            .await
-            .map_err(|e| ObserveError::Journal(e.to_string()))?
-            .into_iter()
-            .map(|s| s.journal)
-            .collect();
+        // A failed listing blinds the runbooks only, not the manager checks.
+        let (runbooks, runbook_problems) =
+            match crate::runbook::JournalStore::new(self.docker.clone())
+                .list()
+                .await
+            {
+                Ok(listing) => (
+                    listing.journals.into_iter().map(|s| s.journal).collect(),
+                    crate::model::RunbookProblems {
+                        unreadable: listing.unreadable,
+                        error: None,
+                    },
+                ),
+                Err(e) => (
+                    Vec::new(),
+                    crate::model::RunbookProblems {
+                        unreadable: Vec::new(),
+                        error: Some(e.to_string()),
+                    },
+                ),
+            };
         // A failed listing blinds placement only, not the manager checks.
         let placement_records = crate::act::inflight::InflightStore::new(self.docker.clone())
             .list()
@@ -233,6 +245,7 @@ impl Observer {
             tasks,
             telemetry,
             runbooks,
+            runbook_problems,
             placement_records,
         })
     }

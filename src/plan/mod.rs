@@ -356,6 +356,8 @@ pub enum FindingKind {
     VolumeCreditsLow,
     /// A watched volume has no (complete) telemetry.
     VolumeTelemetryMissing,
+    /// A runbook journal that cannot be read (or the journals could not be listed).
+    RunbookJournalUnreadable,
 }
 
 impl FindingKind {
@@ -390,6 +392,7 @@ impl FindingKind {
             FindingKind::VolumeThrottled => "volume-throttled",
             FindingKind::VolumeCreditsLow => "volume-credits-low",
             FindingKind::VolumeTelemetryMissing => "volume-telemetry-missing",
+            FindingKind::RunbookJournalUnreadable => "runbook-journal-unreadable",
         }
     }
 }

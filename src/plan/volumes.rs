@@ -144,6 +144,7 @@ pub(super) fn plan_volumes(
             });
         }
     }
+    journal_findings(snapshot, plan);
     let mut seen = std::collections::BTreeSet::new();
     for w in watched(&snapshot.services, policy) {
         if !seen.insert(w.efs_id.clone()) {
@@ -158,6 +159,49 @@ pub(super) fn plan_volumes(
             plan_runbook(&w, t, snapshot, policy, now, plan);
         }
     }
+}
+
+/// Journals that cannot be read are reported, with what to do; they are left alone.
+fn journal_findings(snapshot: &Snapshot, plan: &mut Plan) {
+    let problems = &snapshot.runbook_problems;
+    if let Some(error) = &problems.error {
+        plan.findings.push(Finding::new(
+            FindingKind::RunbookJournalUnreadable,
+            Severity::Warning,
+            "cluster",
+            format!("Runbook journals could not be listed ({error}): no runbook starts this round, so that no run in flight is missed."),
+        ));
+    }
+    for j in &problems.unreadable {
+        plan.findings.push(Finding::new(
+            FindingKind::RunbookJournalUnreadable,
+            Severity::Warning,
+            &j.name,
+            format!(
+                "The runbook journal {} (config {}, EFS {}) cannot be read: {}. It is left alone and EFS {} gets no new run while it exists. If no other swarm-warden runs it, inspect it (docker config inspect {}) and remove it (docker config rm {}).",
+                j.name, j.id, if j.efs_id.is_empty() { "unknown" } else { &j.efs_id }, j.error, if j.efs_id.is_empty() { "unknown" } else { &j.efs_id }, j.name, j.name
+            ),
+        ));
+    }
+}
+
+/// Why no run may start for `efs_id` now, if one may not: the journals are unknown or
+/// one of its journals cannot be read (it may be a run in flight).
+fn journals_in_doubt(snapshot: &Snapshot, efs_id: &str) -> Option<String> {
+    let problems = &snapshot.runbook_problems;
+    if let Some(error) = &problems.error {
+        return Some(format!("Runbook journals could not be listed: {error}."));
+    }
+    problems
+        .unreadable
+        .iter()
+        .find(|j| j.efs_id == efs_id || j.efs_id.is_empty())
+        .map(|j| {
+            format!(
+                "The runbook journal {} for this volume cannot be read: {}.",
+                j.name, j.error
+            )
+        })
 }
 
 /// What padding a file system needs.
@@ -264,6 +308,8 @@ fn plan_runbook(
     });
     let blocked_by = if p.mode == Mode::Audit {
         Some("volumes.mode is audit: report only.".to_owned())
+    } else if let Some(doubt) = journals_in_doubt(snapshot, &w.efs_id) {
+        Some(doubt)
     } else if let Some(since) = cooling.filter(|since| *since < p.cooldown) {
         plan.requeue_at_most(p.cooldown - since);
         Some(format!(
@@ -799,6 +845,60 @@ mod tests {
             "{}",
             throttled.message
         );
+    }
+
+    #[test]
+    fn an_unreadable_journal_is_reported_left_alone_and_holds_its_volume() {
+        let mut s = padded(snap(600.0 * MIB, 3.0 * MIB));
+        s.runbook_problems.unreadable = vec![crate::runbook::UnreadableJournal {
+            id: "cfg1".into(),
+            name: "swarm-warden-runbook-efs-padding-fs-1-99".into(),
+            efs_id: "fs-1".into(),
+            error: "journal schema 2, newer than the 1 this swarm-warden reads".into(),
+        }];
+        let plan = plan(&s, &Policy::default(), &Memory::default(), s.observed_at);
+        let finding = plan
+            .findings
+            .iter()
+            .find(|f| f.kind == FindingKind::RunbookJournalUnreadable)
+            .expect("reported");
+        assert!(
+            finding
+                .message
+                .contains("docker config rm swarm-warden-runbook-efs-padding-fs-1-99")
+                && finding.message.contains("schema 2"),
+            "{}",
+            finding.message
+        );
+        let start = plan
+            .actions
+            .iter()
+            .find(|a| a.action.kind() == "efs-padding")
+            .expect("planned");
+        assert!(
+            start
+                .blocked_by
+                .as_deref()
+                .is_some_and(|b| b.contains("cannot be read")),
+            "{start:?}"
+        );
+        // The rest of the reconcile ran: the volume's own findings are there.
+        assert!(plan
+            .findings
+            .iter()
+            .any(|f| f.kind == FindingKind::VolumeCreditsLow));
+    }
+
+    #[test]
+    fn journals_that_could_not_be_listed_hold_every_run() {
+        let mut s = padded(snap(600.0 * MIB, 3.0 * MIB));
+        s.runbook_problems.error = Some("list configs: 500".into());
+        let plan = plan(&s, &Policy::default(), &Memory::default(), s.observed_at);
+        assert!(plan
+            .findings
+            .iter()
+            .any(|f| f.kind == FindingKind::RunbookJournalUnreadable));
+        assert_eq!(plan.runnable().count(), 0, "{:?}", plan.actions);
     }
 
     #[test]

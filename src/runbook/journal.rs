@@ -94,9 +94,22 @@ pub struct Step {
     pub detail: String,
 }
 
+/// The journal format this build writes and the newest it reads. Raised when a field
+/// changes meaning; fields added without a change of meaning keep it (an older build keeps
+/// them through its writes, see [`Journal::extra`]).
+pub const JOURNAL_SCHEMA: u32 = 1;
+
+fn first_schema() -> u32 {
+    1
+}
+
 /// A run of a runbook.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Journal {
+    /// The journal format (see [`JOURNAL_SCHEMA`]); journals from before it was written
+    /// are schema 1.
+    #[serde(default = "first_schema")]
+    pub schema: u32,
     /// Unique run ID (also the approval label's value).
     pub run_id: String,
     /// Which runbook.
@@ -119,6 +132,35 @@ pub struct Journal {
     pub steps: Vec<Step>,
     /// Values steps recorded for later steps and for the report.
     pub facts: BTreeMap<String, String>,
+    /// Fields this build does not know (a newer build's, same schema): kept as read and
+    /// written back unchanged.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// Why a stored journal cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Not a journal of any schema (hand edits, truncation).
+    #[error("not a runbook journal: {0}")]
+    Malformed(#[from] serde_json::Error),
+    /// A newer build's journal, whose meaning this build does not know.
+    #[error("journal schema {found}, newer than the {JOURNAL_SCHEMA} this swarm-warden reads (a newer swarm-warden's run)")]
+    Newer {
+        /// The schema found.
+        found: u64,
+    },
+}
+
+impl Journal {
+    /// Reads a stored journal (JSON), refusing schemas newer than [`JOURNAL_SCHEMA`].
+    pub fn decode(text: &str) -> Result<Self, DecodeError> {
+        let value: serde_json::Value = serde_json::from_str(text)?;
+        match value.get("schema").and_then(serde_json::Value::as_u64) {
+            Some(found) if found > u64::from(JOURNAL_SCHEMA) => Err(DecodeError::Newer { found }),
+            _ => Ok(serde_json::from_value(value)?),
+        }
+    }
 }
 
 /// Unix seconds of a time.
@@ -141,6 +183,7 @@ impl Journal {
     ) -> Self {
         let started_at = unix(now);
         Self {
+            schema: JOURNAL_SCHEMA,
             run_id: format!("{}-{}-{started_at}", kind.as_str(), efs_id),
             kind,
             efs_id: efs_id.to_owned(),
@@ -163,6 +206,7 @@ impl Journal {
                 })
                 .collect(),
             facts: BTreeMap::new(),
+            extra: BTreeMap::new(),
         }
     }
 
@@ -243,6 +287,52 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sample() -> Journal {
+        Journal::new(
+            RunbookKind::EfsPadding,
+            "fs-1",
+            "svc",
+            "monitoring_prometheus",
+            "prometheus_data",
+            &["preflight", "pad"],
+            UNIX_EPOCH + Duration::from_secs(1000),
+        )
+    }
+
+    #[test]
+    fn a_journal_from_before_the_schema_field_reads_as_schema_1() {
+        let mut value = serde_json::to_value(sample()).unwrap();
+        value.as_object_mut().unwrap().remove("schema");
+        let read = Journal::decode(&value.to_string()).unwrap();
+        assert_eq!(read.schema, 1);
+        assert_eq!(read, sample());
+    }
+
+    #[test]
+    fn unknown_fields_of_the_same_schema_are_kept_through_a_write() {
+        let mut value = serde_json::to_value(sample()).unwrap();
+        value["added_later"] = serde_json::json!({"by": "a newer build"});
+        let read = Journal::decode(&value.to_string()).unwrap();
+        let written = serde_json::to_value(&read).unwrap();
+        assert_eq!(written["added_later"]["by"], "a newer build");
+    }
+
+    #[test]
+    fn a_newer_schema_or_a_hand_edit_is_an_error_not_a_guess() {
+        let mut value = serde_json::to_value(sample()).unwrap();
+        value["schema"] = serde_json::json!(2);
+        assert!(matches!(
+            Journal::decode(&value.to_string()),
+            Err(DecodeError::Newer { found: 2 })
+        ));
+        for text in ["", "{", "{}", r#"{"run_id": 5}"#, "null", "[]"] {
+            assert!(
+                matches!(Journal::decode(text), Err(DecodeError::Malformed(_))),
+                "{text:?}"
+            );
+        }
+    }
 
     #[test]
     fn run_status_names_are_the_serialized_names() {

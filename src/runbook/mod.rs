@@ -9,4 +9,4 @@ pub mod store;
 
 pub use journal::{Journal, RunStatus, RunbookKind, Step, StepState};
 pub use runner::{steps, Runner, APPROVE_LABEL};
-pub use store::{JournalStore, StoreError, Stored};
+pub use store::{JournalStore, Listing, StoreError, Stored, UnreadableJournal};

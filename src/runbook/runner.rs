@@ -73,8 +73,9 @@ impl Runner {
     /// Advances every active run as far as it can go now.
     pub async fn advance(&self, snapshot: &Snapshot, policy: &Policy) -> Vec<Note> {
         let mut notes = Vec::new();
+        // Unreadable journals are left alone (the planner reports them).
         let runs = match self.store.list().await {
-            Ok(runs) => runs,
+            Ok(listing) => listing.journals,
             Err(e) => return vec![format!("cannot read runbook journals: {e}")],
         };
         for mut run in runs.into_iter().filter(|r| r.journal.is_active()) {

@@ -20,7 +20,7 @@ pub const JOURNAL_LABEL: &str = "swarm-warden.runbook.journal";
 const DATA: &str = "swarm-warden runbook journal: see the labels";
 
 /// A journal as stored, with what a version-checked update needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Stored {
     /// Config ID.
     pub id: String,
@@ -42,7 +42,7 @@ pub enum StoreError {
         #[source]
         source: bollard::errors::Error,
     },
-    /// A journal label that is not a journal.
+    /// A journal that cannot be written as JSON.
     #[error("runbook journal {id}: {source}")]
     Corrupt {
         /// Config ID.
@@ -51,6 +51,29 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+}
+
+/// A config marked as a runbook journal whose journal cannot be read: a newer build's run,
+/// a hand edit, a typo. Left alone and reported; its volume gets no new run meanwhile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadableJournal {
+    /// Config ID.
+    pub id: String,
+    /// Config name.
+    pub name: String,
+    /// The EFS ID it is labelled with (`swarm-warden.runbook.efs-id`).
+    pub efs_id: String,
+    /// Why it cannot be read.
+    pub error: String,
+}
+
+/// Every config marked as a runbook journal, read or not.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Listing {
+    /// The readable journals, oldest run first.
+    pub journals: Vec<Stored>,
+    /// The ones that cannot be read.
+    pub unreadable: Vec<UnreadableJournal>,
 }
 
 /// Reads and writes journals through one Docker client.
@@ -65,8 +88,10 @@ impl JournalStore {
         Self { docker }
     }
 
-    /// Every stored journal, one list call.
-    pub async fn list(&self) -> Result<Vec<Stored>, StoreError> {
+    /// Every stored journal, one list call. A journal that cannot be read is listed as
+    /// unreadable, never an error of the whole listing: one bad config must not blind the
+    /// reconcile.
+    pub async fn list(&self) -> Result<Listing, StoreError> {
         let filters = HashMap::from([("label".to_owned(), vec![VOLUME_LABEL.to_owned()])]);
         let configs = self
             .docker
@@ -78,27 +103,31 @@ impl JournalStore {
                 what: "list".into(),
                 source,
             })?;
-        let mut out = Vec::new();
+        let mut out = Listing::default();
         for config in configs {
             let id = config.id.unwrap_or_default();
-            let Some(text) = config
-                .spec
-                .and_then(|s| s.labels)
-                .and_then(|mut l| l.remove(JOURNAL_LABEL))
-            else {
-                continue;
-            };
-            let journal = serde_json::from_str(&text).map_err(|source| StoreError::Corrupt {
-                id: id.clone(),
-                source,
-            })?;
-            out.push(Stored {
-                version: config.version.and_then(|v| v.index).unwrap_or(0),
-                id,
-                journal,
-            });
+            let spec = config.spec.unwrap_or_default();
+            let mut labels = spec.labels.unwrap_or_default();
+            let decoded = labels
+                .remove(JOURNAL_LABEL)
+                .ok_or_else(|| format!("no {JOURNAL_LABEL} label"))
+                .and_then(|text| Journal::decode(&text).map_err(|e| e.to_string()));
+            match decoded {
+                Ok(journal) => out.journals.push(Stored {
+                    version: config.version.and_then(|v| v.index).unwrap_or(0),
+                    id,
+                    journal,
+                }),
+                Err(error) => out.unreadable.push(UnreadableJournal {
+                    id,
+                    name: spec.name.unwrap_or_default(),
+                    efs_id: labels.remove(VOLUME_LABEL).unwrap_or_default(),
+                    error,
+                }),
+            }
         }
-        out.sort_by_key(|s| s.journal.started_at);
+        out.journals.sort_by_key(|s| s.journal.started_at);
+        out.unreadable.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
 

@@ -80,6 +80,7 @@ pub(crate) fn cluster(nodes: Vec<Node>, at: SystemTime) -> Snapshot {
         tasks: Vec::new(),
         telemetry: Vec::new(),
         runbooks: Vec::new(),
+        runbook_problems: Default::default(),
         placement_records: Default::default(),
     }
 }
