@@ -164,9 +164,9 @@ fn strip_ansi(s: &str) -> String {
 
 /// The shipped image as a `docker save` archive, built by `image/build` (the documented
 /// command) if it is missing or older than the binary under test. `.ci/run` builds it
-/// before the tests; `$SWARM_WARDEN_IMAGE_ARCHIVE` points at a prebuilt one.
+/// before the tests; `$E2E_WARDEN_IMAGE_ARCHIVE` points at a prebuilt one.
 pub fn warden_image_archive() -> PathBuf {
-    if let Some(path) = std::env::var_os("SWARM_WARDEN_IMAGE_ARCHIVE") {
+    if let Some(path) = std::env::var_os("E2E_WARDEN_IMAGE_ARCHIVE") {
         return PathBuf::from(path);
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
