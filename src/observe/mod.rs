@@ -5,6 +5,7 @@ mod connect;
 mod convert;
 mod events;
 mod snapshot;
+mod swarm_errors;
 mod telemetry;
 
 pub use connect::{connect, ConnectError, DEFAULT_DOCKER_HOST};

@@ -12,6 +12,7 @@ use bollard::query_parameters::{ListNodesOptions, ListServicesOptions, ListTasks
 use bollard::Docker;
 
 use super::convert;
+use super::swarm_errors::{is_no_leader, is_not_a_manager, message};
 use super::Telemetry;
 use crate::config::Policy;
 use crate::model::{Control, LocalNode, Snapshot};
@@ -459,25 +460,4 @@ fn task_errors(tasks: &[bollard::models::Task], since: Option<&str>) -> Vec<Stri
         }
     }
     out
-}
-
-/// A worker (a demoted manager) refuses cluster calls.
-fn is_not_a_manager(e: &DockerError) -> bool {
-    matches!(e, DockerError::DockerResponseServerError { message, .. } if message.contains("not a swarm manager"))
-}
-
-/// A manager without a raft leader answers list calls with a server error ("The swarm
-/// does not have a leader", "context deadline exceeded") or not at all.
-fn is_no_leader(e: &DockerError) -> bool {
-    matches!(
-        e,
-        DockerError::DockerResponseServerError { .. } | DockerError::RequestTimeoutError
-    )
-}
-
-fn message(e: &DockerError) -> String {
-    match e {
-        DockerError::DockerResponseServerError { message, .. } => message.clone(),
-        other => other.to_string(),
-    }
 }
