@@ -228,14 +228,12 @@ pub fn padding_plan(t: &VolumeTelemetry, policy: &Policy) -> Option<PaddingPlan>
         permitted,
         ..
     } = readings(t).ok()?;
-    let target_baseline = match crate::pad::parse_size(&p.target_baseline) {
-        Ok(rate) if !p.target_baseline.is_empty() => rate as f64,
-        _ => metered_rate.max(baseline_rate(storage)) * 1.25,
+    let target_baseline = match p.target_baseline {
+        Some(rate) => rate.bytes() as f64,
+        None => metered_rate.max(baseline_rate(storage)) * 1.25,
     };
     let needed = target_baseline / (50.0 * 1024.0) * (1024.0 * 1024.0 * 1024.0);
-    let cap = crate::pad::parse_size(&p.max)
-        .map(|c| c as f64)
-        .unwrap_or(f64::MAX);
+    let cap = p.max.bytes() as f64;
     let metered = (needed - storage).max(0.0).min(cap);
     let per_byte = if p.metered_per_byte > 0.0 {
         p.metered_per_byte
@@ -904,7 +902,7 @@ mod tests {
     #[test]
     fn padding_is_capped_and_converted_to_bytes_written() {
         let mut policy = Policy::default();
-        policy.volumes.padding.max = "10GiB".into();
+        policy.volumes.padding.max = crate::config::ByteSize::new(10 << 30);
         policy.volumes.padding.metered_per_byte = 1024.0;
         let pad = padding_plan(&telemetry(0.0, 3.0 * MIB, 1024.0 * MIB), &policy).unwrap();
         assert_eq!(pad.metered, 10.0 * 1024.0 * MIB);

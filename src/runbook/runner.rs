@@ -885,7 +885,7 @@ fn pad_job(
         "--total".into(),
         bytes.to_string(),
         "--file-size".into(),
-        p.file_size.clone(),
+        p.file_size.bytes().to_string(),
     ];
     let mut spec = job_spec(name, run_id, &p.image, args);
     if let Some(c) = spec

@@ -7,6 +7,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod values;
+
+use values::{
+    humantime_serde, listen_addr, optional_size, positive_duration, positive_number, prometheus_url,
+};
+pub use values::{ByteSize, ManagerCount};
+
 /// Whether a part of swarm-warden acts, only reports, or is switched off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -52,7 +59,8 @@ pub struct Policy {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpPolicy {
-    /// `host:port`; empty: no HTTP server.
+    /// `IP:PORT`; empty: no HTTP server.
+    #[serde(with = "listen_addr")]
     pub listen: String,
 }
 
@@ -64,23 +72,77 @@ impl Default for HttpPolicy {
     }
 }
 
-/// The leader lease (defaults like Kubernetes leases).
+/// The leader lease (defaults like Kubernetes leases). `renew` must be shorter than
+/// `duration`: a holder that renews later than its lease lasts lets a second replica take
+/// it while the first still acts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, try_from = "LeaseFields")]
 pub struct LeasePolicy {
     /// Whether replicas take a lease before acting (off: every replica acts).
     pub enabled: bool,
     /// Name of the Swarm config that holds it.
     pub name: String,
     /// How long a renewal holds.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "positive_duration")]
     pub duration: Duration,
     /// How often the holder renews.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "positive_duration")]
     pub renew: Duration,
     /// How often the others try to take it.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "positive_duration")]
     pub retry: Duration,
+}
+
+/// [`LeasePolicy`] as written, before the check across its fields.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct LeaseFields {
+    enabled: bool,
+    name: String,
+    #[serde(with = "positive_duration")]
+    duration: Duration,
+    #[serde(with = "positive_duration")]
+    renew: Duration,
+    #[serde(with = "positive_duration")]
+    retry: Duration,
+}
+
+impl Default for LeaseFields {
+    fn default() -> Self {
+        let d = LeasePolicy::default();
+        Self {
+            enabled: d.enabled,
+            name: d.name,
+            duration: d.duration,
+            renew: d.renew,
+            retry: d.retry,
+        }
+    }
+}
+
+impl TryFrom<LeaseFields> for LeasePolicy {
+    type Error = String;
+    fn try_from(f: LeaseFields) -> Result<Self, String> {
+        if f.renew >= f.duration {
+            return Err(format!(
+                "lease.renew ({}) must be shorter than lease.duration ({}): otherwise the lease lapses between renewals and a second replica can act at once (Kubernetes uses 10s and 15s)",
+                humantime::format_duration(f.renew),
+                humantime::format_duration(f.duration)
+            ));
+        }
+        if f.name.is_empty() {
+            return Err(
+                "lease.name must not be empty: it names the Swarm config holding the lease".into(),
+            );
+        }
+        Ok(Self {
+            enabled: f.enabled,
+            name: f.name,
+            duration: f.duration,
+            renew: f.renew,
+            retry: f.retry,
+        })
+    }
 }
 
 impl Default for LeasePolicy {
@@ -104,7 +166,7 @@ pub struct ManagerPolicy {
     /// How many managers the swarm should have (odd: 3, 5 or 7).
     pub desired: ManagerCount,
     /// How long a manager must be Down and unreachable, without a break, to count as dead.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "positive_duration")]
     pub dead_after: Duration,
     /// No membership change this soon after the raft leader changed: SwarmKit marks every
     /// node `unknown` after an election until it hears from it again.
@@ -118,7 +180,7 @@ pub struct ManagerPolicy {
     pub spread_label: String,
     /// How long a membership change may take to show in the node list before it is
     /// reported failed.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "positive_duration")]
     pub convergence_timeout: Duration,
 }
 
@@ -126,7 +188,7 @@ impl Default for ManagerPolicy {
     fn default() -> Self {
         Self {
             mode: Mode::Enforce,
-            desired: ManagerCount(3),
+            desired: ManagerCount::THREE,
             dead_after: Duration::from_secs(5 * 60),
             leader_settle: Duration::from_secs(45),
             stabilization: Duration::from_secs(30),
@@ -152,7 +214,7 @@ pub struct PlacementPolicy {
     pub exclude: Selector,
     /// How long a service's rolling update may take before it counts as failed and is
     /// rolled back.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "positive_duration")]
     pub update_timeout: Duration,
     /// Services whose node-local data (local volumes, bind mounts) may be left behind: the
     /// policy form of the `swarm-warden.data=disposable` service label.
@@ -235,6 +297,7 @@ pub struct VolumesPolicy {
     /// `enforce`, `audit` (report only) or `off`.
     pub mode: Mode,
     /// Prometheus HTTP API holding the volumes' CloudWatch metrics; empty = no telemetry.
+    #[serde(with = "prometheus_url")]
     pub prometheus_url: String,
     /// PromQL for each quantity; `{fs}` is replaced by the file-system ID, `{node}` by the
     /// hostname of the node running the service's task.
@@ -281,10 +344,10 @@ pub struct MigrationPolicy {
     /// Image with the `swarm-warden copy` command.
     pub image: String,
     /// How long the copy job may run.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "positive_duration")]
     pub copy_timeout: Duration,
     /// How long scaling the service down or up may take.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "positive_duration")]
     pub scale_timeout: Duration,
     /// How long the service must run on the new volume before the run succeeds.
     #[serde(with = "humantime_serde")]
@@ -311,30 +374,32 @@ impl Default for MigrationPolicy {
 pub struct PaddingPolicy {
     /// Baseline throughput to reach, bytes per second (e.g. `10MiB`); empty: 125% of the
     /// current demand (the metered rate).
-    pub target_baseline: String,
+    #[serde(with = "optional_size")]
+    pub target_baseline: Option<ByteSize>,
     /// Most padding one run may add (e.g. `500GiB`).
-    pub max: String,
+    pub max: ByteSize,
     /// Size of each padding file.
-    pub file_size: String,
+    pub file_size: ByteSize,
     /// Image with the `swarm-warden pad` command.
     pub image: String,
     /// Metered bytes per byte written: 1 on AWS; the lab's EFS model meters each byte
-    /// `scale` times.
+    /// `scale` times. Above zero.
+    #[serde(with = "positive_number")]
     pub metered_per_byte: f64,
     /// How long the padding job may run.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "positive_duration")]
     pub job_timeout: Duration,
     /// How long the metered size may take to show the padding.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "positive_duration")]
     pub verify_timeout: Duration,
 }
 
 impl Default for PaddingPolicy {
     fn default() -> Self {
         Self {
-            target_baseline: String::new(),
-            max: "1TiB".into(),
-            file_size: "1GiB".into(),
+            target_baseline: None,
+            max: ByteSize::new(1 << 40),
+            file_size: ByteSize::new(1 << 30),
             image: "swarm-warden:latest".into(),
             metered_per_byte: 1.0,
             job_timeout: Duration::from_secs(24 * 3600),
@@ -425,13 +490,13 @@ pub struct WatchedVolume {
 #[serde(deny_unknown_fields, default)]
 pub struct ControllerPolicy {
     /// A full reconcile at least this often, events or not.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "positive_duration")]
     pub resync: Duration,
     /// First delay after a failure (per failing key), doubled on each further failure.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "positive_duration")]
     pub backoff_min: Duration,
     /// Longest delay between retries of one failing key.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "positive_duration")]
     pub backoff_max: Duration,
 }
 
@@ -442,36 +507,6 @@ impl Default for ControllerPolicy {
             backoff_min: Duration::from_secs(5),
             backoff_max: Duration::from_secs(300),
         }
-    }
-}
-
-/// A desired manager count: 1 to 9 (a raft of more than 7 is slower, not safer).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "i64", into = "u32")]
-pub struct ManagerCount(u32);
-
-impl ManagerCount {
-    /// The count.
-    pub fn get(self) -> usize {
-        self.0 as usize
-    }
-}
-
-impl TryFrom<i64> for ManagerCount {
-    type Error = String;
-    fn try_from(n: i64) -> Result<Self, Self::Error> {
-        match u32::try_from(n) {
-            Ok(n @ 1..=9) => Ok(Self(n)),
-            _ => Err(format!(
-                "desired manager count must be 1 to 9 (3 or 5 is usual), not {n}"
-            )),
-        }
-    }
-}
-
-impl From<ManagerCount> for u32 {
-    fn from(c: ManagerCount) -> u32 {
-        c.0
     }
 }
 
@@ -526,7 +561,7 @@ impl Policy {
         };
         let mut value =
             serde_json::to_value(&self).map_err(|e| env_error("(policy)", e.to_string()))?;
-        let mut applied = false;
+        let mut applied: Option<Policy> = None;
         for (var, raw) in vars {
             let Some(rest) = var.strip_prefix("SWARM_WARDEN_") else {
                 continue;
@@ -543,17 +578,18 @@ impl Policy {
                 return Err(env_error(&var, "no such policy key".into()));
             };
             *slot = if slot.is_string() {
-                serde_json::Value::String(raw)
+                serde_json::Value::String(raw.clone())
             } else {
                 serde_norway::from_str(&raw)
                     .map_err(|e| env_error(&var, format!("{raw:?}: {e}")))?
             };
-            applied = true;
+            // Checked one variable at a time, so that the error names the variable.
+            applied = Some(
+                serde_json::from_value(value.clone())
+                    .map_err(|e| env_error(&var, format!("{raw:?}: {e}")))?,
+            );
         }
-        if !applied {
-            return Ok(self);
-        }
-        serde_json::from_value(value).map_err(|e| env_error("SWARM_WARDEN_*", e.to_string()))
+        Ok(applied.unwrap_or(self))
     }
 
     /// Reads and validates a policy file.
@@ -610,26 +646,6 @@ fn resolve_env_path(value: &serde_json::Value, rest: &str) -> Option<Vec<String>
         }
     }
     None
-}
-
-/// Durations as humantime strings (`30s`, `5m`, `1h 30m`).
-mod humantime_serde {
-    use std::time::Duration;
-
-    use serde::{de::Error, Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(|e| {
-            D::Error::custom(format!(
-                "invalid duration {text:?} ({e}); write e.g. 30s, 5m, 1h"
-            ))
-        })
-    }
 }
 
 #[cfg(test)]
@@ -699,6 +715,94 @@ mod tests {
         );
     }
 
+    /// The error for `text`, which must start with `policy.yml:LINE:` and name each of
+    /// `parts`.
+    fn refused_at(text: &str, line: usize, parts: &[&str]) {
+        let err = parse(text)
+            .map(|p| format!("accepted: {p:?}"))
+            .unwrap_or_else(|e| e.to_string());
+        assert!(
+            err.starts_with(&format!("policy.yml:{line}:")),
+            "{text:?} -> {err}"
+        );
+        for part in parts {
+            assert!(err.contains(part), "{part:?} missing: {text:?} -> {err}");
+        }
+    }
+
+    #[test]
+    fn values_that_parse_but_cannot_work_are_refused_where_they_are() {
+        refused_at("controller:\n  resync: 0s\n", 2, &["longer than zero"]);
+        refused_at("lease:\n  duration: 0s\n", 2, &["longer than zero"]);
+        refused_at("managers:\n  dead_after: 0s\n", 2, &["longer than zero"]);
+        refused_at(
+            "lease:\n  duration: 10s\n  renew: 10s\n",
+            1,
+            &["lease.renew (10s) must be shorter than lease.duration (10s)"],
+        );
+        refused_at("managers:\n  desired: 4\n", 2, &["odd", "not 4"]);
+        refused_at("volumes:\n  padding:\n    max: lots\n", 3, &["lots", "GiB"]);
+        refused_at(
+            "volumes:\n  padding:\n    target_baseline: 10 furlongs\n",
+            3,
+            &["furlongs"],
+        );
+        refused_at(
+            "volumes:\n  padding:\n    metered_per_byte: 0\n",
+            3,
+            &["above zero"],
+        );
+        refused_at("http:\n  listen: localhost\n", 2, &["IP:PORT"]);
+        refused_at("http:\n  listen: 0.0.0.0:99999\n", 2, &["IP:PORT"]);
+        refused_at(
+            "volumes:\n  prometheus_url: prometheus:9090\n",
+            2,
+            &["Prometheus URL", "http://"],
+        );
+    }
+
+    #[test]
+    fn sizes_are_parsed_when_the_policy_is_loaded() {
+        let p = parse("volumes:\n  padding:\n    target_baseline: 10MiB\n    max: 2TiB\n    file_size: 1048576\n").unwrap();
+        let pad = &p.volumes.padding;
+        assert_eq!(pad.target_baseline, Some(ByteSize::new(10 << 20)));
+        assert_eq!(pad.max, ByteSize::new(2 << 40));
+        assert_eq!(pad.file_size, ByteSize::new(1 << 20));
+        assert_eq!(pad.max.to_string(), "2TiB");
+        let empty = parse("volumes:\n  padding:\n    target_baseline: \"\"\n").unwrap();
+        assert_eq!(empty.volumes.padding.target_baseline, None);
+    }
+
+    #[test]
+    fn usable_values_are_accepted() {
+        for text in [
+            "http:\n  listen: \"\"\n",
+            "http:\n  listen: \"[::]:8080\"\n",
+            "volumes:\n  prometheus_url: https://prometheus.example:9090/\n",
+            "managers:\n  desired: 5\n",
+            "lease:\n  duration: 30s\n  renew: 20s\n",
+        ] {
+            parse(text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+        }
+    }
+
+    #[test]
+    fn an_environment_override_is_checked_like_the_file() {
+        let err = Policy::default()
+            .apply_env([(
+                "SWARM_WARDEN_CONTROLLER_RESYNC".to_string(),
+                "0s".to_string(),
+            )])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("longer than zero"), "{err}");
+        let err = Policy::default()
+            .apply_env([("SWARM_WARDEN_LEASE_RENEW".to_string(), "1m".to_string())])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("must be shorter than lease.duration"), "{err}");
+    }
+
     #[test]
     fn selectors_match_name_globs_and_labels() {
         let sel = Selector {
@@ -739,7 +843,7 @@ mod tests {
         assert_eq!(p.managers.dead_after, Duration::from_secs(600));
         assert_eq!(p.managers.desired.get(), 5);
         assert_eq!(p.placement.mode, Mode::Audit);
-        assert_eq!(p.volumes.padding.max, "2TiB");
+        assert_eq!(p.volumes.padding.max, ByteSize::new(2 << 40));
         assert_eq!(p.http.listen, "127.0.0.1:9102");
     }
 
