@@ -51,6 +51,7 @@ pub struct Metrics {
     actions: Family<ActionLabels, Counter>,
     reconcile_duration: Histogram,
     reconcile_errors: Counter,
+    last_success: Gauge<f64, AtomicU64>,
     queue_depth: Gauge,
     leader: Gauge,
     volume_credits: Family<VolumeLabels, Gauge<f64, AtomicU64>>,
@@ -112,6 +113,14 @@ impl Metrics {
             "Reconciles that could not observe the swarm",
             reconcile_errors.clone(),
         );
+        // Every other gauge holds the last successful observation: this says how old it
+        // is (alert SwarmWardenBlind).
+        let last_success = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "last_successful_reconcile_timestamp_seconds",
+            "When the swarm was last observed (Unix seconds); the gauges hold that observation",
+            last_success.clone(),
+        );
         let queue_depth = Gauge::default();
         registry.register(
             "queue_depth",
@@ -148,6 +157,7 @@ impl Metrics {
             actions,
             reconcile_duration,
             reconcile_errors,
+            last_success,
             queue_depth,
             leader,
             volume_credits,
@@ -159,6 +169,13 @@ impl Metrics {
     /// Records one reconcile.
     pub fn reconciled(&self, done: &Reconciled, took: Duration, triggers: usize) {
         self.reconcile_duration.observe(took.as_secs_f64());
+        if let Ok(at) = done
+            .snapshot
+            .observed_at
+            .duration_since(std::time::UNIX_EPOCH)
+        {
+            self.last_success.set(at.as_secs_f64());
+        }
         self.queue_depth.set(triggers as i64);
         let plan = &done.plan;
         let lost = plan.cluster.is_none()
@@ -221,14 +238,19 @@ impl Metrics {
             let labels = VolumeLabels {
                 efs_id: t.efs_id.clone(),
             };
-            if let Some(credits) = t.credits {
-                self.volume_credits.get_or_create(&labels).set(credits);
-            }
-            let exhaustion = match (t.credits, t.metered_rate, t.storage) {
-                (Some(c), Some(m), Some(s)) if m > crate::plan::volumes::baseline_rate(s) => {
-                    c / (m - crate::plan::volumes::baseline_rate(s))
-                }
-                _ => -1.0,
+            // Unusable telemetry drops the series: a stale or NaN value must not keep an
+            // alert quiet (or firing).
+            let Ok(r) = crate::plan::readings::readings(t) else {
+                self.volume_credits.remove(&labels);
+                self.volume_exhaustion.remove(&labels);
+                continue;
+            };
+            self.volume_credits.get_or_create(&labels).set(r.credits);
+            let baseline = crate::plan::volumes::baseline_rate(r.storage);
+            let exhaustion = if r.metered > baseline {
+                r.credits / (r.metered - baseline)
+            } else {
+                -1.0
             };
             self.volume_exhaustion
                 .get_or_create(&labels)
@@ -311,5 +333,52 @@ mod tests {
         assert!(text.contains("swarm_warden_queue_depth 3\n"));
         assert!(text.contains("swarm_warden_reconcile_duration_seconds_count 1\n"));
         assert!(text.ends_with("# EOF\n"));
+        // t(0) is the test clock's epoch: the observation's time, in Unix seconds.
+        let at = t(0)
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!(
+            text.contains(&format!(
+                "swarm_warden_last_successful_reconcile_timestamp_seconds {at}"
+            )),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn unusable_volume_telemetry_drops_its_series() {
+        let mut snap = cluster(vec![manager("m1", true)], t(0));
+        let good = crate::model::VolumeTelemetry {
+            efs_id: "fs-1".into(),
+            credits: Some(1e9),
+            permitted: Some(1e6),
+            metered_rate: Some(3e6),
+            storage: Some(1e9),
+            iowait: Default::default(),
+            error: None,
+        };
+        snap.telemetry = vec![good.clone()];
+        let metrics = Metrics::new();
+        let record = |snap: &crate::model::Snapshot| {
+            let p = plan(snap, &Policy::default(), &Memory::default(), t(0));
+            metrics.reconciled(
+                &Reconciled {
+                    snapshot: snap.clone(),
+                    plan: p,
+                    dry_run: false,
+                },
+                Duration::from_millis(1),
+                1,
+            );
+        };
+        record(&snap);
+        assert!(metrics
+            .encode()
+            .contains("swarm_warden_volume_burst_credit_bytes{efs_id=\"fs-1\"}"));
+        snap.telemetry[0].credits = Some(f64::NAN);
+        record(&snap);
+        let text = metrics.encode();
+        assert!(!text.contains("efs_id=\"fs-1\""), "{text}");
     }
 }
