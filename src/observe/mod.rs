@@ -12,4 +12,4 @@ pub use connect::{connect, ConnectError, DEFAULT_DOCKER_HOST};
 pub use convert::spec_hash;
 pub use events::{watch_events, Trigger};
 pub use snapshot::{ObserveError, Observer, Rollout};
-pub use telemetry::Telemetry;
+pub use telemetry::{decode_sample, Telemetry, TELEMETRY_DEADLINE};

@@ -134,34 +134,44 @@ impl Telemetry {
     /// The first sample of an instant query; `None` when the query matches nothing.
     async fn scalar(&self, promql: &str) -> Result<Option<f64>, String> {
         let url = format!("{}/api/v1/query", self.base);
-        let answer: Answer = self
+        let body = self
             .client
             .get(&url)
             .query(&[("query", promql)])
             .send()
             .await
             .map_err(|e| format!("{url}: {e}"))?
-            .json()
+            .bytes()
             .await
             .map_err(|e| format!("{url}: {e}"))?;
-        if answer.status != "success" {
-            return Err(format!(
-                "{promql}: {}",
-                answer.error.unwrap_or(answer.status)
-            ));
-        }
-        let value = match answer.data {
-            Some(Data::Vector(samples)) => samples.into_iter().next().map(|s| s.value.1),
-            Some(Data::Scalar((_, v))) => Some(v),
-            _ => None,
-        };
-        value
-            .map(|v| {
-                v.parse::<f64>()
-                    .map_err(|e| format!("{promql}: {v:?}: {e}"))
-            })
-            .transpose()
+        decode_sample(promql, &body).map_err(|e| format!("{url}: {e}"))
     }
+}
+
+/// The first sample of a Prometheus instant-query answer (`/api/v1/query`, JSON): `None`
+/// when the query matched nothing. Values are returned as Prometheus wrote them, `NaN`
+/// and `±Inf` included (the planner decides what is usable). Errors name the query; any
+/// bytes decode without a panic.
+pub fn decode_sample(promql: &str, body: &[u8]) -> Result<Option<f64>, String> {
+    let answer: Answer = serde_json::from_slice(body)
+        .map_err(|e| format!("{promql}: not a Prometheus API answer: {e}"))?;
+    if answer.status != "success" {
+        return Err(format!(
+            "{promql}: {}",
+            answer.error.unwrap_or(answer.status)
+        ));
+    }
+    let value = match answer.data {
+        Some(Data::Vector(samples)) => samples.into_iter().next().map(|s| s.value.1),
+        Some(Data::Scalar((_, v))) => Some(v),
+        _ => None,
+    };
+    value
+        .map(|v| {
+            v.parse::<f64>()
+                .map_err(|e| format!("{promql}: {v:?}: {e}"))
+        })
+        .transpose()
 }
 
 #[cfg(test)]
