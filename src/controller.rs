@@ -62,9 +62,17 @@ pub struct Controller {
 
 impl Controller {
     /// A controller for the swarm behind `docker`; `dry_run` records instead of acting.
-    pub fn new(docker: Docker, policy: Policy, dry_run: bool, cancel: CancellationToken) -> Self {
-        let observer = Observer::new(docker).watching(&policy);
-        Self {
+    ///
+    /// # Errors
+    /// The Prometheus client cannot be built (see [`Observer::watching`]): bad input.
+    pub fn new(
+        docker: Docker,
+        policy: Policy,
+        dry_run: bool,
+        cancel: CancellationToken,
+    ) -> Result<Self, crate::observe::ClientError> {
+        let observer = Observer::new(docker).watching(&policy)?;
+        Ok(Self {
             executor: Executor::new(observer.clone(), dry_run, &policy, cancel.clone()),
             runner: crate::runbook::Runner::new(observer.docker().clone()),
             observer,
@@ -76,7 +84,7 @@ impl Controller {
             last_findings: BTreeSet::new(),
             metrics: Arc::new(Metrics::new()),
             health: Arc::new(Health::new(Duration::from_secs(3600))),
-        }
+        })
     }
 
     /// Acts only while `leader` says this replica holds the lease; `handover` passes

@@ -121,7 +121,8 @@ pub async fn serve(
 /// `swarm-warden healthcheck`: a probe for images without curl. Exit 0 when `url`
 /// answers 200.
 pub async fn probe(url: &str) -> Result<(), String> {
-    let response = reqwest::Client::builder()
+    let response = crate::observe::http_client_builder("")
+        .map_err(|e| e.to_string())?
         .timeout(Duration::from_secs(5))
         .build()
         .map_err(|e| e.to_string())?
@@ -165,7 +166,12 @@ mod tests {
         );
         health.set_ready(true);
         assert!(probe(&format!("{base}/readyz")).await.is_ok());
-        let text = reqwest::get(format!("{base}/metrics"))
+        let text = crate::observe::http_client_builder("")
+            .unwrap()
+            .build()
+            .unwrap()
+            .get(format!("{base}/metrics"))
+            .send()
             .await
             .unwrap()
             .text()

@@ -114,6 +114,12 @@ impl From<ConfigError> for Failure {
     }
 }
 
+impl From<swarm_warden::observe::ClientError> for Failure {
+    fn from(e: swarm_warden::observe::ClientError) -> Self {
+        Failure::BadInput(e.to_string())
+    }
+}
+
 impl From<ConnectError> for Failure {
     fn from(e: ConnectError) -> Self {
         if e.is_transient() {
@@ -235,7 +241,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Cmd::Report { target, format } => {
             let policy = load_policy(target.config.as_ref())?;
             let docker = connect(target.docker_host.as_deref()).await?;
-            let mut controller = Controller::new(docker, policy, true, CancellationToken::new());
+            let mut controller = Controller::new(docker, policy, true, CancellationToken::new())?;
             let done = controller.reconcile().await.map_err(anyhow::Error::from)?;
             print!("{}", done.report().render(format));
             Ok(ExitCode::SUCCESS)
@@ -263,7 +269,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 .map(Lease::subscribe)
                 .unwrap_or_else(always_leader);
             let handover = lease.as_ref().map(Lease::handover);
-            let mut controller = Controller::new(docker, policy.clone(), dry_run, cancel.clone())
+            let mut controller = Controller::new(docker, policy.clone(), dry_run, cancel.clone())?
                 .with_leadership(leader, handover);
             if once {
                 if let Some(lease) = &lease {

@@ -73,3 +73,107 @@ async fn unreadable_runbook_journals_are_reported_and_the_manager_checks_go_on()
     assert!(left.contains(newer) && left.contains(edited), "{left}");
     teardown_leaving_nothing(lab);
 }
+
+/// bcrypt of `s3cret` (cost 4), for Prometheus' `basic_auth_users`.
+const S3CRET_BCRYPT: &str = "$2b$04$m8E3J05i8tLdjEToQoCFl.HsFjzcqGbIPtaweY3s4FX0i8fJBvIgG";
+
+#[tokio::test]
+async fn an_https_prometheus_with_basic_auth_is_read_and_a_wrong_ca_or_password_is_reported() {
+    init_tracing();
+    let lab = Lab::start(LabSpec::new(1, 0)).await.expect("lab");
+    let dir = lab.paths().dir().join("tls");
+    let pki = make_pki(&dir, &["127.0.0.1"]);
+    let web_config = dir.join("web.yml");
+    std::fs::write(
+        &web_config,
+        format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\nbasic_auth_users:\n  warden: '{S3CRET_BCRYPT}'\n",
+            pki.cert.display(),
+            pki.key.display()
+        ),
+    )
+    .expect("web config");
+    let efs = lab
+        .create_efs(swarm_chaos::EfsOptions::new("fs-0tls"))
+        .expect("efs");
+    let prometheus = lab
+        .start_prometheus_with_web_config(
+            &[swarm_chaos::prometheus::Target {
+                job: "efs".into(),
+                addr: efs.metrics_addr(),
+            }],
+            std::time::Duration::from_secs(1),
+            &web_config,
+        )
+        .expect("prometheus");
+    assert!(
+        prometheus.url().starts_with("https://"),
+        "{}",
+        prometheus.url()
+    );
+    let mount = "type=volume,source=tlsdata,target=/data,volume-label=swarm-warden.efs-id=fs-0tls";
+    create(&lab, "tsdb", &["--mount", mount]);
+    let secret = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("secret");
+        path.display().to_string()
+    };
+    let right = secret("password", "s3cret\n");
+    let wrong = secret("wrong-password", "guess\n");
+    let report = |ca: &std::path::Path, password: &str| {
+        let policy = policy_file(
+            &lab,
+            &format!(
+                "placement:\n  mode: off\nvolumes:\n  prometheus_url: {}\n  prometheus_http_config:\n    tls_config:\n      ca_file: {}\n    basic_auth:\n      username: warden\n      password_file: {password}\n",
+                prometheus.url(),
+                ca.display()
+            ),
+        );
+        let out = warden_once(
+            &lab,
+            "m1",
+            &[
+                "report",
+                "--config",
+                policy.to_str().expect("path"),
+                "--format",
+                "json",
+            ],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            !stderr.contains("s3cret") && !stderr.contains("guess"),
+            "a secret in the log: {stderr}"
+        );
+        assert!(matches!(out.status.code(), Some(0 | 1)), "{stderr}");
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        json["findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .find(|f| f["kind"] == "volume-telemetry-missing")
+            .and_then(|f| f["message"].as_str())
+            .map(str::to_owned)
+    };
+    // Read once Prometheus has scraped the volume.
+    swarm_chaos::wait_until(
+        "telemetry over https with basic auth",
+        std::time::Duration::from_secs(60),
+        || async {
+            match report(&pki.ca, &right) {
+                None => swarm_chaos::Probe::Done(()),
+                Some(missing) => swarm_chaos::Probe::Pending(missing),
+            }
+        },
+    )
+    .await
+    .expect("read over https");
+    let untrusted = report(&pki.other_ca, &right).expect("a CA that did not sign it");
+    eprintln!("untrusted: {untrusted}");
+    assert!(untrusted.contains("certificate"), "{untrusted}");
+    let refused = report(&pki.ca, &wrong).expect("a wrong password");
+    eprintln!("refused: {refused}");
+    assert!(refused.contains("HTTP 401"), "{refused}");
+    drop(prometheus);
+    teardown_leaving_nothing(lab);
+}

@@ -434,6 +434,22 @@ impl Lab {
         crate::prometheus::Prometheus::start(&self.paths, targets, interval)
     }
 
+    /// Starts a Prometheus server (on the host) serving its API as Prometheus'
+    /// `--web.config.file` `web_config` says: TLS, basic authentication.
+    pub fn start_prometheus_with_web_config(
+        &self,
+        targets: &[crate::prometheus::Target],
+        interval: Duration,
+        web_config: &std::path::Path,
+    ) -> Result<crate::prometheus::Prometheus> {
+        crate::prometheus::Prometheus::start_with_web_config(
+            &self.paths,
+            targets,
+            interval,
+            web_config,
+        )
+    }
+
     /// Starts a Prometheus server on the lab's own network (on the observer host), so it
     /// can scrape services that listen on the nodes' addresses.
     pub fn start_prometheus_on_lab_network(

@@ -33,6 +33,12 @@ pub struct Prometheus {
     addr: SocketAddr,
     /// The network namespace it runs in (`None`: the host's).
     netns: Option<String>,
+    /// Whether it serves TLS.
+    tls: bool,
+    /// Whether it runs with a `--web.config.file`.
+    web_config: bool,
+    /// Its log file.
+    log: PathBuf,
 }
 
 /// Finds `prometheus`: `$SWARM_CHAOS_PROMETHEUS`, the lab cache, PATH, or else Debian's
@@ -103,6 +109,28 @@ impl Prometheus {
         interval: Duration,
         netns: Option<&str>,
     ) -> Result<Self> {
+        Self::start_with(paths, targets, interval, netns, None)
+    }
+
+    /// Starts Prometheus serving its API as `web_config` says (Prometheus'
+    /// `--web.config.file`: `tls_server_config`, `basic_auth_users`). With TLS its URL is
+    /// `https://127.0.0.1:PORT`, and [`Prometheus::query`] is not available.
+    pub fn start_with_web_config(
+        paths: &LabPaths,
+        targets: &[Target],
+        interval: Duration,
+        web_config: &Path,
+    ) -> Result<Self> {
+        Self::start_with(paths, targets, interval, None, Some(web_config))
+    }
+
+    fn start_with(
+        paths: &LabPaths,
+        targets: &[Target],
+        interval: Duration,
+        netns: Option<&str>,
+        web_config: Option<&Path>,
+    ) -> Result<Self> {
         let binary = find_prometheus()?;
         let dir = paths.dir().join("prometheus");
         std::fs::create_dir_all(dir.join("data")).map_err(LabError::io("create", &dir))?;
@@ -142,6 +170,9 @@ impl Prometheus {
             }
             None => Command::new(&binary),
         };
+        if let Some(web) = web_config {
+            command.arg(format!("--web.config.file={}", web.display()));
+        }
         let child = command
             .arg(format!("--config.file={}", config_file.display()))
             .arg(format!(
@@ -166,15 +197,21 @@ impl Prometheus {
             child,
             addr,
             netns: netns.map(str::to_owned),
+            tls: web_config.is_some_and(|w| {
+                std::fs::read_to_string(w).is_ok_and(|t| t.contains("tls_server_config"))
+            }),
+            web_config: web_config.is_some(),
+            log: dir.join("prometheus.log"),
         };
         prometheus.wait_ready(Duration::from_secs(60), &dir)?;
         tracing::info!(url = %prometheus.url(), "Prometheus up");
         Ok(prometheus)
     }
 
-    /// Its base URL, `http://127.0.0.1:PORT`.
+    /// Its base URL, `http://127.0.0.1:PORT` (`https://` when it serves TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// An instant query; returns the raw JSON answer of the HTTP API.
@@ -193,7 +230,14 @@ impl Prometheus {
     fn wait_ready(&self, timeout: Duration, dir: &Path) -> Result<()> {
         let start = Instant::now();
         while start.elapsed() < timeout {
-            if matches!(self.get("/-/ready"), Ok((200, _))) {
+            // The plain-HTTP probe cannot speak TLS or send credentials: with a web
+            // config, Prometheus' own log says when it serves.
+            let ready = if self.web_config {
+                self.log_says_ready()
+            } else {
+                matches!(self.get("/-/ready"), Ok((200, _)))
+            };
+            if ready {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(200));
@@ -204,6 +248,13 @@ impl Prometheus {
             log: dir.join("prometheus.log"),
             tail: crate::daemon::tail(&dir.join("prometheus.log"), 10),
         })
+    }
+}
+
+impl Prometheus {
+    fn log_says_ready(&self) -> bool {
+        std::fs::read_to_string(&self.log)
+            .is_ok_and(|log| log.contains("Server is ready to receive web requests"))
     }
 }
 

@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod prometheus;
 mod values;
 
+pub use prometheus::{Authorization, BasicAuth, PrometheusHttpConfig, TlsConfig};
 use values::{
     humantime_serde, listen_addr, optional_size, positive_duration, positive_number, prometheus_url,
 };
@@ -299,6 +301,8 @@ pub struct VolumesPolicy {
     /// Prometheus HTTP API holding the volumes' CloudWatch metrics; empty = no telemetry.
     #[serde(with = "prometheus_url")]
     pub prometheus_url: String,
+    /// TLS and authentication towards it.
+    pub prometheus_http_config: PrometheusHttpConfig,
     /// PromQL for each quantity; `{fs}` is replaced by the file-system ID, `{node}` by the
     /// hostname of the node running the service's task.
     pub queries: VolumeQueries,
@@ -413,6 +417,7 @@ impl Default for VolumesPolicy {
         Self {
             mode: Mode::Enforce,
             prometheus_url: String::new(),
+            prometheus_http_config: PrometheusHttpConfig::default(),
             queries: VolumeQueries::default(),
             throttled_for: Duration::from_secs(300),
             credits_warning: Duration::from_secs(180 * 60),

@@ -4,6 +4,7 @@
 mod connect;
 mod convert;
 mod events;
+mod prometheus_client;
 mod snapshot;
 mod swarm_errors;
 mod telemetry;
@@ -11,5 +12,6 @@ mod telemetry;
 pub use connect::{connect, ConnectError, DEFAULT_DOCKER_HOST};
 pub use convert::spec_hash;
 pub use events::{watch_events, Trigger};
+pub use prometheus_client::builder as http_client_builder;
 pub use snapshot::{ObserveError, Observer, Rollout};
-pub use telemetry::{decode_sample, Telemetry, TELEMETRY_DEADLINE};
+pub use telemetry::{decode_sample, ClientError, Telemetry, TELEMETRY_DEADLINE};

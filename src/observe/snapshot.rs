@@ -74,10 +74,14 @@ impl Observer {
 
     /// Also reads what `policy` watches: the tasks of services with watched volumes and
     /// their telemetry from Prometheus.
-    pub fn watching(mut self, policy: &Policy) -> Self {
-        self.telemetry = Telemetry::new(&policy.volumes);
+    ///
+    /// # Errors
+    /// The Prometheus client cannot be built from `volumes.prometheus_http_config` (an
+    /// unreadable CA or secret file): bad input.
+    pub fn watching(mut self, policy: &Policy) -> Result<Self, super::telemetry::ClientError> {
+        self.telemetry = Telemetry::new(&policy.volumes)?;
         self.policy = Some(Arc::new(policy.clone()));
-        self
+        Ok(self)
     }
 
     /// The client, for the writers.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use serde::Deserialize;
 
+pub use super::prometheus_client::ClientError;
 use crate::config::{VolumeQueries, VolumesPolicy};
 use crate::model::VolumeTelemetry;
 
@@ -47,22 +48,21 @@ struct Sample {
 }
 
 impl Telemetry {
-    /// A reader for the policy's Prometheus, or `None` when no URL is configured.
-    pub fn new(policy: &VolumesPolicy) -> Option<Self> {
+    /// A reader for the policy's Prometheus, or `None` when no URL is configured. Reads
+    /// the CA and secret files of `volumes.prometheus_http_config` now: a file that cannot
+    /// be used is bad input at start, not "telemetry missing" for ever.
+    pub fn new(policy: &VolumesPolicy) -> Result<Option<Self>, ClientError> {
         if policy.prometheus_url.is_empty() {
-            return None;
+            return Ok(None);
         }
-        // The reconcile's deadline cuts every query short; this one only bounds a
-        // request nobody waits for any more.
-        let client = reqwest::Client::builder()
-            .timeout(TELEMETRY_DEADLINE * 2)
-            .build()
-            .ok()?;
-        Some(Self {
-            client,
+        Ok(Some(Self {
+            client: super::prometheus_client::client(
+                &policy.prometheus_http_config,
+                TELEMETRY_DEADLINE * 2,
+            )?,
             base: policy.prometheus_url.trim_end_matches('/').to_owned(),
             queries: policy.queries.clone(),
-        })
+        }))
     }
 
     /// Telemetry of each EFS file system, with the I/O wait of its hosts: every query at
@@ -127,25 +127,53 @@ impl Telemetry {
             metered_rate,
             storage,
             iowait,
-            error: (!errors.is_empty()).then(|| errors.join("; ")),
+            error: (!errors.is_empty()).then(|| {
+                // One cause, once: a refused certificate fails every query alike.
+                errors.dedup();
+                errors.join("; ")
+            }),
         }
     }
 
     /// The first sample of an instant query; `None` when the query matches nothing.
     async fn scalar(&self, promql: &str) -> Result<Option<f64>, String> {
         let url = format!("{}/api/v1/query", self.base);
-        let body = self
+        let response = self
             .client
             .get(&url)
             .query(&[("query", promql)])
             .send()
             .await
-            .map_err(|e| format!("{url}: {e}"))?
+            // The chain names the cause (a certificate nobody trusted, a refused
+            // connection), not only "error sending request".
+            .map_err(|e| format!("{url}: {}", error_chain(&e.without_url())))?;
+        let status = response.status();
+        let body = response
             .bytes()
             .await
-            .map_err(|e| format!("{url}: {e}"))?;
-        decode_sample(promql, &body).map_err(|e| format!("{url}: {e}"))
+            .map_err(|e| format!("{url}: {}", error_chain(&e.without_url())))?;
+        // Prometheus' own errors (400, 422, 503) are API answers; anything else that is
+        // not (401 from basic auth, a proxy's 502) is named by its status.
+        decode_sample(promql, &body).map_err(|e| {
+            if status.is_success() {
+                format!("{url}: {e}")
+            } else {
+                format!("{url}: HTTP {status}")
+            }
+        })
     }
+}
+
+/// An error and its sources, `: `-separated.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// The first sample of a Prometheus instant-query answer (`/api/v1/query`, JSON): `None`
@@ -194,7 +222,7 @@ mod tests {
             prometheus_url: format!("http://{addr}"),
             ..Default::default()
         };
-        Telemetry::new(&policy).unwrap()
+        Telemetry::new(&policy).unwrap().unwrap()
     }
 
     #[tokio::test(start_paused = true)]

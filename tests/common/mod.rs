@@ -3,8 +3,11 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 mod services;
+mod tls;
 #[allow(unused_imports)] // not every test binary uses them
 pub use services::*;
+#[allow(unused_imports)]
+pub use tls::*;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
