@@ -34,6 +34,13 @@ struct VolumeLabels {
     efs_id: String,
 }
 
+/// A finding kind (as reports name it) and its severity.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FindingLabels {
+    kind: &'static str,
+    severity: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RunbookLabels {
     status: &'static str,
@@ -57,6 +64,7 @@ pub struct Metrics {
     volume_credits: Family<VolumeLabels, Gauge<f64, AtomicU64>>,
     volume_exhaustion: Family<VolumeLabels, Gauge<f64, AtomicU64>>,
     runbooks: Family<RunbookLabels, Gauge>,
+    findings: Family<FindingLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -147,6 +155,12 @@ impl Metrics {
         );
         let runbooks = Family::<RunbookLabels, Gauge>::default();
         registry.register("runbooks", "Runbook runs by status", runbooks.clone());
+        let findings = Family::<FindingLabels, Gauge>::default();
+        registry.register(
+            "findings",
+            "Findings of the last reconcile by kind and severity (kinds with none are absent)",
+            findings.clone(),
+        );
         Self {
             registry,
             managers,
@@ -163,6 +177,7 @@ impl Metrics {
             volume_credits,
             volume_exhaustion,
             runbooks,
+            findings,
         }
     }
 
@@ -255,6 +270,20 @@ impl Metrics {
             self.volume_exhaustion
                 .get_or_create(&labels)
                 .set(exhaustion);
+        }
+        self.findings.clear();
+        for f in &plan.findings {
+            self.findings
+                .get_or_create(&FindingLabels {
+                    kind: f.kind.as_str(),
+                    severity: f.severity.as_str(),
+                })
+                .inc();
+        }
+        // Journals that could not be listed say nothing about the runs: keep the last
+        // known counts (a failed run's alert must not resolve for that).
+        if done.snapshot.runbook_problems.error.is_some() {
+            return;
         }
         for status in RunStatus::ALL {
             let n = done
@@ -380,5 +409,12 @@ mod tests {
         record(&snap);
         let text = metrics.encode();
         assert!(!text.contains("efs_id=\"fs-1\""), "{text}");
+        // Findings are counted by kind (alert SwarmWardenCannotSee reads them).
+        assert!(
+            text.contains(
+                "swarm_warden_findings{kind=\"managers-below-desired\",severity=\"warning\"} 1\n"
+            ),
+            "{text}"
+        );
     }
 }

@@ -177,3 +177,64 @@ async fn an_https_prometheus_with_basic_auth_is_read_and_a_wrong_ca_or_password_
     drop(prometheus);
     teardown_leaving_nothing(lab);
 }
+
+#[tokio::test]
+async fn docker_over_tls_is_verified_and_a_wrong_ca_or_missing_file_is_bad_input() {
+    init_tracing();
+    let lab = Lab::start(LabSpec::new(1, 0)).await.expect("lab");
+    let addr = lab.node("m1").expect("m1").addr.to_string();
+    let dir = lab.paths().dir().join("docker-tls");
+    let pki = make_pki(&dir, &[&addr]);
+    let host = lab
+        .serve_docker_tls("m1", &pki.ca, &pki.cert, &pki.key)
+        .await
+        .expect("dockerd with --tlsverify");
+    let report = |verify: &str, cert_path: &std::path::Path| {
+        let out = lab
+            .on_lab_network(warden_bin())
+            .expect("observer")
+            .args(["report", "--format", "json"])
+            .env("DOCKER_HOST", &host)
+            .env("DOCKER_TLS_VERIFY", verify)
+            .env("DOCKER_CERT_PATH", cert_path)
+            .output()
+            .expect("run swarm-warden");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    // Verified both ways: the report is the swarm's.
+    let (code, stdout, stderr) = report("1", &pki.client_dir);
+    assert!(matches!(code, Some(0 | 1)), "{code:?}: {stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(json["cluster"]["managers"], 1, "{json:#}");
+    // "0" is on too, as for the docker CLI.
+    let (code, _, stderr) = report("0", &pki.client_dir);
+    assert!(matches!(code, Some(0 | 1)), "{code:?}: {stderr}");
+    // A CA that did not sign the Engine's certificate: bad input, said so.
+    let (code, _, stderr) = report("1", &pki.client_dir_other_ca);
+    eprintln!("exit {code:?}: {stderr}");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("TLS") && stderr.contains("certificate"),
+        "{stderr}"
+    );
+    // No certificates where DOCKER_CERT_PATH points.
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).expect("dir");
+    let (code, _, stderr) = report("1", &empty);
+    eprintln!("exit {code:?}: {stderr}");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("ca.pem") && stderr.contains("missing"),
+        "{stderr}"
+    );
+    // TLS off (empty) against a TLS port: bad input, with the fix.
+    let (code, _, stderr) = report("", &pki.client_dir);
+    eprintln!("exit {code:?}: {stderr}");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("DOCKER_TLS_VERIFY"), "{stderr}");
+    teardown_leaving_nothing(lab);
+}

@@ -84,9 +84,16 @@ hostname {node}
 mount --bind {data} /var/lib/docker
 mount --bind {etc} /etc/docker
 mount --bind {run} /run
+# Every process of the node was killed before a (re)start: pid files left behind would
+# point at PIDs another process may hold now, and dockerd would refuse to start or wait
+# for a containerd that is gone.
+rm -f /run/docker.pid /run/docker/containerd/containerd.pid
+# Extra daemon flags a test asked for (Lab::serve_docker_tls), one per line.
+EXTRA=""
+if [ -f /etc/docker/{EXTRA_ARGS_FILE} ]; then EXTRA=$(cat /etc/docker/{EXTRA_ARGS_FILE}); fi
 exec dockerd --host unix:///var/run/docker.sock --bridge=none --iptables=false --ip-masq=false \
   --cgroup-parent={parent} --exec-opt native.cgroupdriver=cgroupfs --storage-driver={driver} \
-  --swarm-default-advertise-addr={addr}
+  --swarm-default-advertise-addr={addr} $EXTRA
 "#,
         procs = cgroup.procs_file().display(),
         data = paths.node_data(node).display(),
@@ -95,6 +102,9 @@ exec dockerd --host unix:///var/run/docker.sock --bridge=none --iptables=false -
         parent = cgroup.parent_arg(),
     )
 }
+
+/// File in a node's `/etc/docker` whose words are added to its dockerd's flags.
+pub const EXTRA_ARGS_FILE: &str = "swarm-chaos.args";
 
 /// A client for a node's socket with the given request timeout.
 pub fn client(

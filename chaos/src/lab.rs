@@ -450,6 +450,47 @@ impl Lab {
         )
     }
 
+    /// Makes `node`'s dockerd also serve `tcp://ADDR:2376` with `--tlsverify` (clients need
+    /// a certificate `ca` signed), then restarts it with the same data. `ca`, `cert` and
+    /// `key` are PEM files (the server's certificate must name the node's address).
+    /// Returns the URL, reachable from the lab network ([`Lab::on_lab_network`]).
+    pub async fn serve_docker_tls(
+        &self,
+        node: &str,
+        ca: &Path,
+        cert: &Path,
+        key: &Path,
+    ) -> Result<String> {
+        let record = self.node(node)?;
+        let etc = self.paths.node_etc(&record.name);
+        let tls = etc.join("tls");
+        std::fs::create_dir_all(&tls).map_err(LabError::io("create", &tls))?;
+        for (from, name) in [(ca, "ca.pem"), (cert, "cert.pem"), (key, "key.pem")] {
+            let to = tls.join(name);
+            std::fs::copy(from, &to).map_err(LabError::io("copy", &to))?;
+        }
+        let args = etc.join(crate::daemon::EXTRA_ARGS_FILE);
+        std::fs::write(
+            &args,
+            "--host tcp://0.0.0.0:2376 --tlsverify --tlscacert /etc/docker/tls/ca.pem --tlscert /etc/docker/tls/cert.pem --tlskey /etc/docker/tls/key.pem\n",
+        )
+        .map_err(LabError::io("write", &args))?;
+        self.restart(node).await?;
+        Ok(format!("tcp://{}:2376", record.addr))
+    }
+
+    /// `program` run on the lab's network (in the observer host's namespace), where the
+    /// nodes' addresses are reachable.
+    pub fn on_lab_network(&self, program: impl AsRef<std::ffi::OsStr>) -> Result<Command> {
+        let netns = self.observer()?;
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--net=/var/run/netns/{netns}"))
+            .arg("--")
+            .arg(program);
+        Ok(command)
+    }
+
     /// Starts a Prometheus server on the lab's own network (on the observer host), so it
     /// can scrape services that listen on the nodes' addresses.
     pub fn start_prometheus_on_lab_network(

@@ -12,7 +12,8 @@ mod values;
 
 pub use prometheus::{Authorization, BasicAuth, PrometheusHttpConfig, TlsConfig};
 use values::{
-    humantime_serde, listen_addr, optional_size, positive_duration, positive_number, prometheus_url,
+    humantime_serde, listen_addr, optional_size, positive_duration, positive_number, positive_size,
+    prometheus_url,
 };
 pub use values::{ByteSize, ManagerCount};
 
@@ -382,7 +383,8 @@ pub struct PaddingPolicy {
     pub target_baseline: Option<ByteSize>,
     /// Most padding one run may add (e.g. `500GiB`).
     pub max: ByteSize,
-    /// Size of each padding file.
+    /// Size of each padding file (above zero).
+    #[serde(with = "positive_size")]
     pub file_size: ByteSize,
     /// Image with the `swarm-warden pad` command.
     pub image: String,
@@ -566,7 +568,8 @@ impl Policy {
         };
         let mut value =
             serde_json::to_value(&self).map_err(|e| env_error("(policy)", e.to_string()))?;
-        let mut applied: Option<Policy> = None;
+        let base = value.clone();
+        let mut applied: Vec<(String, String, Vec<String>)> = Vec::new();
         for (var, raw) in vars {
             let Some(rest) = var.strip_prefix("SWARM_WARDEN_") else {
                 continue;
@@ -582,19 +585,30 @@ impl Policy {
             let Some(slot) = slot else {
                 return Err(env_error(&var, "no such policy key".into()));
             };
-            *slot = if slot.is_string() {
-                serde_json::Value::String(raw.clone())
-            } else {
-                serde_norway::from_str(&raw)
-                    .map_err(|e| env_error(&var, format!("{raw:?}: {e}")))?
-            };
-            // Checked one variable at a time, so that the error names the variable.
-            applied = Some(
-                serde_json::from_value(value.clone())
-                    .map_err(|e| env_error(&var, format!("{raw:?}: {e}")))?,
-            );
+            *slot = one_value(slot, &raw).map_err(|e| env_error(&var, e))?;
+            applied.push((var, raw, path));
         }
-        Ok(applied.unwrap_or(self))
+        if applied.is_empty() {
+            return Ok(self);
+        }
+        // Checked once all are applied (a lease's duration and renew may only fit
+        // together); an error names the variable that fails on its own, else them all.
+        serde_json::from_value(value).map_err(|together| {
+            let alone = applied.iter().find_map(|(var, raw, leaf)| {
+                let mut one = base.clone();
+                let slot = leaf
+                    .iter()
+                    .try_fold(&mut one, |v, k| v.get_mut(k.as_str()))?;
+                *slot = one_value(slot, raw).ok()?;
+                serde_json::from_value::<Policy>(one)
+                    .err()
+                    .map(|e| env_error(var, format!("{raw:?}: {e}")))
+            });
+            alone.unwrap_or_else(|| {
+                let vars: Vec<&str> = applied.iter().map(|(v, _, _)| v.as_str()).collect();
+                env_error(&vars.join(" + "), together.to_string())
+            })
+        })
     }
 
     /// Reads and validates a policy file.
@@ -630,6 +644,15 @@ impl Policy {
                 })
             }
         }
+    }
+}
+
+/// An override's value for `slot`: the raw text for a string key, else YAML.
+fn one_value(slot: &serde_json::Value, raw: &str) -> Result<serde_json::Value, String> {
+    if slot.is_string() {
+        Ok(serde_json::Value::String(raw.to_owned()))
+    } else {
+        serde_norway::from_str(raw).map_err(|e| format!("{raw:?}: {e}"))
     }
 }
 
@@ -757,6 +780,22 @@ mod tests {
             3,
             &["above zero"],
         );
+        refused_at(
+            "controller:\n  resync: 300000000000y\n",
+            2,
+            &["longer than a year"],
+        );
+        refused_at("volumes:\n  cooldown: 2y\n", 2, &["longer than a year"]);
+        refused_at(
+            "volumes:\n  padding:\n    file_size: 0\n",
+            3,
+            &["above zero"],
+        );
+        refused_at(
+            "volumes:\n  prometheus_url: https://warden:s3cret@prom:9090\n",
+            2,
+            &["must not carry credentials"],
+        );
         refused_at("http:\n  listen: localhost\n", 2, &["IP:PORT"]);
         refused_at("http:\n  listen: 0.0.0.0:99999\n", 2, &["IP:PORT"]);
         refused_at(
@@ -806,6 +845,42 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("must be shorter than lease.duration"), "{err}");
+    }
+
+    #[test]
+    fn overrides_that_only_fit_together_are_accepted_in_any_order() {
+        let vars = |order: [(&str, &str); 2]| {
+            order
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        for order in [
+            [
+                ("SWARM_WARDEN_LEASE_DURATION", "8s"),
+                ("SWARM_WARDEN_LEASE_RENEW", "5s"),
+            ],
+            [
+                ("SWARM_WARDEN_LEASE_RENEW", "5s"),
+                ("SWARM_WARDEN_LEASE_DURATION", "8s"),
+            ],
+        ] {
+            let p = Policy::default().apply_env(vars(order)).unwrap();
+            assert_eq!(p.lease.duration, Duration::from_secs(8));
+            assert_eq!(p.lease.renew, Duration::from_secs(5));
+        }
+        // Each fits alone, not together: both are named.
+        let err = Policy::default()
+            .apply_env(vars([
+                ("SWARM_WARDEN_LEASE_DURATION", "12s"),
+                ("SWARM_WARDEN_LEASE_RENEW", "12s"),
+            ]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("SWARM_WARDEN_LEASE_DURATION + SWARM_WARDEN_LEASE_RENEW"),
+            "{err}"
+        );
     }
 
     #[test]

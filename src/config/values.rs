@@ -102,6 +102,26 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
+/// A byte size above zero (`volumes.padding.file_size`: a padding file of zero bytes
+/// never fills anything).
+pub mod positive_size {
+    use super::*;
+
+    /// Writes the size.
+    pub fn serialize<S: Serializer>(v: &ByteSize, s: S) -> Result<S::Ok, S::Error> {
+        v.serialize(s)
+    }
+
+    /// Reads a size above zero.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ByteSize, D::Error> {
+        let size = ByteSize::deserialize(d)?;
+        if size.bytes() == 0 {
+            return Err(D::Error::custom("must be above zero; write e.g. 1GiB"));
+        }
+        Ok(size)
+    }
+}
+
 /// An optional byte size where an empty string means "not set" (the example policy writes
 /// `target_baseline: ""`).
 pub mod optional_size {
@@ -136,7 +156,22 @@ pub mod optional_size {
     }
 }
 
-/// Durations as humantime strings (`30s`, `5m`, `1h 30m`).
+/// Longest duration the policy takes: a year. Longer ones mean nothing for a control loop
+/// and overflow clock arithmetic (`Instant + Duration` panics near the end of time).
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// A humantime duration of at most [`MAX_DURATION`].
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d <= MAX_DURATION => Ok(d),
+        Ok(_) => Err(format!("{text:?} is longer than a year")),
+        Err(e) => Err(format!(
+            "invalid duration {text:?} ({e}); write e.g. 30s, 5m, 1h"
+        )),
+    }
+}
+
+/// Durations as humantime strings (`30s`, `5m`, `1h 30m`), at most a year.
 pub mod humantime_serde {
     use super::*;
 
@@ -145,14 +180,10 @@ pub mod humantime_serde {
         s.serialize_str(&humantime::format_duration(*d).to_string())
     }
 
-    /// Reads a humantime duration.
+    /// Reads a humantime duration of at most a year.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(|e| {
-            D::Error::custom(format!(
-                "invalid duration {text:?} ({e}); write e.g. 30s, 5m, 1h"
-            ))
-        })
+        parse_duration(&text).map_err(D::Error::custom)
     }
 }
 
@@ -170,14 +201,12 @@ pub mod positive_duration {
     /// Reads a humantime duration longer than zero.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
-        match humantime::parse_duration(&text) {
+        match parse_duration(&text) {
             Ok(duration) if !duration.is_zero() => Ok(duration),
             Ok(_) => Err(D::Error::custom(format!(
                 "{text:?} must be longer than zero; write e.g. 30s, 5m"
             ))),
-            Err(e) => Err(D::Error::custom(format!(
-                "invalid duration {text:?} ({e}); write e.g. 30s, 5m, 1h"
-            ))),
+            Err(e) => Err(D::Error::custom(e)),
         }
     }
 }
@@ -219,6 +248,12 @@ pub mod prometheus_url {
             return Ok(text);
         }
         match reqwest::Url::parse(&text) {
+            // The URL is shown in findings and logs: credentials go in files.
+            Ok(url) if !url.username().is_empty() || url.password().is_some() => {
+                Err(D::Error::custom(
+                    "a Prometheus URL must not carry credentials (they would show in reports and logs); use volumes.prometheus_http_config.basic_auth with a password_file",
+                ))
+            }
             Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Ok(text),
             Ok(url) => Err(D::Error::custom(format!(
                 "invalid Prometheus URL {text:?}: scheme {:?}; write http://HOST:9090 or https://HOST",

@@ -1,10 +1,13 @@
 //! Connecting to the Docker Engine the way the docker CLI does: `--docker-host`, else
-//! `DOCKER_HOST`, else the local socket; TLS for tcp when `DOCKER_TLS_VERIFY` is set, with
-//! certificates from `DOCKER_CERT_PATH`.
+//! `DOCKER_HOST`, else the local socket; TLS for `tcp://` when `DOCKER_TLS_VERIFY` is set
+//! to anything but the empty string (the CLI's rule, `0` included: cli/flags reads
+//! `os.Getenv("DOCKER_TLS_VERIFY") != ""`), and always for `https://`, with `ca.pem`,
+//! `cert.pem` and `key.pem` from `DOCKER_CERT_PATH` (else `~/.docker`).
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bollard::Docker;
+use bollard::{Docker, API_DEFAULT_VERSION};
 
 /// The Engine's default socket.
 pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
@@ -24,6 +27,23 @@ pub enum ConnectError {
         #[source]
         source: bollard::errors::Error,
     },
+    /// A TLS file the docker CLI would read is missing (bad input).
+    #[error("Docker TLS for {host}: {} is missing (DOCKER_CERT_PATH holds ca.pem, cert.pem and key.pem, as for the docker CLI)", path.display())]
+    MissingTlsFile {
+        /// The URL used.
+        host: String,
+        /// The file.
+        path: PathBuf,
+    },
+    /// The Engine's certificate is not trusted, or it refused ours, or it speaks TLS and
+    /// we did not (bad input: retrying cannot help).
+    #[error("Docker TLS with {host} failed: {detail}")]
+    Tls {
+        /// The URL used.
+        host: String,
+        /// What the handshake or the Engine said.
+        detail: String,
+    },
     /// The Engine did not answer.
     #[error("cannot reach the Docker Engine at {host}: {source}")]
     Unreachable {
@@ -42,29 +62,114 @@ impl ConnectError {
     }
 }
 
+/// How to reach the Engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Transport {
+    /// Plain HTTP over TCP.
+    Http,
+    /// TLS with the client certificate and CA in this directory.
+    Tls(PathBuf),
+    /// Whatever bollard makes of the URL (a unix socket, or an error for a bad scheme).
+    Other,
+}
+
+/// The docker CLI's choice for `host`, given `DOCKER_TLS_VERIFY`, `DOCKER_CERT_PATH` and
+/// the home directory.
+fn transport(
+    host: &str,
+    tls_verify: Option<&str>,
+    cert_path: Option<&str>,
+    home: Option<&Path>,
+) -> Transport {
+    let tls = host.starts_with("https://")
+        || (host.starts_with("tcp://") && tls_verify.is_some_and(|v| !v.is_empty()));
+    if tls {
+        let dir = cert_path
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| home.map(|h| h.join(".docker")))
+            .unwrap_or_else(|| PathBuf::from(".docker"));
+        Transport::Tls(dir)
+    } else if host.starts_with("tcp://") || host.starts_with("http://") {
+        Transport::Http
+    } else {
+        Transport::Other
+    }
+}
+
 /// Connects and negotiates the API version.
 pub async fn connect(docker_host: Option<&str>) -> Result<Docker, ConnectError> {
     let host = docker_host
         .map(str::to_owned)
         .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()))
         .unwrap_or_else(|| DEFAULT_DOCKER_HOST.to_owned());
-    let docker = Docker::connect_with_host(&host)
-        .map_err(|source| match source {
-            // The daemon may just be restarting: worth another try.
-            bollard::errors::Error::SocketNotFoundError(_) => ConnectError::Unreachable {
-                host: host.clone(),
-                source,
-            },
-            source => ConnectError::BadHost {
-                host: host.clone(),
-                source,
-            },
-        })?
-        .with_timeout(REQUEST_TIMEOUT);
-    docker
-        .negotiate_version()
-        .await
-        .map_err(|source| ConnectError::Unreachable { host, source })
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let chosen = transport(
+        &host,
+        std::env::var("DOCKER_TLS_VERIFY").ok().as_deref(),
+        std::env::var("DOCKER_CERT_PATH").ok().as_deref(),
+        home.as_deref(),
+    );
+    let secs = REQUEST_TIMEOUT.as_secs();
+    let docker = match &chosen {
+        Transport::Tls(dir) => {
+            let [ca, cert, key] = ["ca.pem", "cert.pem", "key.pem"].map(|f| dir.join(f));
+            if let Some(missing) = [&ca, &cert, &key].into_iter().find(|p| !p.is_file()) {
+                return Err(ConnectError::MissingTlsFile {
+                    host,
+                    path: missing.clone(),
+                });
+            }
+            Docker::connect_with_ssl(&host, &key, &cert, &ca, secs, API_DEFAULT_VERSION)
+        }
+        Transport::Http => Docker::connect_with_http(&host, secs, API_DEFAULT_VERSION),
+        Transport::Other => {
+            Docker::connect_with_host(&host).map(|d| d.with_timeout(REQUEST_TIMEOUT))
+        }
+    }
+    .map_err(|source| match source {
+        // The daemon may just be restarting: worth another try.
+        bollard::errors::Error::SocketNotFoundError(_) => ConnectError::Unreachable {
+            host: host.clone(),
+            source,
+        },
+        source => ConnectError::BadHost {
+            host: host.clone(),
+            source,
+        },
+    })?;
+    docker.negotiate_version().await.map_err(|source| {
+        match tls_failure(&source, matches!(chosen, Transport::Tls(_))) {
+            Some(detail) => ConnectError::Tls { host, detail },
+            None => ConnectError::Unreachable { host, source },
+        }
+    })
+}
+
+/// What a failed first call says about TLS, if it is a TLS failure: a certificate nobody
+/// trusts (ours or the Engine's), or plain HTTP sent to a TLS port.
+fn tls_failure(e: &bollard::errors::Error, tls: bool) -> Option<String> {
+    let mut chain = e.to_string().trim().to_owned();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        chain.push_str(": ");
+        chain.push_str(cause.to_string().trim());
+        source = cause.source();
+    }
+    if chain.contains("HTTP request to an HTTPS server") {
+        return Some(format!(
+            "{chain} (the Engine serves TLS: set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH)"
+        ));
+    }
+    let certificate = [
+        "certificate",
+        "UnknownIssuer",
+        "BadCertificate",
+        "CertificateRequired",
+    ]
+    .iter()
+    .any(|word| chain.contains(word));
+    (tls && certificate).then_some(chain)
 }
 
 #[cfg(test)]
@@ -84,5 +189,28 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.is_transient(), "{err}");
+    }
+
+    #[test]
+    fn tls_is_chosen_as_the_docker_cli_chooses_it() {
+        let home = Path::new("/home/op");
+        let t = |host, verify, path| transport(host, verify, path, Some(home));
+        let certs = Transport::Tls(PathBuf::from("/certs"));
+        let home_certs = Transport::Tls(home.join(".docker"));
+        assert_eq!(t("tcp://m1:2376", Some("1"), Some("/certs")), certs);
+        // Any non-empty value, 0 included (cli/flags: Getenv(...) != "").
+        assert_eq!(t("tcp://m1:2376", Some("0"), Some("/certs")), certs);
+        assert_eq!(t("tcp://m1:2376", Some("1"), None), home_certs);
+        assert_eq!(t("tcp://m1:2376", Some("1"), Some("")), home_certs);
+        assert_eq!(
+            t("tcp://m1:2375", Some(""), Some("/certs")),
+            Transport::Http
+        );
+        assert_eq!(t("tcp://m1:2375", None, None), Transport::Http);
+        assert_eq!(t("https://m1:2376", None, None), home_certs);
+        assert_eq!(
+            t("unix:///var/run/docker.sock", Some("1"), None),
+            Transport::Other
+        );
     }
 }

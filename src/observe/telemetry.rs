@@ -1,7 +1,6 @@
 //! Volume telemetry from the Prometheus HTTP API: one instant query per quantity and
 //! volume, with the PromQL from the policy, all sent at once under one deadline.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -66,45 +65,38 @@ impl Telemetry {
     }
 
     /// Telemetry of each EFS file system, with the I/O wait of its hosts: every query at
-    /// once, and what has not answered within [`TELEMETRY_DEADLINE`] is missing (with
-    /// why). Returns one entry per request, in order.
+    /// once, under one deadline [`TELEMETRY_DEADLINE`] from now. A query that has not
+    /// answered by then is missing (with why); the answers that came are kept, so one slow
+    /// query does not blind the others. Returns one entry per request, in order.
     pub async fn volumes(&self, requests: &[(String, Vec<String>)]) -> Vec<VolumeTelemetry> {
-        let all = join_all(requests.iter().map(|(id, hosts)| self.volume(id, hosts)));
-        match tokio::time::timeout(TELEMETRY_DEADLINE, all).await {
-            Ok(answers) => answers,
-            Err(_) => requests
+        let deadline = tokio::time::Instant::now() + TELEMETRY_DEADLINE;
+        join_all(
+            requests
                 .iter()
-                .map(|(id, _)| VolumeTelemetry {
-                    efs_id: id.clone(),
-                    credits: None,
-                    permitted: None,
-                    metered_rate: None,
-                    storage: None,
-                    iowait: BTreeMap::new(),
-                    error: Some(format!(
-                        "{} did not answer within {}",
-                        self.base,
-                        humantime::format_duration(TELEMETRY_DEADLINE)
-                    )),
-                })
-                .collect(),
-        }
+                .map(|(id, hosts)| self.volume(id, hosts, deadline)),
+        )
+        .await
     }
 
     /// Telemetry of one EFS file system, with the I/O wait of `hosts`.
-    async fn volume(&self, efs_id: &str, hosts: &[String]) -> VolumeTelemetry {
+    async fn volume(
+        &self,
+        efs_id: &str,
+        hosts: &[String],
+        deadline: tokio::time::Instant,
+    ) -> VolumeTelemetry {
         let fill = |q: &str| q.replace("{fs}", efs_id);
         let q = &self.queries;
         let [credits, permitted, metered_rate, storage] =
             [&q.credits, &q.permitted, &q.metered_rate, &q.storage].map(|query| fill(query));
         let (credits, permitted, metered_rate, storage, iowait) = futures::join!(
-            self.scalar(&credits),
-            self.scalar(&permitted),
-            self.scalar(&metered_rate),
-            self.scalar(&storage),
+            self.scalar_by(&credits, deadline),
+            self.scalar_by(&permitted, deadline),
+            self.scalar_by(&metered_rate, deadline),
+            self.scalar_by(&storage, deadline),
             join_all(hosts.iter().map(|host| {
                 let query = fill(&q.iowait).replace("{node}", host);
-                async move { (host.clone(), self.scalar(&query).await) }
+                async move { (host.clone(), self.scalar_by(&query, deadline).await) }
             }))
         );
         let mut errors = Vec::new();
@@ -136,6 +128,23 @@ impl Telemetry {
     }
 
     /// The first sample of an instant query; `None` when the query matches nothing.
+    /// [`Self::scalar`], or an error once `deadline` passes.
+    async fn scalar_by(
+        &self,
+        promql: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<f64>, String> {
+        tokio::time::timeout_at(deadline, self.scalar(promql))
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "{} did not answer within {}",
+                    self.base,
+                    humantime::format_duration(TELEMETRY_DEADLINE)
+                ))
+            })
+    }
+
     async fn scalar(&self, promql: &str) -> Result<Option<f64>, String> {
         let url = format!("{}/api/v1/query", self.base);
         let response = self
@@ -152,14 +161,14 @@ impl Telemetry {
             .bytes()
             .await
             .map_err(|e| format!("{url}: {}", error_chain(&e.without_url())))?;
-        // Prometheus' own errors (400, 422, 503) are API answers; anything else that is
-        // not (401 from basic auth, a proxy's 502) is named by its status.
-        decode_sample(promql, &body).map_err(|e| {
-            if status.is_success() {
-                format!("{url}: {e}")
-            } else {
+        // Prometheus' own errors (400 for bad PromQL, 422, 503) are API answers and say
+        // why; a body that is not one (401 from basic auth, a proxy's 502) is named by
+        // its status.
+        decode_sample(promql, &body).map_err(|e| match e {
+            DecodeError::NotAnAnswer(_) if !status.is_success() => {
                 format!("{url}: HTTP {status}")
             }
+            e => format!("{url}: {e}"),
         })
     }
 }
@@ -176,18 +185,32 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// Why an answer gave no sample.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The body is not a Prometheus API answer (an HTML error page, a truncated body).
+    #[error("not a Prometheus API answer: {0}")]
+    NotAnAnswer(String),
+    /// Prometheus answered with an error (`status: error`: bad PromQL, a timeout).
+    #[error("{0}")]
+    Api(String),
+    /// The sample's value is not a number.
+    #[error("sample value {0}")]
+    BadValue(String),
+}
+
 /// The first sample of a Prometheus instant-query answer (`/api/v1/query`, JSON): `None`
 /// when the query matched nothing. Values are returned as Prometheus wrote them, `NaN`
 /// and `±Inf` included (the planner decides what is usable). Errors name the query; any
 /// bytes decode without a panic.
-pub fn decode_sample(promql: &str, body: &[u8]) -> Result<Option<f64>, String> {
+pub fn decode_sample(promql: &str, body: &[u8]) -> Result<Option<f64>, DecodeError> {
     let answer: Answer = serde_json::from_slice(body)
-        .map_err(|e| format!("{promql}: not a Prometheus API answer: {e}"))?;
+        .map_err(|e| DecodeError::NotAnAnswer(format!("{promql}: {e}")))?;
     if answer.status != "success" {
-        return Err(format!(
+        return Err(DecodeError::Api(format!(
             "{promql}: {}",
             answer.error.unwrap_or(answer.status)
-        ));
+        )));
     }
     let value = match answer.data {
         Some(Data::Vector(samples)) => samples.into_iter().next().map(|s| s.value.1),
@@ -197,7 +220,7 @@ pub fn decode_sample(promql: &str, body: &[u8]) -> Result<Option<f64>, String> {
     value
         .map(|v| {
             v.parse::<f64>()
-                .map_err(|e| format!("{promql}: {v:?}: {e}"))
+                .map_err(|e| DecodeError::BadValue(format!("{promql}: {v:?}: {e}")))
         })
         .transpose()
 }
@@ -254,6 +277,64 @@ mod tests {
                 t.error
             );
         }
+    }
+
+    /// A Prometheus whose I/O-wait queries hang and whose other queries answer 42.
+    async fn prometheus_with_a_hanging_iowait() -> Telemetry {
+        let app = axum::Router::new().route(
+            "/api/v1/query",
+            axum::routing::get(
+                |axum::extract::Query(q): axum::extract::Query<
+                    std::collections::HashMap<String, String>,
+                >| async move {
+                    if q.get("query").is_some_and(|q| q.contains("node_cpu")) {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                    }
+                    r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"42"]}]}}"#
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let policy = VolumesPolicy {
+            prometheus_url: format!("http://{addr}"),
+            ..Default::default()
+        };
+        Telemetry::new(&policy).unwrap().unwrap()
+    }
+
+    #[tokio::test]
+    async fn one_slow_query_does_not_hide_the_answers_that_came() {
+        let reader = prometheus_with_a_hanging_iowait().await;
+        let got = reader.volumes(&[("fs-1".into(), vec!["w1".into()])]).await;
+        assert_eq!(got[0].credits, Some(42.0), "{got:?}");
+        assert_eq!(got[0].storage, Some(42.0), "{got:?}");
+        assert!(got[0].iowait.is_empty(), "{got:?}");
+    }
+
+    #[tokio::test]
+    async fn prometheus_error_answers_keep_their_reason_whatever_the_status() {
+        let app = axum::Router::new().route(
+            "/api/v1/query",
+            axum::routing::get(|| async {
+                (
+                    axum::http::StatusCode::BAD_REQUEST,
+                    r#"{"status":"error","errorType":"bad_data","error":"1:5: parse error: unexpected identifier"}"#,
+                )
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let policy = VolumesPolicy {
+            prometheus_url: format!("http://{addr}"),
+            ..Default::default()
+        };
+        let reader = Telemetry::new(&policy).unwrap().unwrap();
+        let got = reader.volumes(&[("fs-1".into(), Vec::new())]).await;
+        let error = got[0].error.clone().unwrap_or_default();
+        assert!(error.contains("parse error"), "{error}");
     }
 
     #[tokio::test]

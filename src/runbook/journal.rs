@@ -132,8 +132,9 @@ pub struct Journal {
     pub steps: Vec<Step>,
     /// Values steps recorded for later steps and for the report.
     pub facts: BTreeMap<String, String>,
-    /// Fields this build does not know (a newer build's, same schema): kept as read and
-    /// written back unchanged.
+    /// Top-level fields this build does not know (a newer build's, same schema): kept as
+    /// read and written back unchanged. (Unknown fields inside `steps` are not kept: a
+    /// newer build that adds some there must raise [`JOURNAL_SCHEMA`].)
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
 }
