@@ -13,7 +13,7 @@ use swarm_warden::controller::Controller;
 use swarm_warden::http::Health;
 use swarm_warden::lease::{always_leader, Lease};
 use swarm_warden::metrics::Metrics;
-use swarm_warden::observe::{connect, ConnectError};
+use swarm_warden::observe::{connect, connect_waiting, ConnectError};
 use swarm_warden::plan::ActionStatus;
 use swarm_warden::report::Format;
 use tokio_util::sync::CancellationToken;
@@ -253,9 +253,22 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             format,
         } => {
             let policy = load_policy(target.config.as_ref())?;
-            let docker = connect(target.docker_host.as_deref()).await?;
             let cancel = CancellationToken::new();
             spawn_signal_handler(cancel.clone());
+            // A service waits for its Engine (restarting, hung) instead of crash-looping;
+            // one run (--once) fails at once.
+            let docker = if once {
+                connect(target.docker_host.as_deref()).await?
+            } else {
+                tokio::select! {
+                    docker = connect_waiting(
+                        target.docker_host.as_deref(),
+                        policy.controller.backoff_min,
+                        policy.controller.backoff_max,
+                    ) => docker?,
+                    () = cancel.cancelled() => return Ok(ExitCode::SUCCESS),
+                }
+            };
             // Report-only runs never need the lease; acting ones take it first.
             let lease = (policy.lease.enabled && !dry_run).then(|| {
                 Lease::new(

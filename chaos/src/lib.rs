@@ -24,6 +24,7 @@ pub mod cgroup;
 mod cmd;
 mod daemon;
 pub mod demo;
+pub mod docker_proxy;
 pub mod efs;
 pub mod efs_model;
 pub mod error;

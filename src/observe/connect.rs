@@ -9,6 +9,36 @@ use std::time::Duration;
 
 use bollard::{Docker, API_DEFAULT_VERSION};
 
+/// Longest wait for the Engine's `/version` when connecting.
+const NEGOTIATE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// [`connect`], trying again with exponential backoff from `min` to `max` while the
+/// Engine does not answer (it may be restarting, or hung); bad input is returned at once.
+/// Each failed try is logged. Never returns a transient error: cancel the future to stop.
+pub async fn connect_waiting(
+    docker_host: Option<&str>,
+    min: Duration,
+    max: Duration,
+) -> Result<Docker, ConnectError> {
+    use backon::{ExponentialBuilder, Retryable};
+    (|| connect(docker_host))
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(min)
+                .with_max_delay(max)
+                .without_max_times(),
+        )
+        .when(ConnectError::is_transient)
+        .notify(|e, retry_in| {
+            tracing::warn!(error = %e, ?retry_in, "Cannot reach the Docker Engine yet");
+        })
+        .await
+}
+
+/// Oldest Engine API swarm-warden speaks: 1.24, Docker 1.12's, the first with swarm mode
+/// (the Engine API version history).
+pub const MIN_API_VERSION: &str = "1.24";
+
 /// The Engine's default socket.
 pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
 /// Longer than SwarmKit's own proxy deadline, so a manager without a leader answers with
@@ -43,6 +73,14 @@ pub enum ConnectError {
         host: String,
         /// What the handshake or the Engine said.
         detail: String,
+    },
+    /// The Engine speaks an API older than swarm mode's (bad input).
+    #[error("the Docker Engine at {host} speaks API {found}, older than the {MIN_API_VERSION} swarm mode needs (Docker 1.12): upgrade it")]
+    TooOld {
+        /// The URL used.
+        host: String,
+        /// The version it offered.
+        found: String,
     },
     /// The Engine did not answer.
     #[error("cannot reach the Docker Engine at {host}: {source}")]
@@ -138,12 +176,30 @@ pub async fn connect(docker_host: Option<&str>) -> Result<Docker, ConnectError> 
             source,
         },
     })?;
-    docker.negotiate_version().await.map_err(|source| {
+    // A hung Engine must not hold the start for the client's whole request timeout.
+    let negotiated = tokio::time::timeout(NEGOTIATE_TIMEOUT, docker.negotiate_version())
+        .await
+        .unwrap_or(Err(bollard::errors::Error::RequestTimeoutError));
+    let docker = negotiated.map_err(|source| {
         match tls_failure(&source, matches!(chosen, Transport::Tls(_))) {
-            Some(detail) => ConnectError::Tls { host, detail },
-            None => ConnectError::Unreachable { host, source },
+            Some(detail) => ConnectError::Tls {
+                host: host.clone(),
+                detail,
+            },
+            None => ConnectError::Unreachable {
+                host: host.clone(),
+                source,
+            },
         }
-    })
+    })?;
+    let version = docker.client_version();
+    if (version.major_version, version.minor_version) < (1, 24) {
+        return Err(ConnectError::TooOld {
+            host,
+            found: version.to_string(),
+        });
+    }
+    Ok(docker)
 }
 
 /// What a failed first call says about TLS, if it is a TLS failure: a certificate nobody

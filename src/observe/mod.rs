@@ -9,7 +9,7 @@ mod snapshot;
 mod swarm_errors;
 mod telemetry;
 
-pub use connect::{connect, ConnectError, DEFAULT_DOCKER_HOST};
+pub use connect::{connect, connect_waiting, ConnectError, DEFAULT_DOCKER_HOST, MIN_API_VERSION};
 pub use convert::spec_hash;
 pub use events::{watch_events, Trigger};
 pub use prometheus_client::builder as http_client_builder;

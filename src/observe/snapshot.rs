@@ -50,6 +50,22 @@ impl ObserveError {
 /// reported as leaderless, which blocks actions: the safe side.
 const LIST_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Longest wait for `/_ping` when a list call timed out: the local Engine answers it without
+/// the raft, so silence means the Engine itself hangs (not the raft's leader).
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `call`'s answer, or a timeout error after [`LIST_TIMEOUT`]: no read may hold a
+/// reconcile longer.
+async fn bounded<T>(
+    call: &'static str,
+    read: impl std::future::Future<Output = Result<T, DockerError>>,
+) -> Result<T, ObserveError> {
+    tokio::time::timeout(LIST_TIMEOUT, read)
+        .await
+        .unwrap_or(Err(DockerError::RequestTimeoutError))
+        .map_err(|source| ObserveError::Api { call, source })
+}
+
 /// Takes snapshots through one Docker client.
 #[derive(Debug, Clone)]
 pub struct Observer {
@@ -107,6 +123,14 @@ impl Observer {
                     state: "no longer a manager".into(),
                 });
             }
+            // Our own deadline means "no leader" only if the Engine itself still
+            // answers: a hung Engine (or a proxy in front of it) is a failed read.
+            Err(e @ DockerError::RequestTimeoutError) if !self.engine_answers().await => {
+                return Err(ObserveError::Api {
+                    call: "list nodes (the Engine does not answer /_ping either)",
+                    source: e,
+                })
+            }
             Err(e) if is_no_leader(&e) => {
                 return Ok(Snapshot {
                     observed_at: now,
@@ -129,14 +153,11 @@ impl Observer {
             }
         };
         let nodes: Vec<_> = nodes.iter().map(convert::node).collect();
-        let services = self
-            .docker
-            .list_services(None::<ListServicesOptions>)
-            .await
-            .map_err(|source| ObserveError::Api {
-                call: "list services",
-                source,
-            })?;
+        let services = bounded(
+            "list services",
+            self.docker.list_services(None::<ListServicesOptions>),
+        )
+        .await?;
         let services: Vec<_> = services.iter().map(convert::service).collect();
         // Two narrow task lists instead of all tasks: those on managers (placement
         // verdicts), and those of the services whose tasks capacity and promotion checks
@@ -192,34 +213,52 @@ impl Observer {
         // Always read: a migrated service no longer mounts the watched volume, but its run
         // must go on. One list call, filtered by label.
         // A failed listing blinds the runbooks only, not the manager checks.
-        let (runbooks, runbook_problems) =
-            match crate::runbook::JournalStore::new(self.docker.clone())
-                .list()
-                .await
-            {
-                Ok(listing) => (
-                    listing.journals.into_iter().map(|s| s.journal).collect(),
-                    crate::model::RunbookProblems {
-                        unreadable: listing.unreadable,
-                        error: None,
-                    },
-                ),
-                Err(e) => (
-                    Vec::new(),
-                    crate::model::RunbookProblems {
-                        unreadable: Vec::new(),
-                        error: Some(e.to_string()),
-                    },
-                ),
-            };
+        let (runbooks, runbook_problems) = match tokio::time::timeout(
+            LIST_TIMEOUT,
+            crate::runbook::JournalStore::new(self.docker.clone()).list(),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(crate::runbook::StoreError::Api {
+                what: "list".into(),
+                source: DockerError::RequestTimeoutError,
+            })
+        }) {
+            Ok(listing) => (
+                listing.journals.into_iter().map(|s| s.journal).collect(),
+                crate::model::RunbookProblems {
+                    unreadable: listing.unreadable,
+                    error: None,
+                },
+            ),
+            Err(e) => (
+                Vec::new(),
+                crate::model::RunbookProblems {
+                    unreadable: Vec::new(),
+                    error: Some(e.to_string()),
+                },
+            ),
+        };
         // A failed listing blinds placement only, not the manager checks.
-        let placement_records = crate::act::inflight::InflightStore::new(self.docker.clone())
-            .list()
-            .await
-            .unwrap_or_else(|e| crate::model::PlacementRecords {
+        let placement_records = match tokio::time::timeout(
+            LIST_TIMEOUT,
+            crate::act::inflight::InflightStore::new(self.docker.clone()).list(),
+        )
+        .await
+        {
+            Ok(Ok(records)) => records,
+            Ok(Err(e)) => crate::model::PlacementRecords {
                 error: Some(format!("listing configs failed: {e}")),
                 ..Default::default()
-            });
+            },
+            Err(_) => crate::model::PlacementRecords {
+                error: Some(format!(
+                    "listing configs did not answer within {}",
+                    humantime::format_duration(LIST_TIMEOUT)
+                )),
+                ..Default::default()
+            },
+        };
         let mut telemetry = Vec::new();
         if let Some(reader) = &self.telemetry {
             let mut ids: Vec<&str> = watched.iter().map(|w| w.efs_id.as_str()).collect();
@@ -358,29 +397,28 @@ impl Observer {
         &self,
         filters: &HashMap<&str, Vec<&str>>,
     ) -> Result<Vec<bollard::models::Task>, ObserveError> {
-        self.docker
-            .list_tasks(Some(
+        bounded(
+            "list tasks",
+            self.docker.list_tasks(Some(
                 ListTasksOptionsBuilder::default().filters(filters).build(),
-            ))
-            .await
-            .map_err(|source| ObserveError::Api {
-                call: "list tasks",
-                source,
-            })
+            )),
+        )
+        .await
+    }
+
+    /// Whether the Engine answers `/_ping` within [`PING_TIMEOUT`].
+    async fn engine_answers(&self) -> bool {
+        matches!(
+            tokio::time::timeout(PING_TIMEOUT, self.docker.ping()).await,
+            Ok(Ok(_))
+        )
     }
 
     async fn local_node(&self) -> Result<LocalNode, ObserveError> {
         if let Some(local) = self.local.lock().ok().and_then(|l| l.clone()) {
             return Ok(local);
         }
-        let info = self
-            .docker
-            .info()
-            .await
-            .map_err(|source| ObserveError::Api {
-                call: "info",
-                source,
-            })?;
+        let info = bounded("info", self.docker.info()).await?;
         let swarm = info.swarm.unwrap_or_default();
         if swarm.local_node_state != Some(LocalNodeState::ACTIVE)
             || swarm.control_available != Some(true)

@@ -1,0 +1,228 @@
+//! A faulty Docker API: a unix socket in front of a node's real one that forwards every
+//! request, or answers as a sick Engine would. Point a client's `DOCKER_HOST` at
+//! [`DockerProxy::docker_host`], then [`DockerProxy::set`] a [`DockerFault`] and
+//! [`DockerProxy::heal`] it.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyperlocal::{UnixClientExt, UnixConnector};
+
+use crate::error::{LabError, Result};
+
+/// What the proxy does to the calls it affects: the cluster reads (`/nodes`, `/services`,
+/// `/tasks`, `/configs`, `/info`). `/_ping`, `/version` and `/events` pass, except where a
+/// fault says otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum DockerFault {
+    /// Forward everything.
+    #[default]
+    None,
+    /// Answer with this status and an Engine-like `{"message": ...}` body.
+    Status(u16),
+    /// Never answer anything, `/_ping` included (a hung Engine).
+    Hang,
+    /// Forward, but cut the body off halfway (the connection drops).
+    CutBody,
+    /// Forward after this delay.
+    Slow(Duration),
+    /// End every event stream at once (the reads pass).
+    DropEvents,
+    /// Claim an Engine API version this old on `/version` and `/_ping`.
+    OldVersion(String),
+}
+
+#[derive(Clone)]
+struct Shared {
+    upstream: PathBuf,
+    fault: Arc<Mutex<DockerFault>>,
+    client: Client<UnixConnector, Body>,
+}
+
+/// A running proxy; stopped on drop.
+pub struct DockerProxy {
+    socket: PathBuf,
+    fault: Arc<Mutex<DockerFault>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for DockerProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DockerProxy")
+            .field("socket", &self.socket)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DockerProxy {
+    /// Listens on `socket`, forwarding to the Engine at `upstream` (both unix sockets).
+    pub async fn start(upstream: &Path, socket: &Path) -> Result<Self> {
+        let _ = std::fs::remove_file(socket);
+        let listener =
+            tokio::net::UnixListener::bind(socket).map_err(LabError::io("listen", socket))?;
+        let fault = Arc::new(Mutex::new(DockerFault::None));
+        let shared = Shared {
+            upstream: upstream.to_owned(),
+            fault: fault.clone(),
+            client: Client::unix(),
+        };
+        let app = axum::Router::new().fallback(handle).with_state(shared);
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        tracing::info!(socket = %socket.display(), upstream = %upstream.display(), "Docker fault proxy up");
+        Ok(Self {
+            socket: socket.to_owned(),
+            fault,
+            server,
+        })
+    }
+
+    /// `unix://` URL of the proxy's socket.
+    pub fn docker_host(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    /// From now on, behave as `fault` says.
+    pub fn set(&self, fault: DockerFault) {
+        tracing::info!(?fault, "Docker fault proxy: fault");
+        if let Ok(mut f) = self.fault.lock() {
+            *f = fault;
+        }
+    }
+
+    /// Forward everything again.
+    pub fn heal(&self) {
+        self.set(DockerFault::None);
+    }
+}
+
+impl Drop for DockerProxy {
+    fn drop(&mut self) {
+        self.server.abort();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// Whether `path` (without the `/vX.Y` prefix) is a cluster read the faults hit.
+fn affected(path: &str) -> bool {
+    ["/nodes", "/services", "/tasks", "/configs", "/info"]
+        .iter()
+        .any(|p| path.starts_with(p))
+}
+
+/// The path without a leading API version (`/v1.41/nodes` → `/nodes`).
+fn unversioned(path: &str) -> &str {
+    match path.strip_prefix("/v") {
+        Some(rest) => rest.find('/').map(|i| &rest[i..]).unwrap_or(path),
+        None => path,
+    }
+}
+
+fn engine_error(status: StatusCode, message: &str) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(format!(r#"{{"message":"{message}"}}"#)))
+        .unwrap_or_default()
+}
+
+async fn handle(State(shared): State<Shared>, request: Request) -> Response<Body> {
+    let fault = shared.fault.lock().map(|f| f.clone()).unwrap_or_default();
+    let path = unversioned(request.uri().path()).to_owned();
+    match &fault {
+        DockerFault::Hang => return std::future::pending::<Response<Body>>().await,
+        DockerFault::Status(code) if affected(&path) => {
+            let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return engine_error(status, "fault proxy: injected error");
+        }
+        DockerFault::Slow(delay) if affected(&path) => tokio::time::sleep(*delay).await,
+        DockerFault::DropEvents if path.starts_with("/events") => {
+            return Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::empty())
+                .unwrap_or_default();
+        }
+        DockerFault::OldVersion(version) if path == "/version" || path == "/_ping" => {
+            let body = if path == "/version" {
+                format!(
+                    r#"{{"Version":"1.12.6","ApiVersion":"{version}","MinAPIVersion":"{version}","Os":"linux","Arch":"amd64"}}"#
+                )
+            } else {
+                "OK".to_owned()
+            };
+            return Response::builder()
+                .status(StatusCode::OK)
+                .header("Api-Version", version.as_str())
+                .body(Body::from(body))
+                .unwrap_or_default();
+        }
+        _ => {}
+    }
+    let response = match forward(&shared, request).await {
+        Ok(r) => r,
+        Err(e) => return engine_error(StatusCode::BAD_GATEWAY, &format!("fault proxy: {e}")),
+    };
+    if fault == DockerFault::CutBody && affected(&path) {
+        return cut(response).await;
+    }
+    response
+}
+
+async fn forward(shared: &Shared, request: Request) -> std::result::Result<Response<Body>, String> {
+    let (mut parts, body) = request.into_parts();
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/".to_owned());
+    parts.uri = hyperlocal::Uri::new(&shared.upstream, &path_and_query).into();
+    let response = shared
+        .client
+        .request(Request::from_parts(parts, body))
+        .await
+        .map_err(|e| e.to_string())?;
+    let (parts, body) = response.into_parts();
+    Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+/// The response with its body cut off halfway: the length promised, half sent, then the
+/// connection dropped.
+async fn cut(response: Response<Body>) -> Response<Body> {
+    let (mut parts, body) = response.into_parts();
+    let Ok(collected) = body.collect().await else {
+        return engine_error(StatusCode::BAD_GATEWAY, "fault proxy: upstream body");
+    };
+    let bytes = collected.to_bytes();
+    let half = bytes.slice(..bytes.len() / 2);
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, bytes.len().into());
+    let stream = futures::stream::iter([
+        Ok::<_, std::io::Error>(half),
+        Err(std::io::Error::other("fault proxy: body cut")),
+    ]);
+    Response::from_parts(parts, Body::from_stream(stream))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_api_version_prefix_is_ignored() {
+        assert_eq!(unversioned("/v1.41/nodes"), "/nodes");
+        assert_eq!(unversioned("/nodes"), "/nodes");
+        assert_eq!(unversioned("/version"), "/version");
+        assert_eq!(unversioned("/v1.41/tasks?filters=x"), "/tasks?filters=x");
+        assert!(affected("/services/abc") && !affected("/_ping") && !affected("/events"));
+    }
+}
