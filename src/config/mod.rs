@@ -492,9 +492,9 @@ pub struct WatchedVolume {
     pub remediation: Remediation,
 }
 
-/// How the control loop runs.
+/// How the control loop runs. `backoff_min` may not exceed `backoff_max`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, try_from = "ControllerFields")]
 pub struct ControllerPolicy {
     /// A full reconcile at least this often, events or not.
     #[serde(with = "positive_duration")]
@@ -505,6 +505,47 @@ pub struct ControllerPolicy {
     /// Longest delay between retries of one failing key.
     #[serde(with = "positive_duration")]
     pub backoff_max: Duration,
+}
+
+/// [`ControllerPolicy`] as written, before the check across its fields.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ControllerFields {
+    #[serde(with = "positive_duration")]
+    resync: Duration,
+    #[serde(with = "positive_duration")]
+    backoff_min: Duration,
+    #[serde(with = "positive_duration")]
+    backoff_max: Duration,
+}
+
+impl Default for ControllerFields {
+    fn default() -> Self {
+        let d = ControllerPolicy::default();
+        Self {
+            resync: d.resync,
+            backoff_min: d.backoff_min,
+            backoff_max: d.backoff_max,
+        }
+    }
+}
+
+impl TryFrom<ControllerFields> for ControllerPolicy {
+    type Error = String;
+    fn try_from(f: ControllerFields) -> Result<Self, String> {
+        if f.backoff_min > f.backoff_max {
+            return Err(format!(
+                "controller.backoff_min ({}) must not exceed controller.backoff_max ({})",
+                humantime::format_duration(f.backoff_min),
+                humantime::format_duration(f.backoff_max)
+            ));
+        }
+        Ok(Self {
+            resync: f.resync,
+            backoff_min: f.backoff_min,
+            backoff_max: f.backoff_max,
+        })
+    }
 }
 
 impl Default for ControllerPolicy {
@@ -779,6 +820,11 @@ mod tests {
             "volumes:\n  padding:\n    metered_per_byte: 0\n",
             3,
             &["above zero"],
+        );
+        refused_at(
+            "controller:\n  backoff_min: 10m\n  backoff_max: 1m\n",
+            1,
+            &["backoff_min (10m) must not exceed controller.backoff_max (1m)"],
         );
         refused_at(
             "controller:\n  resync: 300000000000y\n",
