@@ -240,6 +240,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         }
         Cmd::Report { target, format } => {
             let policy = load_policy(target.config.as_ref())?;
+            // Its CA and secret files are bad input before any wait for the Engine.
+            swarm_warden::observe::Telemetry::new(&policy.volumes)?;
             let docker = connect(target.docker_host.as_deref()).await?;
             let mut controller = Controller::new(docker, policy, true, CancellationToken::new())?;
             let done = controller.reconcile().await.map_err(anyhow::Error::from)?;
@@ -253,6 +255,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             format,
         } => {
             let policy = load_policy(target.config.as_ref())?;
+            swarm_warden::observe::Telemetry::new(&policy.volumes)?;
             let cancel = CancellationToken::new();
             spawn_signal_handler(cancel.clone());
             // A service waits for its Engine (restarting, hung) instead of crash-looping;

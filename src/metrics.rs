@@ -65,6 +65,8 @@ pub struct Metrics {
     volume_exhaustion: Family<VolumeLabels, Gauge<f64, AtomicU64>>,
     runbooks: Family<RunbookLabels, Gauge>,
     findings: Family<FindingLabels, Gauge>,
+    /// The finding labels set by the last reconcile.
+    finding_labels: std::sync::Mutex<Vec<FindingLabels>>,
 }
 
 impl Default for Metrics {
@@ -178,6 +180,7 @@ impl Metrics {
             volume_exhaustion,
             runbooks,
             findings,
+            finding_labels: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -271,14 +274,27 @@ impl Metrics {
                 .get_or_create(&labels)
                 .set(exhaustion);
         }
-        self.findings.clear();
+        // New counts first, then the kinds gone since the last reconcile removed: a
+        // scrape in between never sees a series vanish and come back (that would restart
+        // an alert's `for:`).
+        let mut counts: std::collections::HashMap<FindingLabels, i64> =
+            std::collections::HashMap::new();
         for f in &plan.findings {
-            self.findings
-                .get_or_create(&FindingLabels {
+            *counts
+                .entry(FindingLabels {
                     kind: f.kind.as_str(),
                     severity: f.severity.as_str(),
                 })
-                .inc();
+                .or_default() += 1;
+        }
+        for (labels, n) in &counts {
+            self.findings.get_or_create(labels).set(*n);
+        }
+        if let Ok(mut last) = self.finding_labels.lock() {
+            for gone in last.iter().filter(|l| !counts.contains_key(*l)) {
+                self.findings.remove(gone);
+            }
+            *last = counts.into_keys().collect();
         }
         // Journals that could not be listed say nothing about the runs: keep the last
         // known counts (a failed run's alert must not resolve for that).

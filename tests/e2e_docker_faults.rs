@@ -12,7 +12,7 @@ use common::*;
 use swarm_chaos::docker_proxy::{DockerFault, DockerProxy};
 use swarm_chaos::{wait_until, Lab, LabSpec, Probe};
 
-const POLICY: &str = "lease:\n  enabled: false\nplacement:\n  update_timeout: 60s\ncontroller:\n  resync: 3s\n  backoff_min: 1s\n  backoff_max: 3s\n";
+const POLICY: &str = "lease:\n  enabled: false\nplacement:\n  update_timeout: 20s\ncontroller:\n  resync: 3s\n  backoff_min: 1s\n  backoff_max: 3s\n";
 
 /// A service whose one task runs on the manager m1: a placement fix waits for it.
 async fn service_on_the_manager(lab: &Lab, name: &str) {
@@ -22,82 +22,152 @@ async fn service_on_the_manager(lab: &Lab, name: &str) {
     docker(lab, &["node", "update", "--availability", "active", "w1"]);
 }
 
+/// The fix is written and has converged: the task runs on the worker. (A fix still
+/// rolling out when the next round drains the worker could not converge, and would be
+/// rolled back.)
 async fn fixed(lab: &Lab, name: &str) -> bool {
     services(lab)
         .await
         .get(name)
         .is_some_and(|s| has_constraint(&s.1))
+        && running_on(lab, name).await == ["w1"]
 }
 
-/// One round: `fault` is set before swarm-warden starts; `acts_meanwhile` says whether it
-/// may still do its work (the reads themselves pass), else its log must say why not and
-/// the service stay as it is; then the proxy heals and the fix follows.
-async fn round(lab: &Lab, proxy: &DockerProxy, n: usize, fault: DockerFault, acts_meanwhile: bool) {
+/// Waits until every action swarm-warden started has ended (done, failed or rolled back):
+/// the next fault then hits its reconcile, not a rollout it is still watching.
+async fn idle(warden: &Warden) {
+    wait_until(
+        "swarm-warden's actions to end",
+        Duration::from_secs(60),
+        || async {
+            let log = warden.log();
+            let ended = ["Action done", "Action failed", "Action rolled back"]
+                .iter()
+                .map(|p| count(&log, p))
+                .sum::<usize>();
+            if ended >= count(&log, "Carrying out") {
+                Probe::Done(())
+            } else {
+                Probe::Pending(log)
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// How often `phrase` is in `log`.
+fn count(log: &str, phrase: &str) -> usize {
+    log.matches(phrase).count()
+}
+
+/// One round against a running swarm-warden: the fault is set on `only` (empty: every
+/// cluster read), then a service lands on the manager. If the reads still work
+/// (`acts_meanwhile`), the fix must follow anyway; else swarm-warden must say `phrase`
+/// again, write nothing, and fix the service within a resync (plus a read left hanging)
+/// of the heal.
+#[allow(clippy::too_many_arguments)]
+async fn round(
+    lab: &Lab,
+    proxy: &DockerProxy,
+    warden: &Warden,
+    n: usize,
+    fault: DockerFault,
+    only: &[&str],
+    phrase: &str,
+    acts_meanwhile: bool,
+) {
     let name = format!("svc{n}");
+    let said = count(&warden.log(), phrase);
+    let acted = warden.actions_started();
+    proxy.set_on(fault.clone(), only);
     service_on_the_manager(lab, &name).await;
     let version = services(lab).await[&name].0;
-    proxy.set(fault.clone());
-    let policy = policy_file(lab, POLICY);
-    let warden = Warden::start_with_env(
-        lab,
-        "m1",
-        &policy,
-        &[],
-        &[("DOCKER_HOST", proxy.docker_host())],
-    );
-    if acts_meanwhile {
+    if !acts_meanwhile {
         wait_until(
-            &format!("the fix of {name} while {fault:?}"),
+            &format!("swarm-warden to say {phrase:?} under {fault:?} on {only:?}"),
             Duration::from_secs(60),
             || async {
-                if fixed(lab, &name).await {
+                let log = warden.log();
+                if count(&log, phrase) > said {
                     Probe::Done(())
                 } else {
-                    Probe::Pending(warden.log())
+                    Probe::Pending(log)
                 }
             },
         )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    } else {
-        // Long enough for a hanging read to hit its deadline (15 s).
-        let window = match fault {
-            DockerFault::Hang | DockerFault::Slow(_) => 18,
-            _ => 8,
-        };
-        tokio::time::sleep(Duration::from_secs(window)).await;
+        // And for more than a resync (3 s) after that.
+        tokio::time::sleep(Duration::from_secs(4)).await;
         let log = warden.log();
         assert_eq!(
             services(lab).await[&name].0,
             version,
-            "{name} was written while reads failed ({fault:?}):\n{log}"
+            "{name} was written while reads failed ({fault:?} on {only:?}):\n{log}"
         );
-        assert_eq!(warden.actions_started(), 0, "{fault:?}:\n{log}");
+        assert_eq!(warden.actions_started(), acted, "{fault:?}:\n{log}");
         assert!(
-            log.contains("Could not observe the swarm")
-                || log.contains("Cannot reach the Docker Engine yet"),
-            "no word of the failed reads ({fault:?}):\n{log}"
+            !log.contains("quorum-lost"),
+            "a failed read is no lost quorum:\n{log}"
         );
         proxy.heal();
-        // One resync after the heal, plus a read the fault left hanging (the list
-        // deadline) and the update itself.
-        wait_until(
-            &format!("the fix of {name} after {fault:?} healed"),
-            Duration::from_secs(45),
-            || async {
-                if fixed(lab, &name).await {
-                    Probe::Done(())
-                } else {
-                    Probe::Pending(warden.log())
-                }
-            },
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
     }
+    wait_until(
+        &format!("the fix of {name} ({fault:?} on {only:?}, acts meanwhile: {acts_meanwhile})"),
+        Duration::from_secs(60),
+        || async {
+            if fixed(lab, &name).await {
+                Probe::Done(())
+            } else {
+                Probe::Pending(warden.log())
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     proxy.heal();
-    let log = warden.stop();
-    assert!(!log.contains("panicked"), "{log}");
+    idle(warden).await;
+}
+
+/// Reads fail while swarm-warden watches its own fix roll out, past
+/// `placement.update_timeout`: it must not roll back what it cannot see (the fix is
+/// fine); it leaves it to the next reconcile, which finds it done.
+async fn blind_during_a_rollout(lab: &Lab, proxy: &DockerProxy, warden: &Warden, n: usize) {
+    let name = format!("svc{n}");
+    let started = warden.actions_started();
+    let left = count(&warden.log(), "not seen to its end");
+    service_on_the_manager(lab, &name).await;
+    wait_until("the fix to start", Duration::from_secs(60), || async {
+        if warden.actions_started() > started {
+            Probe::Done(())
+        } else {
+            Probe::Pending(warden.log())
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    proxy.set_on(DockerFault::Status(503), &["/tasks"]);
+    wait_until(
+        "the rollout to be left unjudged",
+        Duration::from_secs(60),
+        || async {
+            let log = warden.log();
+            if count(&log, "not seen to its end") > left {
+                Probe::Done(())
+            } else {
+                Probe::Pending(log)
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let log = warden.log();
+    assert!(!log.contains("rolling back"), "rolled back blind:\n{log}");
+    assert!(fixed(lab, &name).await, "the fix was undone:\n{log}");
+    proxy.heal();
+    idle(warden).await;
+    assert!(fixed(lab, &name).await, "{}", warden.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,17 +178,49 @@ async fn a_faulty_docker_api_never_leads_to_an_action_and_work_resumes_once_it_h
     let proxy = DockerProxy::start(&lab.socket("m1").expect("socket"), &socket)
         .await
         .expect("proxy");
-    let rounds = [
-        (DockerFault::Status(500), false),
-        (DockerFault::Status(503), false),
-        (DockerFault::CutBody, false),
-        (DockerFault::Hang, false),
-        (DockerFault::Slow(Duration::from_secs(20)), false),
-        (DockerFault::DropEvents, true),
+    let policy = policy_file(&lab, POLICY);
+    let warden = Warden::start_with_env(
+        &lab,
+        "m1",
+        &policy,
+        &[],
+        &[("DOCKER_HOST", proxy.docker_host())],
+    );
+    // Healthy first: each fault then hits a read after the local node is known.
+    round(&lab, &proxy, &warden, 0, DockerFault::None, &[], "", true).await;
+    let failed = "Could not observe the swarm";
+    let rounds: [(DockerFault, &[&str], &str, bool); 7] = [
+        (DockerFault::Status(500), &["/nodes"], failed, false),
+        (DockerFault::Status(503), &["/tasks"], failed, false),
+        (DockerFault::CutBody, &["/services"], failed, false),
+        (
+            DockerFault::Slow(Duration::from_secs(20)),
+            &["/tasks"],
+            failed,
+            false,
+        ),
+        // The placement records: placement writes nothing, the rest goes on.
+        (
+            DockerFault::Status(500),
+            &["/configs"],
+            "placement-record-unreadable",
+            false,
+        ),
+        // A hung Engine: the node list times out and /_ping is silent too.
+        (
+            DockerFault::Hang,
+            &[],
+            "does not answer /_ping either",
+            false,
+        ),
+        (DockerFault::DropEvents, &[], "", true),
     ];
-    for (n, (fault, acts)) in rounds.into_iter().enumerate() {
-        round(&lab, &proxy, n, fault, acts).await;
+    for (n, (fault, only, phrase, acts)) in rounds.into_iter().enumerate() {
+        round(&lab, &proxy, &warden, n + 1, fault, only, phrase, acts).await;
     }
+    blind_during_a_rollout(&lab, &proxy, &warden, 9).await;
+    let log = warden.stop();
+    assert!(!log.contains("panicked"), "{log}");
     drop(proxy);
     teardown_leaving_nothing(lab);
 }

@@ -4,7 +4,7 @@
 //! [`DockerProxy::heal`] it.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -26,7 +26,7 @@ pub enum DockerFault {
     None,
     /// Answer with this status and an Engine-like `{"message": ...}` body.
     Status(u16),
-    /// Never answer anything, `/_ping` included (a hung Engine).
+    /// Never answer anything, `/_ping` included (a hung Engine); with paths, only those.
     Hang,
     /// Forward, but cut the body off halfway (the connection drops).
     CutBody,
@@ -38,17 +38,35 @@ pub enum DockerFault {
     OldVersion(String),
 }
 
+/// A fault and the paths it hits (empty: the cluster reads, see [`DockerFault`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Injected {
+    fault: DockerFault,
+    only: Vec<String>,
+}
+
+impl Injected {
+    fn hits(&self, path: &str) -> bool {
+        if self.only.is_empty() {
+            affected(path)
+        } else {
+            self.only.iter().any(|p| path.starts_with(p.as_str()))
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Shared {
     upstream: PathBuf,
-    fault: Arc<Mutex<DockerFault>>,
+    fault: Arc<tokio::sync::watch::Sender<Injected>>,
     client: Client<UnixConnector, Body>,
 }
 
-/// A running proxy; stopped on drop.
+/// A running proxy. On drop it stops accepting connections and removes its socket;
+/// connections already open end with their clients (a hung answer stays hung).
 pub struct DockerProxy {
     socket: PathBuf,
-    fault: Arc<Mutex<DockerFault>>,
+    fault: Arc<tokio::sync::watch::Sender<Injected>>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -66,7 +84,7 @@ impl DockerProxy {
         let _ = std::fs::remove_file(socket);
         let listener =
             tokio::net::UnixListener::bind(socket).map_err(LabError::io("listen", socket))?;
-        let fault = Arc::new(Mutex::new(DockerFault::None));
+        let fault = Arc::new(tokio::sync::watch::Sender::new(Injected::default()));
         let shared = Shared {
             upstream: upstream.to_owned(),
             fault: fault.clone(),
@@ -89,12 +107,19 @@ impl DockerProxy {
         format!("unix://{}", self.socket.display())
     }
 
-    /// From now on, behave as `fault` says.
+    /// From now on, behave as `fault` says (on the cluster reads).
     pub fn set(&self, fault: DockerFault) {
-        tracing::info!(?fault, "Docker fault proxy: fault");
-        if let Ok(mut f) = self.fault.lock() {
-            *f = fault;
-        }
+        self.set_on(fault, &[]);
+    }
+
+    /// From now on, behave as `fault` says on the paths starting with one of `only`
+    /// (without the API version: `/tasks`, `/configs`); empty: the cluster reads.
+    pub fn set_on(&self, fault: DockerFault, only: &[&str]) {
+        tracing::info!(?fault, ?only, "Docker fault proxy: fault");
+        self.fault.send_replace(Injected {
+            fault,
+            only: only.iter().map(|p| (*p).to_owned()).collect(),
+        });
     }
 
     /// Forward everything again.
@@ -120,8 +145,10 @@ fn affected(path: &str) -> bool {
 /// The path without a leading API version (`/v1.41/nodes` → `/nodes`).
 fn unversioned(path: &str) -> &str {
     match path.strip_prefix("/v") {
-        Some(rest) => rest.find('/').map(|i| &rest[i..]).unwrap_or(path),
-        None => path,
+        Some(rest) if rest.starts_with(|c: char| c.is_ascii_digit()) => {
+            rest.find('/').map(|i| &rest[i..]).unwrap_or(path)
+        }
+        _ => path,
     }
 }
 
@@ -134,15 +161,19 @@ fn engine_error(status: StatusCode, message: &str) -> Response<Body> {
 }
 
 async fn handle(State(shared): State<Shared>, request: Request) -> Response<Body> {
-    let fault = shared.fault.lock().map(|f| f.clone()).unwrap_or_default();
+    let injected = shared.fault.borrow().clone();
     let path = unversioned(request.uri().path()).to_owned();
+    let hit = injected.hits(&path);
+    let fault = injected.fault;
     match &fault {
-        DockerFault::Hang => return std::future::pending::<Response<Body>>().await,
-        DockerFault::Status(code) if affected(&path) => {
+        DockerFault::Hang if injected.only.is_empty() || hit => {
+            return std::future::pending::<Response<Body>>().await
+        }
+        DockerFault::Status(code) if hit => {
             let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             return engine_error(status, "fault proxy: injected error");
         }
-        DockerFault::Slow(delay) if affected(&path) => tokio::time::sleep(*delay).await,
+        DockerFault::Slow(delay) if hit => tokio::time::sleep(*delay).await,
         DockerFault::DropEvents if path.starts_with("/events") => {
             return Response::builder()
                 .status(StatusCode::OK)
@@ -170,8 +201,20 @@ async fn handle(State(shared): State<Shared>, request: Request) -> Response<Body
         Ok(r) => r,
         Err(e) => return engine_error(StatusCode::BAD_GATEWAY, &format!("fault proxy: {e}")),
     };
-    if fault == DockerFault::CutBody && affected(&path) {
+    if fault == DockerFault::CutBody && hit {
         return cut(response).await;
+    }
+    if path.starts_with("/events") {
+        // An event stream open before the fault ends when it comes.
+        let mut changes = shared.fault.subscribe();
+        let dropped = Box::pin(async move {
+            let _ = changes
+                .wait_for(|f| f.fault == DockerFault::DropEvents)
+                .await;
+        });
+        let (parts, body) = response.into_parts();
+        let stream = futures::StreamExt::take_until(body.into_data_stream(), dropped);
+        return Response::from_parts(parts, Body::from_stream(stream));
     }
     response
 }
@@ -222,6 +265,7 @@ mod tests {
         assert_eq!(unversioned("/v1.41/nodes"), "/nodes");
         assert_eq!(unversioned("/nodes"), "/nodes");
         assert_eq!(unversioned("/version"), "/version");
+        assert_eq!(unversioned("/volumes/x"), "/volumes/x");
         assert_eq!(unversioned("/v1.41/tasks?filters=x"), "/tasks?filters=x");
         assert!(affected("/services/abc") && !affected("/_ping") && !affected("/events"));
     }

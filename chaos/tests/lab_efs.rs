@@ -97,8 +97,11 @@ async fn a_writer_spends_the_burst_credits_then_crawls_at_the_baseline() {
     let before = efs.model().written_total;
     tokio::time::sleep(Duration::from_secs(8)).await;
     let rate = (efs.model().written_total - before) / 8.0;
+    // Not tighter than 2x: a writer slowed by a busy CI machine earns credits back at
+    // the baseline rate and spends them in a burst (as on AWS), which lifts a short
+    // window's average; unthrottled it would write many times faster.
     assert!(
-        rate <= 1.5 * MIB,
+        rate <= 2.0 * MIB,
         "writes at {:.2} MiB/s while throttled to 1 MiB/s",
         rate / MIB
     );

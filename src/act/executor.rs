@@ -57,6 +57,15 @@ pub enum ActError {
         /// What SwarmKit said.
         message: String,
     },
+    /// A placement update could not be seen to its end (reads failed): nothing was rolled
+    /// back; its placement record stays for the next reconcile to judge on fresh reads.
+    #[error("the placement update of {service} could not be seen to its end ({reason}); it is left as it is, and its placement record stays for the next reconcile")]
+    Unobserved {
+        /// The service.
+        service: String,
+        /// Why.
+        reason: String,
+    },
     /// A placement update did not converge and was rolled back to the previous spec.
     #[error("the placement update of {service} was rolled back: {reason}")]
     RolledBack {

@@ -75,6 +75,13 @@ impl Executor {
                     reason: why,
                 });
             }
+            RolloutEnd::Unobserved(why) => {
+                tracing::warn!(service = %service.name, reason = %why, "Placement update not seen to its end: left for the next reconcile");
+                return Err(ActError::Unobserved {
+                    service: service.name.clone(),
+                    reason: why,
+                });
+            }
             RolloutEnd::Stuck(why) => why,
         };
         // Never leave a service half-updated: back to the spec it had.
@@ -148,8 +155,15 @@ impl Executor {
         let deadline = Instant::now() + timeout;
         let mut settled = 0;
         let mut last: Option<Rollout> = None;
+        // Whether the latest read failed, and since when reads have been failing.
+        let mut blind_since: Option<Instant> = None;
         loop {
-            if let Some(r) = tolerate(self.observer.rollout(&service.id, managers).await)? {
+            let observed = tolerate(self.observer.rollout(&service.id, managers).await)?;
+            if observed.is_none() {
+                blind_since.get_or_insert_with(Instant::now);
+            }
+            if let Some(r) = observed {
+                blind_since = None;
                 // An update status from before the write is not this update's.
                 let ours = r.started_at.as_deref() != before;
                 match (ours, r.state) {
@@ -189,6 +203,21 @@ impl Executor {
                 last = Some(r);
             }
             if Instant::now() >= deadline {
+                // Stuck only on what was seen: a rollout the last reads could not see, or
+                // saw settled but not yet for long enough, is left for the next reconcile
+                // to judge on fresh reads (its placement record stays), never rolled back
+                // blind.
+                if let Some(since) = blind_since {
+                    return Ok(RolloutEnd::Unobserved(format!(
+                        "the swarm could not be read for the last {}",
+                        human(since.elapsed())
+                    )));
+                }
+                if settled > 0 {
+                    return Ok(RolloutEnd::Unobserved(
+                        "it had only just settled".to_owned(),
+                    ));
+                }
                 return Ok(RolloutEnd::Stuck(format!(
                     "it did not converge within placement.update_timeout ({}){}",
                     human(timeout),
@@ -245,6 +274,9 @@ enum RolloutEnd {
     RolledBackBySwarm(String),
     /// Paused or not done in time; why. swarm-warden rolls it back.
     Stuck(String),
+    /// Not seen to its end by the deadline (reads failed); why. Left as it is, with its
+    /// placement record, for the next reconcile.
+    Unobserved(String),
 }
 
 /// "; tasks: pending: no suitable node (...)", or nothing.

@@ -643,7 +643,7 @@ impl Policy {
                 *slot = one_value(slot, raw).ok()?;
                 serde_json::from_value::<Policy>(one)
                     .err()
-                    .map(|e| env_error(var, format!("{raw:?}: {e}")))
+                    .map(|e| env_error(var, format!("{}: {e}", shown(raw))))
             });
             alone.unwrap_or_else(|| {
                 let vars: Vec<&str> = applied.iter().map(|(v, _, _)| v.as_str()).collect();
@@ -688,12 +688,25 @@ impl Policy {
     }
 }
 
+/// An override's value as an error shows it: quoted, with the credentials of a URL
+/// replaced by `***` (they must never reach a log).
+fn shown(raw: &str) -> String {
+    match reqwest::Url::parse(raw) {
+        Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
+            let _ = url.set_username("***");
+            let _ = url.set_password(None);
+            format!("{:?}", url.as_str())
+        }
+        _ => format!("{raw:?}"),
+    }
+}
+
 /// An override's value for `slot`: the raw text for a string key, else YAML.
 fn one_value(slot: &serde_json::Value, raw: &str) -> Result<serde_json::Value, String> {
     if slot.is_string() {
         Ok(serde_json::Value::String(raw.to_owned()))
     } else {
-        serde_norway::from_str(raw).map_err(|e| format!("{raw:?}: {e}"))
+        serde_norway::from_str(raw).map_err(|e| format!("{}: {e}", shown(raw)))
     }
 }
 
@@ -891,6 +904,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("must be shorter than lease.duration"), "{err}");
+    }
+
+    #[test]
+    fn a_refused_url_override_never_shows_its_password() {
+        let err = Policy::default()
+            .apply_env([(
+                "SWARM_WARDEN_VOLUMES_PROMETHEUS_URL".to_string(),
+                "https://warden:s3cret@prom:9090".to_string(),
+            )])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("must not carry credentials"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
     }
 
     #[test]

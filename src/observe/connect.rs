@@ -82,6 +82,15 @@ pub enum ConnectError {
         /// The version it offered.
         found: String,
     },
+    /// Something answered that is not a Docker Engine we may use: a 4xx, a body that is
+    /// not the Engine's, a socket we may not open (bad input).
+    #[error("{host} is not a Docker Engine swarm-warden can use: {detail}")]
+    NotDocker {
+        /// The URL used.
+        host: String,
+        /// What it answered.
+        detail: String,
+    },
     /// The Engine did not answer.
     #[error("cannot reach the Docker Engine at {host}: {source}")]
     Unreachable {
@@ -180,18 +189,8 @@ pub async fn connect(docker_host: Option<&str>) -> Result<Docker, ConnectError> 
     let negotiated = tokio::time::timeout(NEGOTIATE_TIMEOUT, docker.negotiate_version())
         .await
         .unwrap_or(Err(bollard::errors::Error::RequestTimeoutError));
-    let docker = negotiated.map_err(|source| {
-        match tls_failure(&source, matches!(chosen, Transport::Tls(_))) {
-            Some(detail) => ConnectError::Tls {
-                host: host.clone(),
-                detail,
-            },
-            None => ConnectError::Unreachable {
-                host: host.clone(),
-                source,
-            },
-        }
-    })?;
+    let docker = negotiated
+        .map_err(|source| classify(source, &host, matches!(chosen, Transport::Tls(_))))?;
     let version = docker.client_version();
     if (version.major_version, version.minor_version) < (1, 24) {
         return Err(ConnectError::TooOld {
@@ -202,9 +201,38 @@ pub async fn connect(docker_host: Option<&str>) -> Result<Docker, ConnectError> 
     Ok(docker)
 }
 
-/// What a failed first call says about TLS, if it is a TLS failure: a certificate nobody
-/// trusts (ours or the Engine's), or plain HTTP sent to a TLS port.
-fn tls_failure(e: &bollard::errors::Error, tls: bool) -> Option<String> {
+/// What a failed first call means: only an Engine that did not answer (or answered 5xx)
+/// is worth waiting for; TLS that cannot work, a socket we may not open, or something
+/// that is not a Docker Engine are bad input.
+fn classify(source: bollard::errors::Error, host: &str, tls: bool) -> ConnectError {
+    use bollard::errors::Error as E;
+    if let Some(detail) = tls_failure(&source, tls) {
+        return ConnectError::Tls {
+            host: host.to_owned(),
+            detail,
+        };
+    }
+    let not_docker = match &source {
+        E::DockerResponseServerError { status_code, .. } => (400..500).contains(status_code),
+        E::JsonDataError { .. } | E::JsonSerdeError { .. } | E::APIVersionParseError {} => true,
+        E::IOError { err } => err.kind() == std::io::ErrorKind::PermissionDenied,
+        _ => false,
+    };
+    if not_docker {
+        ConnectError::NotDocker {
+            host: host.to_owned(),
+            detail: chain(&source),
+        }
+    } else {
+        ConnectError::Unreachable {
+            host: host.to_owned(),
+            source,
+        }
+    }
+}
+
+/// An error and its sources, `: `-separated, trimmed.
+fn chain(e: &bollard::errors::Error) -> String {
     let mut chain = e.to_string().trim().to_owned();
     let mut source = std::error::Error::source(e);
     while let Some(cause) = source {
@@ -212,20 +240,36 @@ fn tls_failure(e: &bollard::errors::Error, tls: bool) -> Option<String> {
         chain.push_str(cause.to_string().trim());
         source = cause.source();
     }
+    chain
+}
+
+/// What a failed first call says about TLS, if it is a TLS failure: a certificate nobody
+/// trusts (ours or the Engine's), plain HTTP sent to a TLS port, or TLS sent to a plain
+/// one.
+fn tls_failure(e: &bollard::errors::Error, tls: bool) -> Option<String> {
+    let chain = chain(e);
     if chain.contains("HTTP request to an HTTPS server") {
         return Some(format!(
             "{chain} (the Engine serves TLS: set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH)"
         ));
     }
-    let certificate = [
+    let words = [
         "certificate",
         "UnknownIssuer",
         "BadCertificate",
         "CertificateRequired",
-    ]
-    .iter()
-    .any(|word| chain.contains(word));
-    (tls && certificate).then_some(chain)
+        "InvalidContentType",
+        "InvalidMessage",
+        "corrupt message",
+    ];
+    let broken = words.iter().any(|word| chain.contains(word));
+    (tls && broken).then(|| {
+        if chain.contains("InvalidContentType") || chain.contains("corrupt message") {
+            format!("{chain} (the Engine does not speak TLS there: unset DOCKER_TLS_VERIFY, or use its TLS port, 2376)")
+        } else {
+            chain
+        }
+    })
 }
 
 #[cfg(test)]

@@ -50,6 +50,9 @@ impl ObserveError {
 /// reported as leaderless, which blocks actions: the safe side.
 const LIST_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Longest wait for `info`: above the Engine's own 20 s request deadline.
+const INFO_TIMEOUT: Duration = Duration::from_secs(25);
+
 /// Longest wait for `/_ping` when a list call timed out: the local Engine answers it without
 /// the raft, so silence means the Engine itself hangs (not the raft's leader).
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
@@ -418,7 +421,16 @@ impl Observer {
         if let Some(local) = self.local.lock().ok().and_then(|l| l.clone()) {
             return Ok(local);
         }
-        let info = bounded("info", self.docker.info()).await?;
+        // `info` needs the raft like the lists do, but waits the Engine's full 20 s
+        // before answering without a leader: its own, longer deadline (it is read once),
+        // so that a fresh process on a leaderless manager still gets to quorum-lost.
+        let info = tokio::time::timeout(INFO_TIMEOUT, self.docker.info())
+            .await
+            .unwrap_or(Err(DockerError::RequestTimeoutError))
+            .map_err(|source| ObserveError::Api {
+                call: "info",
+                source,
+            })?;
         let swarm = info.swarm.unwrap_or_default();
         if swarm.local_node_state != Some(LocalNodeState::ACTIVE)
             || swarm.control_available != Some(true)
