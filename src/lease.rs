@@ -240,7 +240,7 @@ impl Lease {
                 tracing::warn!(identity = %self.identity, "Not holding the lease: observing only");
             }
         }
-        self.leader.send_replace(held);
+        set_leader(&self.leader, held);
         Ok(held)
     }
 
@@ -251,7 +251,7 @@ impl Lease {
                 Ok(held) => held,
                 Err(e) => {
                     tracing::warn!(error = %e, "Lease round failed");
-                    self.leader.send_replace(false);
+                    set_leader(&self.leader, false);
                     false
                 }
             };
@@ -273,7 +273,7 @@ impl Lease {
         if !*self.leader.borrow() {
             return;
         }
-        self.leader.send_replace(false);
+        set_leader(&self.leader, false);
         if let Ok((Some(current), Some(id), Some(version))) = self.read().await {
             if current.holder == self.identity {
                 let released = Record {
@@ -390,9 +390,34 @@ pub fn always_leader() -> watch::Receiver<bool> {
     watch::channel(true).1
 }
 
+/// Publishes whether this replica holds the lease, waking the loop only when that changed:
+/// a renewal that changes nothing must not trigger a reconcile (every `lease.renew` on the
+/// holder, every `lease.retry` on a follower, many more than the resync asks for).
+fn set_leader(leader: &watch::Sender<bool>, held: bool) {
+    leader.send_if_modified(|current| {
+        let changed = *current != held;
+        *current = held;
+        changed
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_round_that_changes_nothing_wakes_no_one() {
+        let (tx, mut rx) = watch::channel(false);
+        set_leader(&tx, false);
+        assert!(!rx.has_changed().unwrap(), "still a follower");
+        set_leader(&tx, true);
+        assert!(rx.has_changed().unwrap(), "took the lease");
+        rx.mark_unchanged();
+        set_leader(&tx, true);
+        assert!(!rx.has_changed().unwrap(), "a renewal");
+        set_leader(&tx, false);
+        assert!(rx.has_changed().unwrap(), "lost it");
+    }
 
     fn held(holder: &str, renewed_ms: u64) -> Record {
         Record {
