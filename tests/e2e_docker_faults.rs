@@ -15,9 +15,20 @@ use swarm_chaos::{wait_until, Lab, LabSpec, Probe};
 const POLICY: &str = "lease:\n  enabled: false\nplacement:\n  update_timeout: 20s\ncontroller:\n  resync: 3s\n  backoff_min: 1s\n  backoff_max: 3s\n";
 
 /// A service whose one task runs on the manager m1: a placement fix waits for it.
+/// It runs as nobody with scratch data (tmpfs: disposable, so placement may move it; a
+/// service with node-local data is never moved, see e2e_placement_field).
 async fn service_on_the_manager(lab: &Lab, name: &str) {
     docker(lab, &["node", "update", "--availability", "drain", "w1"]);
-    create(lab, name, &[]);
+    create(
+        lab,
+        name,
+        &[
+            "--user",
+            "65534:65534",
+            "--mount",
+            "type=tmpfs,target=/scratch",
+        ],
+    );
     wait_running(lab, name, 1).await;
     docker(lab, &["node", "update", "--availability", "active", "w1"]);
 }
@@ -61,6 +72,20 @@ fn count(log: &str, phrase: &str) -> usize {
     log.matches(phrase).count()
 }
 
+/// Waits until swarm-warden's log holds `phrase` more than `before` times.
+async fn says_again(warden: &Warden, phrase: &str, before: usize, what: &str) {
+    wait_until(what, Duration::from_secs(60), || async {
+        let log = warden.log();
+        if count(&log, phrase) > before {
+            Probe::Done(())
+        } else {
+            Probe::Pending(log)
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// One round against a running swarm-warden: the fault is set on `only` (empty: every
 /// cluster read), then a service lands on the manager. If the reads still work
 /// (`acts_meanwhile`), the fix must follow anyway; else swarm-warden must say `phrase`
@@ -84,20 +109,13 @@ async fn round(
     service_on_the_manager(lab, &name).await;
     let version = services(lab).await[&name].0;
     if !acts_meanwhile {
-        wait_until(
+        says_again(
+            warden,
+            phrase,
+            said,
             &format!("swarm-warden to say {phrase:?} under {fault:?} on {only:?}"),
-            Duration::from_secs(60),
-            || async {
-                let log = warden.log();
-                if count(&log, phrase) > said {
-                    Probe::Done(())
-                } else {
-                    Probe::Pending(log)
-                }
-            },
         )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .await;
         // And for more than a resync (3 s) after that.
         tokio::time::sleep(Duration::from_secs(4)).await;
         let log = warden.log();
@@ -138,30 +156,15 @@ async fn blind_during_a_rollout(lab: &Lab, proxy: &DockerProxy, warden: &Warden,
     let started = warden.actions_started();
     let left = count(&warden.log(), "not seen to its end");
     service_on_the_manager(lab, &name).await;
-    wait_until("the fix to start", Duration::from_secs(60), || async {
-        if warden.actions_started() > started {
-            Probe::Done(())
-        } else {
-            Probe::Pending(warden.log())
-        }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    says_again(warden, "Carrying out", started, "the fix to start").await;
     proxy.set_on(DockerFault::Status(503), &["/tasks"]);
-    wait_until(
+    says_again(
+        warden,
+        "not seen to its end",
+        left,
         "the rollout to be left unjudged",
-        Duration::from_secs(60),
-        || async {
-            let log = warden.log();
-            if count(&log, "not seen to its end") > left {
-                Probe::Done(())
-            } else {
-                Probe::Pending(log)
-            }
-        },
     )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .await;
     let log = warden.log();
     assert!(!log.contains("rolling back"), "rolled back blind:\n{log}");
     assert!(fixed(lab, &name).await, "the fix was undone:\n{log}");

@@ -64,7 +64,7 @@ pub struct Policy {
 #[serde(deny_unknown_fields, default)]
 pub struct HttpPolicy {
     /// `IP:PORT`; empty: no HTTP server.
-    #[serde(with = "listen_addr")]
+    #[serde(deserialize_with = "listen_addr::deserialize")]
     pub listen: String,
 }
 
@@ -301,7 +301,7 @@ pub struct VolumesPolicy {
     /// `enforce`, `audit` (report only) or `off`.
     pub mode: Mode,
     /// Prometheus HTTP API holding the volumes' CloudWatch metrics; empty = no telemetry.
-    #[serde(with = "prometheus_url")]
+    #[serde(deserialize_with = "prometheus_url::deserialize")]
     pub prometheus_url: String,
     /// TLS and authentication towards it.
     pub prometheus_http_config: PrometheusHttpConfig,
@@ -385,13 +385,13 @@ pub struct PaddingPolicy {
     /// Most padding one run may add (e.g. `500GiB`).
     pub max: ByteSize,
     /// Size of each padding file (above zero).
-    #[serde(with = "positive_size")]
+    #[serde(deserialize_with = "positive_size::deserialize")]
     pub file_size: ByteSize,
     /// Image with the `swarm-warden pad` command.
     pub image: String,
     /// Metered bytes per byte written: 1 on AWS; the lab's EFS model meters each byte
     /// `scale` times. Above zero.
-    #[serde(with = "positive_number")]
+    #[serde(deserialize_with = "positive_number::deserialize")]
     pub metered_per_byte: f64,
     /// How long the padding job may run.
     #[serde(with = "positive_duration")]

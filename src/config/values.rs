@@ -107,11 +107,6 @@ impl<'de> Deserialize<'de> for ByteSize {
 pub mod positive_size {
     use super::*;
 
-    /// Writes the size.
-    pub fn serialize<S: Serializer>(v: &ByteSize, s: S) -> Result<S::Ok, S::Error> {
-        v.serialize(s)
-    }
-
     /// Reads a size above zero.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ByteSize, D::Error> {
         let size = ByteSize::deserialize(d)?;
@@ -215,11 +210,6 @@ pub mod positive_duration {
 pub mod listen_addr {
     use super::*;
 
-    /// Writes the address as given.
-    pub fn serialize<S: Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(v)
-    }
-
     /// Reads an empty string or a socket address (`0.0.0.0:8080`, `[::]:8080`).
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
         let text = String::deserialize(d)?;
@@ -235,11 +225,6 @@ pub mod listen_addr {
 /// `volumes.prometheus_url`: empty (no telemetry) or an `http://` / `https://` URL.
 pub mod prometheus_url {
     use super::*;
-
-    /// Writes the URL as given.
-    pub fn serialize<S: Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(v)
-    }
 
     /// Reads an empty string or an http(s) URL with a host.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -269,11 +254,6 @@ pub mod prometheus_url {
 /// A positive, finite number (`metered_per_byte`).
 pub mod positive_number {
     use super::*;
-
-    /// Writes the number.
-    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(*v)
-    }
 
     /// Reads a finite number above zero.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {

@@ -221,7 +221,7 @@ fn classify(source: bollard::errors::Error, host: &str, tls: bool) -> ConnectErr
     if not_docker {
         ConnectError::NotDocker {
             host: host.to_owned(),
-            detail: chain(&source),
+            detail: super::error_chain(&source),
         }
     } else {
         ConnectError::Unreachable {
@@ -231,23 +231,11 @@ fn classify(source: bollard::errors::Error, host: &str, tls: bool) -> ConnectErr
     }
 }
 
-/// An error and its sources, `: `-separated, trimmed.
-fn chain(e: &bollard::errors::Error) -> String {
-    let mut chain = e.to_string().trim().to_owned();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        chain.push_str(": ");
-        chain.push_str(cause.to_string().trim());
-        source = cause.source();
-    }
-    chain
-}
-
 /// What a failed first call says about TLS, if it is a TLS failure: a certificate nobody
 /// trusts (ours or the Engine's), plain HTTP sent to a TLS port, or TLS sent to a plain
 /// one.
 fn tls_failure(e: &bollard::errors::Error, tls: bool) -> Option<String> {
-    let chain = chain(e);
+    let chain = super::error_chain(e);
     if chain.contains("HTTP request to an HTTPS server") {
         return Some(format!(
             "{chain} (the Engine serves TLS: set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH)"

@@ -15,3 +15,17 @@ pub use events::{watch_events, Trigger};
 pub use prometheus_client::builder as http_client_builder;
 pub use snapshot::{ObserveError, Observer, Rollout};
 pub use telemetry::{decode_sample, ClientError, Telemetry, TELEMETRY_DEADLINE};
+
+/// An error and its sources, `: `-separated, each trimmed (the Engine's messages end in a
+/// newline): the cause a user can act on ("invalid peer certificate: UnknownIssuer")
+/// usually sits at the end of the chain, not in the outer error.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string().trim().to_owned();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(cause.to_string().trim());
+        source = cause.source();
+    }
+    text
+}

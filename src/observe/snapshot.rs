@@ -69,6 +69,22 @@ async fn bounded<T>(
         .map_err(|source| ObserveError::Api { call, source })
 }
 
+/// A listing whose failure blinds one part only: its answer, or why not (its error, or
+/// that it did not answer within [`LIST_TIMEOUT`]) for that part's finding.
+async fn part_listed<T, E: std::fmt::Display>(
+    what: &str,
+    list: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(LIST_TIMEOUT, list).await {
+        Ok(Ok(listing)) => Ok(listing),
+        Ok(Err(e)) => Err(format!("listing {what} failed: {e}")),
+        Err(_) => Err(format!(
+            "listing {what} did not answer within {}",
+            humantime::format_duration(LIST_TIMEOUT)
+        )),
+    }
+}
+
 /// Takes snapshots through one Docker client.
 #[derive(Debug, Clone)]
 pub struct Observer {
@@ -216,17 +232,12 @@ impl Observer {
         // Always read: a migrated service no longer mounts the watched volume, but its run
         // must go on. One list call, filtered by label.
         // A failed listing blinds the runbooks only, not the manager checks.
-        let (runbooks, runbook_problems) = match tokio::time::timeout(
-            LIST_TIMEOUT,
+        let (runbooks, runbook_problems) = match part_listed(
+            "runbook journals",
             crate::runbook::JournalStore::new(self.docker.clone()).list(),
         )
         .await
-        .unwrap_or_else(|_| {
-            Err(crate::runbook::StoreError::Api {
-                what: "list".into(),
-                source: DockerError::RequestTimeoutError,
-            })
-        }) {
+        {
             Ok(listing) => (
                 listing.journals.into_iter().map(|s| s.journal).collect(),
                 crate::model::RunbookProblems {
@@ -234,34 +245,24 @@ impl Observer {
                     error: None,
                 },
             ),
-            Err(e) => (
+            Err(error) => (
                 Vec::new(),
                 crate::model::RunbookProblems {
                     unreadable: Vec::new(),
-                    error: Some(e.to_string()),
+                    error: Some(error),
                 },
             ),
         };
         // A failed listing blinds placement only, not the manager checks.
-        let placement_records = match tokio::time::timeout(
-            LIST_TIMEOUT,
+        let placement_records = part_listed(
+            "placement records",
             crate::act::inflight::InflightStore::new(self.docker.clone()).list(),
         )
         .await
-        {
-            Ok(Ok(records)) => records,
-            Ok(Err(e)) => crate::model::PlacementRecords {
-                error: Some(format!("listing configs failed: {e}")),
-                ..Default::default()
-            },
-            Err(_) => crate::model::PlacementRecords {
-                error: Some(format!(
-                    "listing configs did not answer within {}",
-                    humantime::format_duration(LIST_TIMEOUT)
-                )),
-                ..Default::default()
-            },
-        };
+        .unwrap_or_else(|error| crate::model::PlacementRecords {
+            error: Some(error),
+            ..Default::default()
+        });
         let mut telemetry = Vec::new();
         if let Some(reader) = &self.telemetry {
             let mut ids: Vec<&str> = watched.iter().map(|w| w.efs_id.as_str()).collect();

@@ -29,22 +29,68 @@ pub struct Readings {
     pub storage: f64,
 }
 
+/// One of the four quantities, named as the policy names its query
+/// (`volumes.queries.*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quantity {
+    /// Burst credit balance, bytes.
+    Credits,
+    /// Permitted throughput, bytes/s.
+    Permitted,
+    /// Metered throughput, bytes/s.
+    MeteredRate,
+    /// Metered size, bytes.
+    Storage,
+}
+
+impl Quantity {
+    /// The policy's name for its query.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quantity::Credits => "credits",
+            Quantity::Permitted => "permitted",
+            Quantity::MeteredRate => "metered_rate",
+            Quantity::Storage => "storage",
+        }
+    }
+
+    /// Its PromQL in `queries`.
+    fn query(self, queries: &VolumeQueries) -> &str {
+        match self {
+            Quantity::Credits => &queries.credits,
+            Quantity::Permitted => &queries.permitted,
+            Quantity::MeteredRate => &queries.metered_rate,
+            Quantity::Storage => &queries.storage,
+        }
+    }
+
+    /// Largest real value, and what is allowed in words.
+    fn range(self) -> (f64, &'static str) {
+        match self {
+            Quantity::Permitted | Quantity::MeteredRate => {
+                (MAX_RATE, "a finite rate from 0 to 1 TiB/s")
+            }
+            Quantity::Credits | Quantity::Storage => {
+                (MAX_BYTES, "a finite byte count from 0 to 1 EiB")
+            }
+        }
+    }
+}
+
 /// Why the readings cannot be used.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Unusable {
     /// Some quantity has no sample (or its query failed: `error` says why).
     Missing {
-        /// The quantities without a sample, as the policy names their queries.
-        quantities: Vec<&'static str>,
+        /// The quantities without a sample.
+        quantities: Vec<Quantity>,
     },
     /// A value is not a number, infinite, negative or beyond any real file system.
     OutOfRange {
-        /// The quantity, as the policy names its query (`credits`, `permitted`, ...).
-        quantity: &'static str,
+        /// The quantity.
+        quantity: Quantity,
         /// The value Prometheus gave.
         value: f64,
-        /// What is allowed.
-        allowed: &'static str,
     },
 }
 
@@ -53,24 +99,15 @@ impl Unusable {
     pub fn describe(&self, efs_id: &str, queries: &VolumeQueries) -> String {
         match self {
             Unusable::Missing { quantities } => {
-                format!("no sample for {}", quantities.join(", "))
+                let names: Vec<&str> = quantities.iter().map(|q| q.as_str()).collect();
+                format!("no sample for {}", names.join(", "))
             }
-            Unusable::OutOfRange {
-                quantity,
-                value,
-                allowed,
-            } => {
-                let query = match *quantity {
-                    "credits" => &queries.credits,
-                    "permitted" => &queries.permitted,
-                    "metered_rate" => &queries.metered_rate,
-                    _ => &queries.storage,
-                };
-                format!(
-                    "{quantity} = {value} (from `{}`) is not usable: {allowed}",
-                    query.replace("{fs}", efs_id)
-                )
-            }
+            Unusable::OutOfRange { quantity, value } => format!(
+                "{} = {value} (from `{}`) is not usable: {}",
+                quantity.as_str(),
+                quantity.query(queries).replace("{fs}", efs_id),
+                quantity.range().1
+            ),
         }
     }
 }
@@ -78,12 +115,12 @@ impl Unusable {
 /// Checks one file system's telemetry against what a real EFS file system can report.
 pub fn readings(t: &VolumeTelemetry) -> Result<Readings, Unusable> {
     let quantities = [
-        ("credits", t.credits, MAX_BYTES),
-        ("permitted", t.permitted, MAX_RATE),
-        ("metered_rate", t.metered_rate, MAX_RATE),
-        ("storage", t.storage, MAX_BYTES),
+        (Quantity::Credits, t.credits),
+        (Quantity::Permitted, t.permitted),
+        (Quantity::MeteredRate, t.metered_rate),
+        (Quantity::Storage, t.storage),
     ];
-    let missing: Vec<&'static str> = quantities
+    let missing: Vec<Quantity> = quantities
         .iter()
         .filter(|q| q.1.is_none())
         .map(|q| q.0)
@@ -94,18 +131,10 @@ pub fn readings(t: &VolumeTelemetry) -> Result<Readings, Unusable> {
         });
     }
     let mut values = [0.0; 4];
-    for (slot, (quantity, value, max)) in values.iter_mut().zip(quantities) {
+    for (slot, (quantity, value)) in values.iter_mut().zip(quantities) {
         let value = value.unwrap_or_default();
-        if !(value.is_finite() && (0.0..=max).contains(&value)) {
-            return Err(Unusable::OutOfRange {
-                quantity,
-                value,
-                allowed: if max == MAX_RATE {
-                    "a finite rate from 0 to 1 TiB/s"
-                } else {
-                    "a finite byte count from 0 to 1 EiB"
-                },
-            });
+        if !(value.is_finite() && (0.0..=quantity.range().0).contains(&value)) {
+            return Err(Unusable::OutOfRange { quantity, value });
         }
         *slot = value;
     }
