@@ -16,7 +16,7 @@ use tracing::Instrument;
 use crate::act::{Backoffs, Executor};
 use crate::config::Policy;
 use crate::http::Health;
-use crate::lease::Handover;
+use crate::lease::{Claim, Handover};
 use crate::metrics::Metrics;
 use crate::model::Snapshot;
 use crate::observe::{watch_events, ObserveError, Observer, Trigger};
@@ -72,9 +72,12 @@ impl Controller {
         cancel: CancellationToken,
     ) -> Result<Self, crate::observe::ClientError> {
         let observer = Observer::new(docker).watching(&policy)?;
+        let executor = Executor::new(observer.clone(), dry_run, &policy, cancel.clone());
+        let runner =
+            crate::runbook::Runner::new(observer.docker().clone(), executor.writer().clone());
         Ok(Self {
-            executor: Executor::new(observer.clone(), dry_run, &policy, cancel.clone()),
-            runner: crate::runbook::Runner::new(observer.docker().clone()),
+            executor,
+            runner,
             observer,
             backoffs: Backoffs::new(policy.controller.backoff_min, policy.controller.backoff_max),
             policy,
@@ -87,14 +90,14 @@ impl Controller {
         })
     }
 
-    /// Acts only while `leader` says this replica holds the lease; `handover` passes
-    /// memory between lease holders.
-    pub fn with_leadership(
-        mut self,
-        leader: tokio::sync::watch::Receiver<bool>,
-        handover: Option<Arc<Handover>>,
-    ) -> Self {
-        self.executor = self.executor.with_leadership(leader, handover);
+    /// Writes only under `claim` (every write checks it right before it is sent);
+    /// `handover` passes memory between lease holders.
+    pub fn with_claim(mut self, claim: Claim, handover: Option<Arc<Handover>>) -> Self {
+        self.executor = self.executor.with_claim(claim, handover);
+        self.runner = crate::runbook::Runner::new(
+            self.observer.docker().clone(),
+            self.executor.writer().clone(),
+        );
         self
     }
 

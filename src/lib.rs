@@ -7,6 +7,8 @@
 //!   with its reason;
 //! - [`act`] carries actions out, re-checking each guard on fresh state first, with
 //!   per-key backoff; in dry-run it records instead;
+//! - [`writer`] is the one module that changes the swarm: every write checks the
+//!   [`lease::Claim`] right before it is sent;
 //! - [`report`] renders the same plan as text, Markdown or JSON.
 //!
 //! [`controller`] runs that loop; `main.rs` is the CLI.
@@ -24,3 +26,4 @@ pub mod pad;
 pub mod plan;
 pub mod report;
 pub mod runbook;
+pub mod writer;

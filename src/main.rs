@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use swarm_warden::config::{ConfigError, Policy};
 use swarm_warden::controller::Controller;
 use swarm_warden::http::Health;
-use swarm_warden::lease::{always_leader, Lease};
+use swarm_warden::lease::{Claim, Lease};
 use swarm_warden::metrics::Metrics;
 use swarm_warden::observe::{connect, connect_waiting, ConnectError};
 use swarm_warden::plan::ActionStatus;
@@ -280,21 +280,30 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     swarm_warden::lease::identity(),
                 )
             });
-            let leader = lease
+            let metrics = Arc::new(Metrics::new());
+            let claim = lease
                 .as_ref()
-                .map(Lease::subscribe)
-                .unwrap_or_else(always_leader);
+                .map(|l| l.claim(metrics.writes_refused()))
+                .unwrap_or_else(Claim::unconditional);
             let handover = lease.as_ref().map(Lease::handover);
             let mut controller = Controller::new(docker, policy.clone(), dry_run, cancel.clone())?
-                .with_leadership(leader, handover);
+                .with_claim(claim, handover);
             if once {
-                if let Some(lease) = &lease {
-                    take_lease_once(lease, &policy).await;
+                // The lease is renewed in the background for as long as the reconcile
+                // lasts (its waits can outlast lease.duration), and released after it.
+                let keeper = match lease {
+                    Some(lease) if take_lease_once(&lease, &policy).await => {
+                        let stop = CancellationToken::new();
+                        Some((stop.clone(), tokio::spawn(lease.run(stop))))
+                    }
+                    _ => None,
+                };
+                let done = controller.reconcile().await;
+                if let Some((stop, task)) = keeper {
+                    stop.cancel();
+                    let _ = task.await;
                 }
-                let done = controller.reconcile().await.map_err(anyhow::Error::from)?;
-                if let Some(lease) = &lease {
-                    lease.release().await;
-                }
+                let done = done.map_err(anyhow::Error::from)?;
                 print!("{}", done.report().render(format));
                 // A rolled-back fix changed nothing in the end, but it did not do its job.
                 let failed =
@@ -307,7 +316,6 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     ExitCode::SUCCESS
                 });
             }
-            let metrics = Arc::new(Metrics::new());
             let health = Arc::new(Health::new(
                 policy.controller.resync * 3 + Duration::from_secs(120),
             ));
@@ -335,20 +343,20 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
 }
 
 /// For `--once`: tries to take the lease until a holder that stopped renewing would have
-/// lost it; without it the reconcile only reports.
-async fn take_lease_once(lease: &Lease, policy: &Policy) {
+/// lost it; without it the reconcile only reports. Returns whether it took the lease.
+async fn take_lease_once(lease: &Lease, policy: &Policy) -> bool {
     let deadline = tokio::time::Instant::now() + policy.lease.duration + policy.lease.retry;
     loop {
         match lease.round().await {
-            Ok(true) => return,
+            Ok(true) => return true,
             Ok(false) if tokio::time::Instant::now() < deadline => {}
             Ok(false) => {
                 tracing::warn!("Another replica holds the lease: reporting only");
-                return;
+                return false;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "Cannot take the lease: reporting only");
-                return;
+                return false;
             }
         }
         tokio::time::sleep(policy.lease.retry).await;

@@ -58,6 +58,7 @@ pub struct Metrics {
     actions: Family<ActionLabels, Counter>,
     reconcile_duration: Histogram,
     reconcile_errors: Counter,
+    writes_refused: Counter,
     last_success: Gauge<f64, AtomicU64>,
     queue_depth: Gauge,
     leader: Gauge,
@@ -123,6 +124,12 @@ impl Metrics {
             "Reconciles that could not observe the swarm",
             reconcile_errors.clone(),
         );
+        let writes_refused = Counter::default();
+        registry.register(
+            "writes_refused",
+            "Writes not sent because this replica's lease claim was gone or had run out on its own clock",
+            writes_refused.clone(),
+        );
         // Every other gauge holds the last successful observation: this says how old it
         // is (alert SwarmWardenBlind).
         let last_success = Gauge::<f64, AtomicU64>::default();
@@ -173,6 +180,7 @@ impl Metrics {
             actions,
             reconcile_duration,
             reconcile_errors,
+            writes_refused,
             last_success,
             queue_depth,
             leader,
@@ -319,6 +327,12 @@ impl Metrics {
     /// Records a reconcile that could not observe.
     pub fn reconcile_failed(&self) {
         self.reconcile_errors.inc();
+    }
+
+    /// The counter of refused writes (`swarm_warden_writes_refused_total`), for the
+    /// lease claim to count into.
+    pub fn writes_refused(&self) -> Counter {
+        self.writes_refused.clone()
     }
 
     /// Whether this replica holds the lease.

@@ -79,9 +79,22 @@ fn release_files_under(dir: &Path) -> Result<()> {
         if let Ok(maj_min) = run("lsblk", ["-dno", "MAJ:MIN", &device]) {
             crate::efs::set_throttle(maj_min.trim(), 0, 0);
         }
-        run("losetup", ["-d", &device])?;
+        if let Err(e) = run("losetup", ["-d", &device]) {
+            // Detached meanwhile (autoclear, once its last mount went) is what we wanted.
+            if loop_devices_under(dir).iter().any(|(d, _)| *d == device) {
+                return Err(e);
+            }
+        }
     }
-    Ok(())
+    // A device still mounted in a node namespace the kernel is freeing is only marked
+    // for autoclear by `losetup -d`; it goes when that last mount does, a moment later.
+    // Wait for it, so a lab that is torn down has nothing left on the host.
+    remove_retrying("detach loop devices", dir, |d| {
+        match loop_devices_under(d).as_slice() {
+            [] => Ok(()),
+            [(device, _), ..] => Err(std::io::Error::other(format!("{device} is still attached"))),
+        }
+    })
 }
 
 /// What of a lab is still on the host; empty when the lab is fully gone.

@@ -10,9 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::backoff::Backoffs;
 use super::inflight::InflightStore;
-use super::writer::{WriteError, Writer};
 use crate::config::Policy;
-use crate::lease::Handover;
+use crate::lease::{Claim, Handover};
 use crate::model::{Node, Role, Snapshot};
 use crate::observe::{ObserveError, Observer};
 use crate::plan::constraint::NOT_ON_MANAGERS;
@@ -20,6 +19,7 @@ use crate::plan::{
     self, human, Action, ActionStatus, Memory, Plan, PlannedAction, DEMOTED_FOR_REMOVAL_LABEL,
     PROMOTED_AT_LABEL,
 };
+use crate::writer::{WriteError, Writer};
 
 /// How often convergence is polled.
 const CONVERGENCE_POLL: Duration = Duration::from_secs(1);
@@ -74,6 +74,10 @@ pub enum ActError {
         /// Why: the update's state and its tasks' errors.
         reason: String,
     },
+    /// The lease did not carry a membership change before its first write: nothing was
+    /// written (the next holder would not know to wait out its stabilization).
+    #[error("the lease did not carry the membership change within {}: nothing written", human(*.0))]
+    HandoffNotCarried(Duration),
     /// Shutdown was requested while waiting.
     #[error("interrupted by shutdown while waiting for {0}")]
     Interrupted(String),
@@ -87,8 +91,6 @@ pub struct Executor {
     /// Where placement fixes in flight are recorded.
     pub(super) records: InflightStore,
     dry_run: bool,
-    /// Whether this replica holds the lease; checked right before every write.
-    leader: tokio::sync::watch::Receiver<bool>,
     /// The exchange of memory with the lease (none without a lease).
     handover: Option<Arc<Handover>>,
     backoffs: Backoffs,
@@ -103,44 +105,43 @@ impl Executor {
         policy: &Policy,
         cancel: CancellationToken,
     ) -> Self {
-        let writer = Writer::new(observer.docker().clone());
+        let writer = Writer::new(observer.docker().clone(), Claim::unconditional());
         let records = InflightStore::new(observer.docker().clone());
         Self {
             records,
             observer,
             writer,
             dry_run,
-            leader: crate::lease::always_leader(),
             handover: None,
             backoffs: Backoffs::new(policy.controller.backoff_min, policy.controller.backoff_max),
             cancel,
         }
     }
 
-    /// Acts only while `leader` says this replica holds the lease; `handover` passes
+    /// Writes only under `claim` (checked right before every write); `handover` passes
     /// memory between lease holders.
-    pub fn with_leadership(
-        mut self,
-        leader: tokio::sync::watch::Receiver<bool>,
-        handover: Option<Arc<Handover>>,
-    ) -> Self {
-        self.leader = leader;
+    pub fn with_claim(mut self, claim: Claim, handover: Option<Arc<Handover>>) -> Self {
+        self.writer = Writer::new(self.observer.docker().clone(), claim);
         self.handover = handover;
         self
     }
 
-    /// Follows leadership changes.
+    /// The one writer, for the other parts that change the swarm (runbooks).
+    pub fn writer(&self) -> &Writer {
+        &self.writer
+    }
+
+    /// Changes when the lease is taken or lost.
     pub fn leadership(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.leader.clone()
+        self.writer.claim().changes()
     }
 
     /// Adopts what the previous lease holder passed on (once, after a takeover) and
     /// publishes what this replica would pass on. Called after every observation, so the
-    /// plan that follows already waits where the previous holder would have.
-    pub fn sync_handover(&self, memory: &mut Memory) {
-        let Some(handover) = &self.handover else {
-            return;
-        };
+    /// plan that follows already waits where the previous holder would have. Returns the
+    /// publication's number (none without a lease).
+    pub fn sync_handover(&self, memory: &mut Memory) -> Option<u64> {
+        let handover = self.handover.as_ref()?;
         if let Some((previous, taken_at)) = handover.take_incoming() {
             tracing::info!(
                 raft_leader = ?previous.raft_leader,
@@ -149,12 +150,13 @@ impl Executor {
             );
             memory.adopt(previous, taken_at);
         }
-        handover.publish(memory.handoff());
+        Some(handover.publish(memory.handoff()))
     }
 
-    /// Whether this replica may act now.
+    /// Whether this replica may act now: it holds the lease and its claim has not run out
+    /// on the local clock.
     pub fn is_leader(&self) -> bool {
-        *self.leader.borrow()
+        self.writer.claim().is_held()
     }
 
     /// Whether this executor only records.
@@ -258,6 +260,16 @@ impl Executor {
                     entry.blocked_by = Some("On re-check: the node is gone.".into());
                     return Ok(None);
                 };
+                // The change is in the lease before its first write: whoever holds the
+                // lease next (after a crash, a SIGTERM, a takeover) waits out its
+                // stabilization instead of making a second change at once.
+                memory.record_membership_change(SystemTime::now());
+                if let (Some(number), Some(handover)) = (self.sync_handover(memory), &self.handover)
+                {
+                    if !handover.carried(number, policy.lease.renew).await {
+                        return Err(ActError::HandoffNotCarried(policy.lease.renew));
+                    }
+                }
                 let result = if matches!(entry.action, Action::RemoveDeadManager(_)) {
                     self.remove_dead_manager(&node, policy).await
                 } else {
@@ -285,7 +297,7 @@ impl Executor {
                 );
                 let run_id = journal.run_id.clone();
                 crate::runbook::JournalStore::new(self.observer.docker().clone())
-                    .create(journal)
+                    .create(&self.writer, journal)
                     .await
                     .map_err(|e| ActError::Runbook(e.to_string()))?;
                 Ok(Some(format!(
@@ -356,7 +368,10 @@ impl Executor {
                 Ok(()) => {}
                 // The member left the raft since the re-check (SwarmKit: "can't find
                 // manager in raft memberlist"): nothing to demote, remove the entry.
-                Err(e) if e.message.contains("can't find manager in raft memberlist") => {
+                Err(e)
+                    if e.engine_message()
+                        .is_some_and(|m| m.contains("can't find manager in raft memberlist")) =>
+                {
                     tracing::info!(node = %node.id, error = %e, "Not a raft member any more: removing");
                 }
                 Err(e) => return Err(e.into()),

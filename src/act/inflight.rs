@@ -14,6 +14,7 @@ use bollard::query_parameters::ListConfigsOptions;
 use bollard::Docker;
 
 use crate::model::{PlacementRecord, PlacementRecords};
+use crate::writer::{WriteError, Writer};
 
 /// Name prefix of the records' config objects.
 pub const CONFIG_PREFIX: &str = "swarm-warden-placement-";
@@ -27,7 +28,7 @@ const SPEC_LABEL: &str = "swarm-warden.placement.spec-hash";
 const WRITTEN_LABEL: &str = "swarm-warden.placement.written-at";
 const DATA: &str = "swarm-warden placement fix in flight: see the labels";
 
-/// Reads and writes records through one Docker client.
+/// Reads records through one Docker client; writes them through the [`Writer`].
 #[derive(Debug, Clone)]
 pub struct InflightStore {
     docker: Docker,
@@ -79,11 +80,12 @@ impl InflightStore {
     /// service exists (the name is taken): one fix per service in flight.
     pub async fn create(
         &self,
+        writer: &Writer,
         service_id: &str,
         service_name: &str,
         spec_hash: &str,
         at: SystemTime,
-    ) -> Result<String, bollard::errors::Error> {
+    ) -> Result<String, WriteError> {
         let spec = ConfigSpec {
             name: Some(format!("{CONFIG_PREFIX}{service_id}")),
             labels: Some(HashMap::from([
@@ -98,17 +100,18 @@ impl InflightStore {
             data: Some(base64::engine::general_purpose::STANDARD.encode(DATA)),
             templating: None,
         };
-        Ok(self.docker.create_config(spec).await?.id)
+        writer
+            .create_config(spec, &format!("record the placement fix of {service_name}"))
+            .await
     }
 
     /// Removes a record (gone already counts as removed).
-    pub async fn delete(&self, config_id: &str) -> Result<(), bollard::errors::Error> {
-        match self.docker.delete_config(config_id).await {
-            Ok(()) => Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(()),
-            Err(e) => Err(e),
-        }
+    pub async fn delete(&self, writer: &Writer, config_id: &str) -> Result<(), WriteError> {
+        writer
+            .delete_config(
+                config_id,
+                &format!("remove the placement record {config_id}"),
+            )
+            .await
     }
 }

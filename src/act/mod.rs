@@ -5,8 +5,6 @@ mod backoff;
 mod executor;
 pub mod inflight;
 mod placement;
-mod writer;
 
 pub use backoff::Backoffs;
 pub use executor::{ActError, Executor};
-pub use writer::{WriteError, Writer};

@@ -45,9 +45,14 @@ impl Executor {
         }
         let record = self
             .records
-            .create(&service.id, &service.name, &written_hash, SystemTime::now())
-            .await
-            .map_err(|e| ActError::Record(format!("create the record of {}: {e}", service.name)))?;
+            .create(
+                &self.writer,
+                &service.id,
+                &service.name,
+                &written_hash,
+                SystemTime::now(),
+            )
+            .await?;
         // A failed write keeps its record: an error (a timeout) may come back after the
         // write committed. The next reconcile clears it if the spec is not the one written.
         self.writer
@@ -124,17 +129,14 @@ impl Executor {
 
     /// Removes a finished fix's record.
     pub(super) async fn clear_record(&self, config_id: &str) -> Result<String, ActError> {
-        self.records
-            .delete(config_id)
-            .await
-            .map_err(|e| ActError::Record(format!("remove record {config_id}: {e}")))?;
+        self.records.delete(&self.writer, config_id).await?;
         Ok(format!("Removed placement record {config_id}."))
     }
 
     /// Removes a record, logging (not failing) when it cannot: the next reconcile sees the
     /// fix over and plans the removal again.
     async fn forget(&self, config_id: &str) {
-        if let Err(e) = self.records.delete(config_id).await {
+        if let Err(e) = self.records.delete(&self.writer, config_id).await {
             tracing::warn!(config = %config_id, error = %e, "Could not remove a placement record; the next reconcile will");
         }
     }

@@ -21,6 +21,7 @@ use super::store::{JournalStore, Stored};
 use crate::config::Policy;
 use crate::model::Snapshot;
 use crate::plan::volumes::{padding_plan, watched};
+use crate::writer::Writer;
 
 /// Label of the service that approves a run: its value must be the run ID.
 pub const APPROVE_LABEL: &str = "swarm-warden.approve";
@@ -46,10 +47,11 @@ pub fn steps(kind: RunbookKind) -> &'static [&'static str] {
 /// Where padding files go on the volume.
 const PAD_DIR: &str = "/efs/.swarm-warden-padding";
 
-/// Advances runbooks through one Docker client.
+/// Advances runbooks: reads through one Docker client, writes through the [`Writer`].
 #[derive(Debug, Clone)]
 pub struct Runner {
     docker: Docker,
+    writer: Writer,
     store: JournalStore,
 }
 
@@ -57,11 +59,12 @@ pub struct Runner {
 type Note = String;
 
 impl Runner {
-    /// A runner using `docker`.
-    pub fn new(docker: Docker) -> Self {
+    /// A runner reading through `docker` and writing through `writer`.
+    pub fn new(docker: Docker, writer: Writer) -> Self {
         Self {
             store: JournalStore::new(docker.clone()),
             docker,
+            writer,
         }
     }
 
@@ -82,10 +85,19 @@ impl Runner {
             // A bounded number of transitions per reconcile: steps that finish at once
             // (preflight, approval) chain; waiting steps stop the loop.
             for _ in 0..8 {
+                // Every write checks the claim too; this keeps a replica that lost it
+                // from judging steps (and spending attempts) it cannot record.
+                if !self.writer.claim().is_held() {
+                    notes.push(format!(
+                        "{}: not advanced: this replica does not hold the lease",
+                        run.journal.run_id
+                    ));
+                    return notes;
+                }
                 match self.step(&mut run, snapshot, policy).await {
                     Ok(Some(note)) => {
                         notes.push(format!("{}: {note}", run.journal.run_id));
-                        if let Err(e) = self.store.save(&mut run).await {
+                        if let Err(e) = self.store.save(&self.writer, &mut run).await {
                             notes.push(format!("{}: journal not saved: {e}", run.journal.run_id));
                             break;
                         }
@@ -274,10 +286,10 @@ impl Runner {
                 ));
             };
             let spec = pad_job(&job, &j.run_id, mount, bytes, policy);
-            self.docker
-                .create_service(spec, None)
+            self.writer
+                .create_service(spec, &format!("create padding job {job}"))
                 .await
-                .map_err(|e| format!("create padding job {job}: {e}"))?;
+                .map_err(|e| e.to_string())?;
             return Ok(Some(format!("pad: job {job} created ({bytes} bytes)")));
         }
         let states = tasks.unwrap_or_default();
@@ -395,10 +407,13 @@ impl Runner {
                 ));
             };
             let target = j.fact("target_volume").unwrap_or_default().to_owned();
-            self.docker
-                .create_service(copy_job(&job, &j.run_id, mount, &target, policy), None)
+            self.writer
+                .create_service(
+                    copy_job(&job, &j.run_id, mount, &target, policy),
+                    &format!("create copy job {job}"),
+                )
                 .await
-                .map_err(|e| format!("create copy job {job}: {e}"))?;
+                .map_err(|e| e.to_string())?;
             return Ok(Some(format!(
                 "copy: job {job} created ({} -> {target})",
                 j.volume
@@ -609,16 +624,15 @@ impl Runner {
         let version = current.version.and_then(|v| v.index).unwrap_or(0);
         let mut spec = current.spec.unwrap_or_default();
         change(&mut spec);
-        let options = bollard::query_parameters::UpdateServiceOptions {
-            version: i32::try_from(version).unwrap_or(i32::MAX),
-            registry_auth_from: "spec".into(),
-            rollback: None,
-        };
-        self.docker
-            .update_service(service_id, spec, options, None)
+        self.writer
+            .update_service(
+                service_id,
+                spec,
+                version,
+                &format!("update service {service_id}"),
+            )
             .await
-            .map(|_| ())
-            .map_err(|e| format!("update service {service_id}: {e}"))
+            .map_err(|e| e.to_string())
     }
 
     async fn running_tasks(&self, service_id: &str) -> Result<usize, String> {
@@ -672,7 +686,11 @@ impl Runner {
     }
 
     async fn remove_service(&self, name: &str) {
-        if let Err(e) = self.docker.delete_service(name).await {
+        if let Err(e) = self
+            .writer
+            .delete_service(name, &format!("remove runbook job {name}"))
+            .await
+        {
             tracing::warn!(job = name, error = %e, "Could not remove a runbook job");
         }
     }

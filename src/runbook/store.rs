@@ -6,10 +6,11 @@ use std::collections::HashMap;
 
 use base64::Engine as _;
 use bollard::models::ConfigSpec;
-use bollard::query_parameters::{ListConfigsOptions, UpdateConfigOptions};
+use bollard::query_parameters::ListConfigsOptions;
 use bollard::Docker;
 
 use super::journal::Journal;
+use crate::writer::{WriteError, Writer};
 
 /// Name prefix of journal config objects.
 pub const CONFIG_PREFIX: &str = "swarm-warden-runbook-";
@@ -42,6 +43,9 @@ pub enum StoreError {
         #[source]
         source: bollard::errors::Error,
     },
+    /// A write not sent or refused (a version conflict included).
+    #[error(transparent)]
+    Write(#[from] WriteError),
     /// A journal that cannot be written as JSON.
     #[error("runbook journal {id}: {source}")]
     Corrupt {
@@ -76,7 +80,7 @@ pub struct Listing {
     pub unreadable: Vec<UnreadableJournal>,
 }
 
-/// Reads and writes journals through one Docker client.
+/// Reads journals through one Docker client; writes them through the [`Writer`].
 #[derive(Debug, Clone)]
 pub struct JournalStore {
     docker: Docker,
@@ -131,46 +135,41 @@ impl JournalStore {
         Ok(out)
     }
 
-    /// Stores a new run.
-    pub async fn create(&self, journal: Journal) -> Result<Stored, StoreError> {
-        let created = self
-            .docker
-            .create_config(self.spec(&journal)?)
-            .await
-            .map_err(|source| StoreError::Api {
-                what: format!("create {}", journal.run_id),
-                source,
-            })?;
+    /// Stores a new run (written through `writer`).
+    pub async fn create(&self, writer: &Writer, journal: Journal) -> Result<Stored, StoreError> {
+        let created = writer
+            .create_config(
+                self.spec(&journal)?,
+                &format!("create runbook journal {}", journal.run_id),
+            )
+            .await?;
         // The version right after creation: read it back rather than guess.
         let config = self
             .docker
-            .inspect_config(&created.id)
+            .inspect_config(&created)
             .await
             .map_err(|source| StoreError::Api {
                 what: format!("read {}", journal.run_id),
                 source,
             })?;
         Ok(Stored {
-            id: created.id,
+            id: created,
             version: config.version.and_then(|v| v.index).unwrap_or(0),
             journal,
         })
     }
 
-    /// Writes the journal back, if nobody else changed it since it was read.
-    pub async fn save(&self, stored: &mut Stored) -> Result<(), StoreError> {
-        let version = i64::try_from(stored.version).unwrap_or(i64::MAX);
-        self.docker
+    /// Writes the journal back through `writer`, if nobody else changed it since it was
+    /// read.
+    pub async fn save(&self, writer: &Writer, stored: &mut Stored) -> Result<(), StoreError> {
+        writer
             .update_config(
                 &stored.id,
                 self.spec(&stored.journal)?,
-                UpdateConfigOptions { version },
+                stored.version,
+                &format!("update runbook journal {}", stored.journal.run_id),
             )
-            .await
-            .map_err(|source| StoreError::Api {
-                what: format!("update {}", stored.journal.run_id),
-                source,
-            })?;
+            .await?;
         let config = self
             .docker
             .inspect_config(&stored.id)

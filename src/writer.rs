@@ -1,34 +1,88 @@
-//! The only writes swarm-warden makes to nodes, each carrying the version it read
-//! (optimistic concurrency: a concurrent change makes the write fail, not clobber it).
+//! The one writer: every change swarm-warden makes to a swarm (node update and remove,
+//! service create, update and delete, config create, update and delete) goes through here,
+//! and each checks the lease [`Claim`] right before it is sent — a replica whose claim is
+//! gone or ran out on its own clock sends nothing. Writes of existing objects carry the
+//! version they read (optimistic concurrency: a concurrent change makes the write fail,
+//! not clobber it). The lease keeper's own compare-and-swap is the one write outside:
+//! it is what makes the claim.
 
-use bollard::models::{NodeSpec, NodeSpecAvailabilityEnum, NodeSpecRoleEnum, ServiceSpec};
+use bollard::models::{
+    ConfigSpec, NodeSpec, NodeSpecAvailabilityEnum, NodeSpecRoleEnum, ServiceSpec,
+};
 use bollard::query_parameters::{
-    DeleteNodeOptions, InspectServiceOptions, UpdateNodeOptions, UpdateServiceOptions,
+    DeleteNodeOptions, InspectServiceOptions, UpdateConfigOptions, UpdateNodeOptions,
+    UpdateServiceOptions,
 };
 use bollard::Docker;
 
+use crate::lease::{Claim, Refusal};
 use crate::model::{Availability, Node, Role};
 
-/// A write the Engine refused or could not carry out.
+/// A write not sent, or one the Engine refused or could not carry out.
 #[derive(Debug, thiserror::Error)]
-#[error("{what} failed: {message}")]
-pub struct WriteError {
-    /// What was attempted.
-    pub what: String,
-    /// What the Engine (or SwarmKit) said.
-    pub message: String,
+pub enum WriteError {
+    /// Not sent: this replica may not write (see [`Claim::check`]).
+    #[error("{what} not sent: {refusal}")]
+    Refused {
+        /// What was to be written.
+        what: String,
+        /// Why not.
+        refusal: Refusal,
+    },
+    /// Sent, and refused or failed by the Engine (or SwarmKit).
+    #[error("{what} failed: {message}")]
+    Engine {
+        /// What was attempted.
+        what: String,
+        /// What the Engine said.
+        message: String,
+    },
 }
 
-/// Writes through one Docker client.
+impl WriteError {
+    /// What the Engine said, if the write was sent.
+    pub fn engine_message(&self) -> Option<&str> {
+        match self {
+            WriteError::Engine { message, .. } => Some(message),
+            WriteError::Refused { .. } => None,
+        }
+    }
+
+    fn engine(what: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> Self {
+        let what = what.into();
+        move |e| WriteError::Engine {
+            what,
+            message: message(&e),
+        }
+    }
+}
+
+/// Writes through one Docker client, each under the claim.
 #[derive(Debug, Clone)]
 pub struct Writer {
     docker: Docker,
+    claim: Claim,
 }
 
 impl Writer {
-    /// A writer using `docker`.
-    pub fn new(docker: Docker) -> Self {
-        Self { docker }
+    /// A writer using `docker`, checking `claim` before every write.
+    pub fn new(docker: Docker, claim: Claim) -> Self {
+        Self { docker, claim }
+    }
+
+    /// The claim every write checks.
+    pub fn claim(&self) -> &Claim {
+        &self.claim
+    }
+
+    /// Checks the claim right before sending `what`.
+    fn may_send(&self, what: &str) -> Result<(), WriteError> {
+        self.claim
+            .check(what)
+            .map_err(|refusal| WriteError::Refused {
+                what: what.to_owned(),
+                refusal,
+            })
     }
 
     /// Sets a node's role (`docker node promote` / `demote`) and adds `label` (key, value)
@@ -40,6 +94,15 @@ impl Writer {
         role: Role,
         label: (&str, String),
     ) -> Result<(), WriteError> {
+        let what = format!(
+            "{} {}",
+            if role == Role::Manager {
+                "promote"
+            } else {
+                "demote"
+            },
+            node.hostname
+        );
         let mut labels = node.labels.clone();
         labels.insert(label.0.to_owned(), label.1);
         let spec = NodeSpec {
@@ -56,21 +119,11 @@ impl Writer {
             }),
         };
         let version = i64::try_from(node.version).unwrap_or(i64::MAX);
+        self.may_send(&what)?;
         self.docker
             .update_node(&node.id, spec, UpdateNodeOptions { version })
             .await
-            .map_err(|e| WriteError {
-                what: format!(
-                    "{} {}",
-                    if role == Role::Manager {
-                        "promote"
-                    } else {
-                        "demote"
-                    },
-                    node.hostname
-                ),
-                message: message(&e),
-            })
+            .map_err(WriteError::engine(what))
     }
 
     /// Reads a service, checks it is still at `expected_version`, and returns its spec with
@@ -87,7 +140,7 @@ impl Writer {
         let current = self.inspect(service_id, &what).await?;
         let version = current.version.and_then(|v| v.index).unwrap_or(0);
         if version != expected_version {
-            return Err(WriteError {
+            return Err(WriteError::Engine {
                 what,
                 message: format!(
                     "the service changed since it was read (version {expected_version} -> {version}); it is read again next time"
@@ -121,19 +174,35 @@ impl Writer {
         version: u64,
         change: &str,
     ) -> Result<(), WriteError> {
+        self.update_service(
+            service_id,
+            spec,
+            version,
+            &format!("add `{change}` to service {name}"),
+        )
+        .await
+    }
+
+    /// Writes a service spec at `version` (`docker service update`, optimistic concurrency;
+    /// registry credentials as the spec has them). `what` names the write in errors.
+    pub async fn update_service(
+        &self,
+        service_id: &str,
+        spec: ServiceSpec,
+        version: u64,
+        what: &str,
+    ) -> Result<(), WriteError> {
         let options = UpdateServiceOptions {
             version: i32::try_from(version).unwrap_or(i32::MAX),
             registry_auth_from: "spec".into(),
             rollback: None,
         };
+        self.may_send(what)?;
         self.docker
             .update_service(service_id, spec, options, None)
             .await
             .map(|_| ())
-            .map_err(|e| WriteError {
-                what: format!("add `{change}` to service {name}"),
-                message: message(&e),
-            })
+            .map_err(WriteError::engine(what))
     }
 
     /// Rolls a service back to its previous spec (`docker service rollback`), only if its
@@ -150,7 +219,7 @@ impl Writer {
         let spec = current.spec.unwrap_or_default();
         let current_hash = crate::observe::spec_hash(&spec);
         if written_hash.is_empty() || current_hash != written_hash {
-            return Err(WriteError {
+            return Err(WriteError::Engine {
                 what,
                 message: "its spec changed since swarm-warden updated it (another writer, a stack deploy, SwarmKit's own rollback?): not rolled back".into(),
             });
@@ -161,14 +230,71 @@ impl Writer {
             registry_auth_from: "spec".into(),
             rollback: Some("previous".into()),
         };
+        self.may_send(&what)?;
         self.docker
             .update_service(service_id, spec, options, None)
             .await
             .map(|_| ())
-            .map_err(|e| WriteError {
-                what,
-                message: message(&e),
-            })
+            .map_err(WriteError::engine(what))
+    }
+
+    /// Creates a service (`docker service create`); returns its ID.
+    pub async fn create_service(
+        &self,
+        spec: ServiceSpec,
+        what: &str,
+    ) -> Result<String, WriteError> {
+        self.may_send(what)?;
+        self.docker
+            .create_service(spec, None)
+            .await
+            .map(|created| created.id.unwrap_or_default())
+            .map_err(WriteError::engine(what))
+    }
+
+    /// Removes a service by ID or name (`docker service rm`); one already gone counts as
+    /// removed.
+    pub async fn delete_service(&self, service: &str, what: &str) -> Result<(), WriteError> {
+        self.may_send(what)?;
+        match self.docker.delete_service(service).await {
+            Err(e) if is_not_found(&e) => Ok(()),
+            other => other.map_err(WriteError::engine(what)),
+        }
+    }
+
+    /// Creates a Swarm config (`docker config create`); returns its ID.
+    pub async fn create_config(&self, spec: ConfigSpec, what: &str) -> Result<String, WriteError> {
+        self.may_send(what)?;
+        self.docker
+            .create_config(spec)
+            .await
+            .map(|created| created.id)
+            .map_err(WriteError::engine(what))
+    }
+
+    /// Rewrites a Swarm config's labels at `version` (optimistic concurrency).
+    pub async fn update_config(
+        &self,
+        config_id: &str,
+        spec: ConfigSpec,
+        version: u64,
+        what: &str,
+    ) -> Result<(), WriteError> {
+        let version = i64::try_from(version).unwrap_or(i64::MAX);
+        self.may_send(what)?;
+        self.docker
+            .update_config(config_id, spec, UpdateConfigOptions { version })
+            .await
+            .map_err(WriteError::engine(what))
+    }
+
+    /// Removes a Swarm config (`docker config rm`); one already gone counts as removed.
+    pub async fn delete_config(&self, config_id: &str, what: &str) -> Result<(), WriteError> {
+        self.may_send(what)?;
+        match self.docker.delete_config(config_id).await {
+            Err(e) if is_not_found(&e) => Ok(()),
+            other => other.map_err(WriteError::engine(what)),
+        }
     }
 
     async fn inspect(
@@ -179,10 +305,7 @@ impl Writer {
         self.docker
             .inspect_service(service_id, None::<InspectServiceOptions>)
             .await
-            .map_err(|e| WriteError {
-                what: what.to_owned(),
-                message: message(&e),
-            })
+            .map_err(WriteError::engine(what))
     }
 
     /// Removes a node from the swarm by ID (`docker node rm`, without `--force`): SwarmKit
@@ -190,13 +313,12 @@ impl Writer {
     /// back since the last read is never removed. Every entry swarm-warden removes is Down
     /// or Disconnected, and out of the raft.
     pub async fn remove_node(&self, node: &Node) -> Result<(), WriteError> {
+        let what = format!("node rm {} ({})", node.id, node.hostname);
+        self.may_send(&what)?;
         self.docker
             .delete_node(&node.id, Some(DeleteNodeOptions { force: false }))
             .await
-            .map_err(|e| WriteError {
-                what: format!("node rm {} ({})", node.id, node.hostname),
-                message: message(&e),
-            })
+            .map_err(WriteError::engine(what))
     }
 
     /// Removes one label from a node, keeping the rest of its spec (version-checked).
@@ -206,10 +328,7 @@ impl Writer {
             .docker
             .inspect_node(node_id)
             .await
-            .map_err(|e| WriteError {
-                what: what.clone(),
-                message: message(&e),
-            })?;
+            .map_err(WriteError::engine(what.clone()))?;
         let Some(mut spec) = current.spec else {
             return Ok(());
         };
@@ -220,14 +339,22 @@ impl Writer {
         }
         let version = current.version.and_then(|v| v.index).unwrap_or(0);
         let version = i64::try_from(version).unwrap_or(i64::MAX);
+        self.may_send(&what)?;
         self.docker
             .update_node(node_id, spec, UpdateNodeOptions { version })
             .await
-            .map_err(|e| WriteError {
-                what,
-                message: message(&e),
-            })
+            .map_err(WriteError::engine(what))
     }
+}
+
+fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
 }
 
 fn message(e: &bollard::errors::Error) -> String {

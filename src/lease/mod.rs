@@ -8,141 +8,45 @@
 //! Expiry is judged by the observer's own clock, as Kubernetes' leader election does: a
 //! lease expires when its version has not moved for `duration` since *we* first saw that
 //! version, so clock skew between managers cannot make a live holder look expired. The
-//! labels also carry the holder's [`Handoff`], so a replica that takes over keeps waiting
-//! where the previous one would have.
+//! holder, in turn, gives itself a [`Claim`] that runs out on its own monotonic clock a
+//! little before anyone else could take over; every write checks it. The labels also carry
+//! the holder's [`Handoff`], so a replica that takes over keeps waiting where the previous
+//! one would have.
 
-use std::collections::HashMap;
+mod claim;
+mod handover;
+mod record;
+
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use bollard::models::ConfigSpec;
 use bollard::query_parameters::UpdateConfigOptions;
 use bollard::Docker;
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::LeasePolicy;
-use crate::plan::Handoff;
+pub use claim::{safety_margin, Claim, ClaimState, Refusal};
+pub use handover::Handover;
+pub use record::{decide, Decision, Record};
 
-const HOLDER: &str = "swarm-warden.lease.holder";
-const RENEWED: &str = "swarm-warden.lease.renewed-ms";
-const DURATION: &str = "swarm-warden.lease.duration-ms";
-const RAFT_LEADER: &str = "swarm-warden.handoff.raft-leader";
-const RAFT_LEADER_SINCE: &str = "swarm-warden.handoff.raft-leader-since-ms";
-const MEMBERSHIP_CHANGED: &str = "swarm-warden.handoff.membership-changed-ms";
-const RAFT_MEMBERS: &str = "swarm-warden.handoff.raft-members";
+use record::now_ms;
+
 const DATA: &str = "swarm-warden leader lease: see the labels";
-
-/// The lease as its labels say.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
-    /// Who holds it (empty: released).
-    pub holder: String,
-    /// When it was last renewed, Unix milliseconds.
-    pub renewed_ms: u64,
-    /// How long a renewal holds, milliseconds.
-    pub duration_ms: u64,
-    /// What the holder passes on.
-    pub handoff: Handoff,
-}
-
-/// What to do about the lease.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    /// Ours: renew it.
-    Renew,
-    /// Free or expired: take it.
-    Take,
-    /// Someone else holds it until this time (Unix ms).
-    Wait {
-        /// The holder.
-        holder: String,
-        /// How long until their hold expires, unless they renew.
-        left: Duration,
-    },
-}
-
-/// The pure rule. `unchanged_for` is how long (by our clock) the lease's version has stood
-/// still since we first saw it.
-pub fn decide(current: Option<&Record>, me: &str, unchanged_for: Duration) -> Decision {
-    match current {
-        None => Decision::Take,
-        Some(r) if r.holder == me => Decision::Renew,
-        Some(r)
-            if r.holder.is_empty() || unchanged_for.as_millis() >= u128::from(r.duration_ms) =>
-        {
-            Decision::Take
-        }
-        Some(r) => Decision::Wait {
-            holder: r.holder.clone(),
-            left: Duration::from_millis(r.duration_ms).saturating_sub(unchanged_for),
-        },
-    }
-}
-
-fn now_ms() -> u64 {
-    to_ms(SystemTime::now())
-}
-
-fn to_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
-fn from_ms(ms: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms)
-}
-
-/// The two-way exchange between the lease and the controller's memory.
-#[derive(Debug, Default)]
-pub struct Handover {
-    /// What this replica would pass on now (published after every observation).
-    outgoing: Mutex<Option<Handoff>>,
-    /// What the previous holder passed on, and when we took over; until adopted.
-    incoming: Mutex<Option<(Handoff, SystemTime)>>,
-}
-
-impl Handover {
-    /// Publishes this replica's memory for the next renewal.
-    pub fn publish(&self, handoff: Handoff) {
-        if let Ok(mut slot) = self.outgoing.lock() {
-            *slot = Some(handoff);
-        }
-    }
-
-    /// What the previous holder passed on, once.
-    pub fn take_incoming(&self) -> Option<(Handoff, SystemTime)> {
-        self.incoming.lock().ok().and_then(|mut slot| slot.take())
-    }
-
-    fn received(&self, handoff: Handoff, at: SystemTime) {
-        if let Ok(mut slot) = self.incoming.lock() {
-            *slot = Some((handoff, at));
-        }
-    }
-
-    /// What to write: until the controller has adopted the previous holder's handoff, that
-    /// one is carried over unchanged, so nothing is lost between takeover and adoption.
-    fn to_write(&self, previous: Option<&Handoff>) -> Handoff {
-        let pending = self.incoming.lock().map(|s| s.is_some()).unwrap_or(true);
-        let ours = self.outgoing.lock().ok().and_then(|s| s.clone());
-        match (pending, ours, previous) {
-            (false, Some(ours), _) => ours,
-            (_, _, Some(previous)) => previous.clone(),
-            (_, ours, None) => ours.unwrap_or_default(),
-        }
-    }
-}
 
 /// Takes and keeps the lease for one replica.
 #[derive(Debug)]
 pub struct Lease {
     docker: Docker,
-    policy: LeasePolicy,
+    policy: crate::config::LeasePolicy,
     identity: String,
+    /// Whether we hold it: changes only on takeover and loss (wakes the loop).
     leader: watch::Sender<bool>,
+    /// Until when we may write (moves on every renewal; read by every write).
+    claim: watch::Sender<ClaimState>,
     handover: Arc<Handover>,
     /// The lease version we last saw and when we first saw it (our clock).
     seen: Mutex<Option<(u64, Instant)>>,
@@ -150,13 +54,13 @@ pub struct Lease {
 
 impl Lease {
     /// A lease client for `identity` (e.g. hostname and task).
-    pub fn new(docker: Docker, policy: LeasePolicy, identity: String) -> Self {
-        let (leader, _) = watch::channel(false);
+    pub fn new(docker: Docker, policy: crate::config::LeasePolicy, identity: String) -> Self {
         Self {
             docker,
             policy,
             identity,
-            leader,
+            leader: watch::channel(false).0,
+            claim: watch::channel(ClaimState::Lost).0,
             handover: Arc::new(Handover::default()),
             seen: Mutex::new(None),
         }
@@ -165,6 +69,11 @@ impl Lease {
     /// The exchange with the controller's memory.
     pub fn handover(&self) -> Arc<Handover> {
         self.handover.clone()
+    }
+
+    /// The claim every write of this replica checks, counting refusals in `refused`.
+    pub fn claim(&self, refused: Counter) -> Claim {
+        Claim::new(self.claim.subscribe(), self.leader.subscribe(), refused)
     }
 
     /// How long the lease has stood at `version`, by our clock.
@@ -184,17 +93,17 @@ impl Lease {
         }
     }
 
-    /// Follows whether this replica holds the lease.
-    pub fn subscribe(&self) -> watch::Receiver<bool> {
-        self.leader.subscribe()
-    }
-
     /// Who this replica is.
     pub fn identity(&self) -> &str {
         &self.identity
     }
 
     /// One round: take or renew if allowed. Returns whether we hold the lease now.
+    ///
+    /// # Errors
+    /// The lease could not be read (the claim then runs on to its local expiry: a failed
+    /// read does not mean someone else took over, and a holder that cannot renew stops
+    /// writing when its claim runs out).
     pub async fn round(&self) -> Result<bool, String> {
         let (current, id, version) = self.read().await?;
         let unchanged_for = self.unchanged_for(version);
@@ -206,23 +115,35 @@ impl Lease {
             }
             Decision::Renew | Decision::Take => {
                 let previous = current.as_ref().map(|r| &r.handoff);
+                let (handoff, carries) = match (&decision, previous) {
+                    // Taking over: pass the previous holder's handoff on untouched.
+                    (Decision::Take, Some(previous)) => (previous.clone(), None),
+                    _ => self.handover.to_write(previous),
+                };
                 let record = Record {
                     holder: self.identity.clone(),
                     renewed_ms: now_ms(),
                     duration_ms: u64::try_from(self.policy.duration.as_millis())
                         .unwrap_or(u64::MAX),
-                    // Taking over: pass the previous holder's handoff on untouched.
-                    handoff: match (&decision, previous) {
-                        (Decision::Take, Some(previous)) => previous.clone(),
-                        _ => self.handover.to_write(previous),
-                    },
+                    handoff,
                 };
+                // Timed from before the write is sent: whoever takes over next times
+                // the lease from when they first see this version, which is later.
+                let sent = Instant::now();
                 let written = match (&id, version) {
                     (Some(id), Some(version)) => self.write(id, version, &record).await,
                     _ => self.create(&record).await,
                 };
-                if let Err(e) = &written {
-                    tracing::debug!(error = %e, "Lease write lost (another replica wrote first)");
+                match &written {
+                    Ok(()) => {
+                        let until = sent + self.policy.duration
+                            - safety_margin(self.policy.duration, self.policy.renew);
+                        self.claim.send_replace(ClaimState::HeldUntil(until));
+                        self.handover.wrote(carries);
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "Lease write lost (another replica wrote first)")
+                    }
                 }
                 if written.is_ok() && decision == Decision::Take {
                     if let Some(previous) = current {
@@ -232,6 +153,9 @@ impl Lease {
                 written.is_ok()
             }
         };
+        if !held {
+            self.claim.send_replace(ClaimState::Lost);
+        }
         let was = *self.leader.borrow();
         if held != was {
             if held {
@@ -244,12 +168,14 @@ impl Lease {
         Ok(held)
     }
 
-    /// Keeps the lease until `cancel`, then releases it.
+    /// Keeps the lease until `cancel`, then releases it. A handoff someone waits for is
+    /// written at once, not at the next renewal.
     pub async fn run(self, cancel: CancellationToken) {
         loop {
             let held = match self.round().await {
                 Ok(held) => held,
                 Err(e) => {
+                    // The claim runs on to its local expiry; the loop is told at once.
                     tracing::warn!(error = %e, "Lease round failed");
                     set_leader(&self.leader, false);
                     false
@@ -263,6 +189,7 @@ impl Lease {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = tokio::time::sleep(wait) => {}
+                _ = self.handover.write_wanted() => {}
             }
         }
         self.release().await;
@@ -270,17 +197,20 @@ impl Lease {
 
     /// Gives the lease up, if held, so another replica can take it at once.
     pub async fn release(&self) {
-        if !*self.leader.borrow() {
+        let held = *self.leader.borrow() || *self.claim.borrow() != ClaimState::Lost;
+        self.claim.send_replace(ClaimState::Lost);
+        set_leader(&self.leader, false);
+        if !held {
             return;
         }
-        set_leader(&self.leader, false);
         if let Ok((Some(current), Some(id), Some(version))) = self.read().await {
             if current.holder == self.identity {
+                let (handoff, _) = self.handover.to_write(Some(&current.handoff));
                 let released = Record {
                     holder: String::new(),
                     renewed_ms: 0,
                     duration_ms: current.duration_ms,
-                    handoff: self.handover.to_write(Some(&current.handoff)),
+                    handoff,
                 };
                 match self.write(&id, version, &released).await {
                     Ok(()) => tracing::info!("Released the lease"),
@@ -290,31 +220,30 @@ impl Lease {
         }
     }
 
+    /// Every call to the Engine is bounded by the renewal interval: a hung read must not
+    /// hold the keeper past the moment it should renew (the claim runs out meanwhile).
+    fn deadline(&self) -> Duration {
+        self.policy.renew
+    }
+
     async fn read(&self) -> Result<(Option<Record>, Option<String>, Option<u64>), String> {
-        match self.docker.inspect_config(&self.policy.name).await {
+        let read = tokio::time::timeout(
+            self.deadline(),
+            self.docker.inspect_config(&self.policy.name),
+        )
+        .await
+        .map_err(|_| {
+            format!(
+                "read lease {}: no answer within {:?}",
+                self.policy.name,
+                self.deadline()
+            )
+        })?;
+        match read {
             Ok(config) => {
                 let labels = config.spec.and_then(|s| s.labels).unwrap_or_default();
-                let num = |k: &str| labels.get(k).and_then(|v| v.parse::<u64>().ok());
                 Ok((
-                    Some(Record {
-                        holder: labels.get(HOLDER).cloned().unwrap_or_default(),
-                        renewed_ms: num(RENEWED).unwrap_or(0),
-                        duration_ms: num(DURATION).unwrap_or(0),
-                        handoff: Handoff {
-                            raft_leader: labels.get(RAFT_LEADER).filter(|v| !v.is_empty()).cloned(),
-                            raft_leader_since: num(RAFT_LEADER_SINCE).map(from_ms),
-                            last_membership_change: num(MEMBERSHIP_CHANGED).map(from_ms),
-                            raft_members: labels
-                                .get(RAFT_MEMBERS)
-                                .map(|v| {
-                                    v.split(',')
-                                        .filter(|id| !id.is_empty())
-                                        .map(str::to_owned)
-                                        .collect()
-                                })
-                                .unwrap_or_default(),
-                        },
-                    }),
+                    Some(Record::from_labels(&labels)),
                     config.id,
                     config.version.and_then(|v| v.index),
                 ))
@@ -327,47 +256,37 @@ impl Lease {
     }
 
     fn spec(&self, record: &Record) -> ConfigSpec {
-        let mut labels = HashMap::from([
-            (HOLDER.to_owned(), record.holder.clone()),
-            (RENEWED.to_owned(), record.renewed_ms.to_string()),
-            (DURATION.to_owned(), record.duration_ms.to_string()),
-        ]);
-        let h = &record.handoff;
-        if let Some(leader) = &h.raft_leader {
-            labels.insert(RAFT_LEADER.to_owned(), leader.clone());
-        }
-        if let Some(since) = h.raft_leader_since {
-            labels.insert(RAFT_LEADER_SINCE.to_owned(), to_ms(since).to_string());
-        }
-        if let Some(changed) = h.last_membership_change {
-            labels.insert(MEMBERSHIP_CHANGED.to_owned(), to_ms(changed).to_string());
-        }
-        if !h.raft_members.is_empty() {
-            let ids: Vec<&str> = h.raft_members.iter().map(String::as_str).collect();
-            labels.insert(RAFT_MEMBERS.to_owned(), ids.join(","));
-        }
         ConfigSpec {
             name: Some(self.policy.name.clone()),
-            labels: Some(labels),
+            labels: Some(record.to_labels()),
             data: Some(base64::engine::general_purpose::STANDARD.encode(DATA)),
             templating: None,
         }
     }
 
+    // The lease keeper's compare-and-swap writes are the only writes outside the claim:
+    // they are what makes the claim.
     async fn write(&self, id: &str, version: u64, record: &Record) -> Result<(), String> {
         let version = i64::try_from(version).unwrap_or(i64::MAX);
-        self.docker
-            .update_config(id, self.spec(record), UpdateConfigOptions { version })
-            .await
-            .map_err(|e| format!("update lease: {e}"))
+        let write =
+            self.docker
+                .update_config(id, self.spec(record), UpdateConfigOptions { version });
+        match tokio::time::timeout(self.deadline(), write).await {
+            Ok(result) => result.map_err(|e| format!("update lease: {e}")),
+            Err(_) => Err("update lease: no answer in time".into()),
+        }
     }
 
     async fn create(&self, record: &Record) -> Result<(), String> {
-        self.docker
-            .create_config(self.spec(record))
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("create lease: {e}"))
+        match tokio::time::timeout(
+            self.deadline(),
+            self.docker.create_config(self.spec(record)),
+        )
+        .await
+        {
+            Ok(result) => result.map(|_| ()).map_err(|e| format!("create lease: {e}")),
+            Err(_) => Err("create lease: no answer in time".into()),
+        }
     }
 }
 
@@ -384,12 +303,6 @@ pub fn identity() -> String {
     })
 }
 
-/// A lease gate that is always open: for runs without a lease (disabled by policy). The
-/// sender is dropped; the receiver keeps reading its last value.
-pub fn always_leader() -> watch::Receiver<bool> {
-    watch::channel(true).1
-}
-
 /// Publishes whether this replica holds the lease, waking the loop only when that changed:
 /// a renewal that changes nothing must not trigger a reconcile (every `lease.renew` on the
 /// holder, every `lease.retry` on a follower, many more than the resync asks for).
@@ -404,6 +317,7 @@ fn set_leader(leader: &watch::Sender<bool>, held: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::Handoff;
 
     #[test]
     fn a_round_that_changes_nothing_wakes_no_one() {
@@ -460,28 +374,5 @@ mod tests {
             decide(Some(&r), "b", secs(0)),
             Decision::Wait { .. }
         ));
-    }
-
-    #[test]
-    fn the_previous_holders_handoff_is_carried_over_until_adopted() {
-        let handover = Handover::default();
-        let previous = Handoff {
-            raft_leader: Some("m1".into()),
-            raft_leader_since: None,
-            last_membership_change: Some(from_ms(5_000)),
-            ..Default::default()
-        };
-        let ours = Handoff {
-            raft_leader: Some("m1".into()),
-            ..Handoff::default()
-        };
-        handover.publish(ours.clone());
-        handover.received(previous.clone(), from_ms(9_000));
-        assert_eq!(handover.to_write(Some(&previous)), previous);
-        assert_eq!(
-            handover.take_incoming(),
-            Some((previous.clone(), from_ms(9_000)))
-        );
-        assert_eq!(handover.to_write(Some(&previous)), ours);
     }
 }

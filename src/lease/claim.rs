@@ -1,0 +1,211 @@
+//! The claim a lease gives: the right to write, until a moment measured on this process's
+//! own monotonic clock. Every write checks it right before it is sent, so a holder that was
+//! frozen, stalled or cut off stops writing by itself once its last renewal has run out —
+//! before another replica can have taken the lease over.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Whether, and until when, this replica may write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimState {
+    /// The lease is not ours (never taken, lost, released, or its round failed).
+    Lost,
+    /// Ours until this instant (local monotonic clock): the moment the renewing write was
+    /// sent, plus `lease.duration`, minus [`safety_margin`].
+    HeldUntil(Instant),
+    /// No lease (disabled by policy): every replica writes.
+    Unconditional,
+}
+
+impl ClaimState {
+    /// Whether writes are allowed at `now`.
+    pub fn allows(self, now: Instant) -> bool {
+        match self {
+            ClaimState::Lost => false,
+            ClaimState::HeldUntil(until) => now < until,
+            ClaimState::Unconditional => true,
+        }
+    }
+}
+
+/// How much earlier than `duration` after a renewal this replica stops writing.
+///
+/// Another replica can take the lease over no sooner than `duration` after our renewal was
+/// *sent* (it times the lease from when it first sees our version, which is after the
+/// write was applied). What our margin covers is the write already checked but still on
+/// its way to the Engine. A fifth of the duration (3 s of Kubernetes' 15 s), but never more
+/// than half the gap between renewals, so a holder that renews on time never lapses.
+pub fn safety_margin(duration: Duration, renew: Duration) -> Duration {
+    (duration / 5).min(duration.saturating_sub(renew) / 2)
+}
+
+/// Why a write was not sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The lease is held by another replica, or this one lost or released it.
+    #[error("this replica does not hold the lease")]
+    NotHeld,
+    /// The last renewal ran out on the local clock (the process stalled, or renewals
+    /// failed): another replica may hold the lease by now.
+    #[error("this replica's lease claim expired {} ago without a renewal", humantime::format_duration(*.0))]
+    Expired(Duration),
+}
+
+/// The check every write makes. Cheap to clone; clones share the refusal counter.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    state: watch::Receiver<ClaimState>,
+    held: watch::Receiver<bool>,
+    refused: Counter,
+    /// Whether a refusal was logged since writes were last allowed (log once per loss).
+    logged: Arc<AtomicBool>,
+}
+
+impl Claim {
+    /// A claim following `state` (written by the lease keeper) and `held` (changes only
+    /// when the lease is taken or lost, to wake the loop), counting refusals in `refused`.
+    pub fn new(
+        state: watch::Receiver<ClaimState>,
+        held: watch::Receiver<bool>,
+        refused: Counter,
+    ) -> Self {
+        Self {
+            state,
+            held,
+            refused,
+            logged: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// The claim of a run without a lease: always held.
+    pub fn unconditional() -> Self {
+        Self::new(
+            watch::channel(ClaimState::Unconditional).1,
+            watch::channel(true).1,
+            Counter::default(),
+        )
+    }
+
+    /// Whether this replica may write now (the local clock says the claim still runs).
+    pub fn is_held(&self) -> bool {
+        self.state.borrow().allows(Instant::now())
+    }
+
+    /// Changes when the lease is taken or lost (not on every renewal): the loop looks at
+    /// the swarm at once when it takes over.
+    pub fn changes(&self) -> watch::Receiver<bool> {
+        self.held.clone()
+    }
+
+    /// Refuses (counted; logged once per loss) unless this replica may write now. Call it
+    /// right before sending `what`.
+    ///
+    /// # Errors
+    /// [`Refusal`] when the lease is not held or its claim ran out on the local clock.
+    pub fn check(&self, what: &str) -> Result<(), Refusal> {
+        let now = Instant::now();
+        let refusal = match *self.state.borrow() {
+            s if s.allows(now) => None,
+            ClaimState::HeldUntil(until) => Some(Refusal::Expired(now.duration_since(until))),
+            _ => Some(Refusal::NotHeld),
+        };
+        match refusal {
+            None => {
+                self.logged.store(false, Ordering::Relaxed);
+                Ok(())
+            }
+            Some(refusal) => {
+                self.refused.inc();
+                if !self.logged.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(write = %what, reason = %refusal, "Write refused: not sent");
+                }
+                Err(refusal)
+            }
+        }
+    }
+
+    /// How many writes were refused (for tests; `/metrics` has the same counter).
+    pub fn refused(&self) -> u64 {
+        self.refused.get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(state: ClaimState) -> (watch::Sender<ClaimState>, Claim) {
+        let (tx, rx) = watch::channel(state);
+        let claim = Claim::new(rx, watch::channel(true).1, Counter::default());
+        (tx, claim)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_claim_runs_out_on_the_local_clock_without_a_renewal() {
+        let (_tx, claim) = claim(ClaimState::HeldUntil(
+            Instant::now() + Duration::from_secs(12),
+        ));
+        assert_eq!(claim.check("demote m2"), Ok(()));
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert_eq!(claim.check("node rm m2"), Ok(()));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(
+            claim.check("node rm m2"),
+            Err(Refusal::Expired(Duration::from_secs(1)))
+        );
+        assert!(!claim.is_held());
+        assert_eq!(claim.refused(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_renewal_extends_the_claim_and_a_loss_ends_it_at_once() {
+        let (tx, claim) = claim(ClaimState::HeldUntil(
+            Instant::now() + Duration::from_secs(5),
+        ));
+        tokio::time::advance(Duration::from_secs(4)).await;
+        tx.send_replace(ClaimState::HeldUntil(
+            Instant::now() + Duration::from_secs(5),
+        ));
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert_eq!(claim.check("write"), Ok(()), "renewed in time");
+        tx.send_replace(ClaimState::Lost);
+        assert_eq!(claim.check("write"), Err(Refusal::NotHeld));
+        assert_eq!(claim.refused(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_refusal_is_counted_and_clones_share_the_count() {
+        let (_tx, claim) = claim(ClaimState::Lost);
+        let other = claim.clone();
+        for _ in 0..3 {
+            assert!(claim.check("a").is_err());
+            assert!(other.check("b").is_err());
+        }
+        assert_eq!(claim.refused(), 6);
+    }
+
+    #[test]
+    fn without_a_lease_every_write_is_allowed() {
+        let claim = Claim::unconditional();
+        assert!(claim.is_held());
+        assert_eq!(claim.check("write"), Ok(()));
+    }
+
+    #[test]
+    fn the_margin_is_a_fifth_of_the_duration_but_leaves_renewals_room() {
+        let s = Duration::from_secs;
+        assert_eq!(safety_margin(s(15), s(5)), s(3));
+        assert_eq!(
+            safety_margin(s(15), s(10)),
+            Duration::from_millis(2500),
+            "Kubernetes' 15 s / 10 s: a renewal sent on time lands before the claim ends"
+        );
+        assert_eq!(safety_margin(s(8), s(5)), Duration::from_millis(1500));
+    }
+}
