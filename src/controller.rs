@@ -108,10 +108,13 @@ impl Controller {
         self
     }
 
-    /// One reconcile: observe, plan, act (waiting for a membership change to converge).
+    /// One reconcile: observe, collect the actions that ended since, plan, act. Long
+    /// actions are started, not waited for: their end shows in a later reconcile.
     pub async fn reconcile(&mut self) -> Result<Reconciled, ObserveError> {
         let now = SystemTime::now();
         let snapshot = self.observer.snapshot(now).await?;
+        // Before planning: a fix that ended rolled back holds its service in memory.
+        let ended = self.executor.collect(&mut self.memory);
         self.memory.observe(&snapshot);
         self.executor.sync_handover(&mut self.memory);
         let mut plan = plan::plan(&snapshot, &self.policy, &self.memory, now);
@@ -119,6 +122,7 @@ impl Controller {
         self.executor
             .execute(&mut plan, &self.policy, &mut self.memory)
             .await;
+        plan.actions.extend(ended);
         // Runbooks advance only when acting for real, on the replica holding the lease.
         if !self.executor.dry_run()
             && self.executor.is_leader()
@@ -135,6 +139,21 @@ impl Controller {
         })
     }
 
+    /// One reconcile whose started actions are seen to their end (`run --once`): the
+    /// report says how each ended, as a single run should.
+    pub async fn reconcile_to_end(&mut self) -> Result<Reconciled, ObserveError> {
+        let mut done = self.reconcile().await?;
+        for ended in self.executor.finish(&mut self.memory).await {
+            match done.plan.actions.iter_mut().find(|a| {
+                a.action == ended.action && a.status == crate::plan::ActionStatus::InProgress
+            }) {
+                Some(slot) => *slot = ended,
+                None => done.plan.actions.push(ended),
+            }
+        }
+        Ok(done)
+    }
+
     /// Runs until cancelled. `on_reconcile` sees every completed reconcile.
     pub async fn run(mut self, mut on_reconcile: impl FnMut(&Reconciled)) {
         let (tx, mut rx) = mpsc::unbounded_channel();
@@ -148,6 +167,7 @@ impl Controller {
             self.cancel.child_token(),
         ));
         let _ = tx.send(Trigger::Start);
+        self.executor.wake_with(tx.clone());
         let mut leadership = self.executor.leadership();
         let mut resync = tokio::time::interval_at(
             Instant::now() + self.policy.controller.resync,
@@ -200,9 +220,11 @@ impl Controller {
                 }
             }
         }
-        tracing::info!("Stopping");
+        tracing::info!(in_progress = self.executor.in_progress(), "Stopping");
         self.health.set_ready(false);
         self.cancel.cancel();
+        // Running actions stop at their next wait (the cancellation) and say so.
+        self.executor.finish(&mut self.memory).await;
         let _ = events.await;
     }
 

@@ -298,7 +298,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     }
                     _ => None,
                 };
-                let done = controller.reconcile().await;
+                let done = controller.reconcile_to_end().await;
                 if let Some((stop, task)) = keeper {
                     stop.cancel();
                     let _ = task.await;

@@ -248,6 +248,8 @@ impl Metrics {
                 ActionStatus::Planned if done.dry_run => "dry-run",
                 ActionStatus::Planned => continue,
                 ActionStatus::Blocked => "blocked",
+                // Counted again with its end (done, failed, rolled-back) when it ends.
+                ActionStatus::InProgress => "started",
                 ActionStatus::Done => "done",
                 ActionStatus::Failed => "failed",
                 ActionStatus::RolledBack => "rolled-back",

@@ -1,100 +1,54 @@
 //! Runs the runnable actions of a plan: re-plans on a fresh snapshot right before each
-//! one (so every guard is checked against the cluster as it is now), writes, and waits for
-//! the change to show in the node list before the next round may change anything.
+//! one (so every guard is checked against the cluster as it is now), then writes. Quick
+//! actions finish inline; long ones (a removal, a promotion, a placement fix and its
+//! rolling update) run in their own task, and the loop goes on: a later reconcile collects
+//! how they ended. One membership change runs at a time, one action per service.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
+use super::actor::Actor;
 use super::backoff::Backoffs;
+use super::error::ActError;
 use super::inflight::InflightStore;
+use super::running::{Ended, Remember, Running, Task};
 use crate::config::Policy;
 use crate::lease::{Claim, Handover};
-use crate::model::{Node, Role, Snapshot};
-use crate::observe::{ObserveError, Observer};
+use crate::model::Snapshot;
+use crate::observe::{Observer, Trigger};
 use crate::plan::constraint::NOT_ON_MANAGERS;
 use crate::plan::{
     self, human, Action, ActionStatus, Memory, Plan, PlannedAction, DEMOTED_FOR_REMOVAL_LABEL,
     PROMOTED_AT_LABEL,
 };
-use crate::writer::{WriteError, Writer};
+use crate::writer::Writer;
 
-/// How often convergence is polled.
-const CONVERGENCE_POLL: Duration = Duration::from_secs(1);
-
-/// Why an action did not complete.
-#[derive(Debug, thiserror::Error)]
-pub enum ActError {
-    /// The Engine refused or failed a write.
-    #[error(transparent)]
-    Write(#[from] WriteError),
-    /// The swarm could not be read while checking or waiting.
-    #[error("could not observe the swarm: {0}")]
-    Observe(#[from] ObserveError),
-    /// The change did not show in the node list in time.
-    #[error("{what} did not happen within {}", human(*after))]
-    NotConverged {
-        /// What was awaited.
-        what: String,
-        /// How long we waited.
-        after: Duration,
-    },
-    /// A placement record could not be written.
-    #[error("placement record: {0}")]
-    Record(String),
-    /// A runbook journal could not be written.
-    #[error("runbook journal: {0}")]
-    Runbook(String),
-    /// A service's rolling update paused or rolled back.
-    #[error("the rolling update of {service} ended {state}: {message}")]
-    UpdateFailed {
-        /// The service.
-        service: String,
-        /// `Paused`, `RollbackCompleted`, ...
-        state: String,
-        /// What SwarmKit said.
-        message: String,
-    },
-    /// A placement update could not be seen to its end (reads failed): nothing was rolled
-    /// back; its placement record stays for the next reconcile to judge on fresh reads.
-    #[error("the placement update of {service} could not be seen to its end ({reason}); it is left as it is, and its placement record stays for the next reconcile")]
-    Unobserved {
-        /// The service.
-        service: String,
-        /// Why.
-        reason: String,
-    },
-    /// A placement update did not converge and was rolled back to the previous spec.
-    #[error("the placement update of {service} was rolled back: {reason}")]
-    RolledBack {
-        /// The service.
-        service: String,
-        /// Why: the update's state and its tasks' errors.
-        reason: String,
-    },
-    /// The lease did not carry a membership change before its first write: nothing was
-    /// written (the next holder would not know to wait out its stabilization).
-    #[error("the lease did not carry the membership change within {}: nothing written", human(*.0))]
-    HandoffNotCarried(Duration),
-    /// Shutdown was requested while waiting.
-    #[error("interrupted by shutdown while waiting for {0}")]
-    Interrupted(String),
+/// What the re-check let happen.
+enum Started {
+    /// The fresh plan blocks or drops it (recorded on the entry).
+    Blocked,
+    /// Finished inline.
+    Done(String),
+    /// Running in its own task.
+    Running,
 }
 
 /// Carries out plans against one swarm.
 #[derive(Debug)]
 pub struct Executor {
-    pub(super) observer: Observer,
-    pub(super) writer: Writer,
-    /// Where placement fixes in flight are recorded.
-    pub(super) records: InflightStore,
+    actor: Actor,
     dry_run: bool,
     /// The exchange of memory with the lease (none without a lease).
     handover: Option<Arc<Handover>>,
     backoffs: Backoffs,
-    pub(super) cancel: CancellationToken,
+    running: Running,
+    /// Where a running action says it ended, so the loop looks at once.
+    wake: Option<mpsc::UnboundedSender<Trigger>>,
 }
 
 impl Executor {
@@ -105,35 +59,43 @@ impl Executor {
         policy: &Policy,
         cancel: CancellationToken,
     ) -> Self {
-        let writer = Writer::new(observer.docker().clone(), Claim::unconditional());
-        let records = InflightStore::new(observer.docker().clone());
-        Self {
-            records,
+        let actor = Actor {
+            writer: Writer::new(observer.docker().clone(), Claim::unconditional()),
+            records: InflightStore::new(observer.docker().clone()),
             observer,
-            writer,
+            cancel,
+        };
+        Self {
+            actor,
             dry_run,
             handover: None,
             backoffs: Backoffs::new(policy.controller.backoff_min, policy.controller.backoff_max),
-            cancel,
+            running: Running::default(),
+            wake: None,
         }
     }
 
     /// Writes only under `claim` (checked right before every write); `handover` passes
     /// memory between lease holders.
     pub fn with_claim(mut self, claim: Claim, handover: Option<Arc<Handover>>) -> Self {
-        self.writer = Writer::new(self.observer.docker().clone(), claim);
+        self.actor.writer = Writer::new(self.actor.observer.docker().clone(), claim);
         self.handover = handover;
         self
     }
 
+    /// A running action that ends sends [`Trigger::ActionEnded`] here.
+    pub fn wake_with(&mut self, wake: mpsc::UnboundedSender<Trigger>) {
+        self.wake = Some(wake);
+    }
+
     /// The one writer, for the other parts that change the swarm (runbooks).
     pub fn writer(&self) -> &Writer {
-        &self.writer
+        &self.actor.writer
     }
 
     /// Changes when the lease is taken or lost.
     pub fn leadership(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.writer.claim().changes()
+        self.actor.writer.claim().changes()
     }
 
     /// Adopts what the previous lease holder passed on (once, after a takeover) and
@@ -156,12 +118,37 @@ impl Executor {
     /// Whether this replica may act now: it holds the lease and its claim has not run out
     /// on the local clock.
     pub fn is_leader(&self) -> bool {
-        self.writer.claim().is_held()
+        self.actor.writer.claim().is_held()
     }
 
     /// Whether this executor only records.
     pub fn dry_run(&self) -> bool {
         self.dry_run
+    }
+
+    /// How many actions run in their own tasks now.
+    pub fn in_progress(&self) -> usize {
+        self.running.len()
+    }
+
+    /// The actions that ended since the last call, as plan entries with their outcome;
+    /// their effects are in `memory` (call before planning, so the plan sees them).
+    pub fn collect(&mut self, memory: &mut Memory) -> Vec<PlannedAction> {
+        let ended = self.running.ended();
+        ended
+            .into_iter()
+            .map(|e| self.conclude(e, memory))
+            .collect()
+    }
+
+    /// Waits until every running action has ended (`--once`, shutdown); as
+    /// [`Executor::collect`].
+    pub async fn finish(&mut self, memory: &mut Memory) -> Vec<PlannedAction> {
+        let ended = self.running.all_ended().await;
+        ended
+            .into_iter()
+            .map(|e| self.conclude(e, memory))
+            .collect()
     }
 
     /// Carries out every runnable action of `plan`, updating each one's status.
@@ -185,6 +172,11 @@ impl Executor {
                 );
                 continue;
             }
+            if let Some(why) = self.running.in_the_way(&entry.action) {
+                entry.status = ActionStatus::Blocked;
+                entry.blocked_by = Some(why);
+                continue;
+            }
             if let Some(wait) = self.backoffs.remaining(&key, Instant::now()) {
                 entry.status = ActionStatus::Blocked;
                 entry.blocked_by = Some(format!(
@@ -193,44 +185,88 @@ impl Executor {
                 ));
                 continue;
             }
-            let outcome = self.recheck_and_run(entry, policy, memory).await;
-            match outcome {
-                Ok(Some(detail)) => {
-                    self.backoffs.succeeded(&key);
-                    tracing::info!(action = %entry.action, kind = entry.action.kind(), target = entry.action.target(), %detail, "Action done");
-                    entry.status = ActionStatus::Done;
-                    entry.detail = Some(detail);
+            match self.recheck_and_start(entry, policy, memory).await {
+                Ok(Started::Blocked) => {}
+                Ok(Started::Running) => {
+                    entry.status = ActionStatus::InProgress;
+                    entry.detail = Some(
+                        "Written; it converges while the loop goes on (a later reconcile reports the end)."
+                            .into(),
+                    );
                 }
-                Ok(None) => {} // blocked on re-check; the entry says why
-                Err(e @ ActError::RolledBack { .. }) => {
-                    // No backoff: the planner holds the service while its rollback stands.
-                    tracing::warn!(action = %entry.action, kind = entry.action.kind(), target = entry.action.target(), error = %e, "Action rolled back");
-                    entry.status = ActionStatus::RolledBack;
-                    entry.detail = Some(e.to_string());
-                }
-                Err(e) => {
-                    let wait = self.backoffs.failed(&key, Instant::now());
-                    tracing::warn!(action = %entry.action, kind = entry.action.kind(), target = entry.action.target(), error = %e, retry_in = ?wait, "Action failed");
-                    entry.status = ActionStatus::Failed;
-                    entry.detail = Some(format!(
-                        "{e}; next attempt in {} at the earliest",
-                        human(wait)
-                    ));
-                }
+                Ok(Started::Done(detail)) => self.settle(entry, &key, Ok(detail)),
+                Err(e) => self.settle(entry, &key, Err(e)),
             }
         }
     }
 
-    /// Re-plans on a fresh snapshot; runs the action only if it is still planned there.
-    /// `Ok(None)`: the fresh plan blocks or drops it (recorded on `entry`).
-    async fn recheck_and_run(
+    /// Records how an action ended: status, detail, backoff, log.
+    fn settle(&mut self, entry: &mut PlannedAction, key: &str, outcome: Result<String, ActError>) {
+        match outcome {
+            Ok(detail) => {
+                self.backoffs.succeeded(key);
+                tracing::info!(action = %entry.action, kind = entry.action.kind(), target = entry.action.target(), %detail, "Action done");
+                entry.status = ActionStatus::Done;
+                entry.detail = Some(detail);
+            }
+            Err(e @ ActError::RolledBack { .. }) => {
+                // No backoff: the planner holds the service while its rollback stands.
+                tracing::warn!(action = %entry.action, kind = entry.action.kind(), target = entry.action.target(), error = %e, "Action rolled back");
+                entry.status = ActionStatus::RolledBack;
+                entry.detail = Some(e.to_string());
+            }
+            Err(e) => {
+                let wait = self.backoffs.failed(key, Instant::now());
+                tracing::warn!(action = %entry.action, kind = entry.action.kind(), target = entry.action.target(), error = %e, retry_in = ?wait, "Action failed");
+                entry.status = ActionStatus::Failed;
+                entry.detail = Some(format!(
+                    "{e}; next attempt in {} at the earliest",
+                    human(wait)
+                ));
+            }
+        }
+    }
+
+    /// An ended action as a plan entry; its effect goes into `memory`.
+    fn conclude(&mut self, ended: Ended, memory: &mut Memory) -> PlannedAction {
+        let Ended {
+            mut entry,
+            remember,
+            result,
+        } = ended;
+        let now = SystemTime::now();
+        match (&remember, &result) {
+            (Remember::MembershipChange, _) => {
+                memory.record_membership_change(now);
+                self.sync_handover(memory);
+            }
+            (Remember::PlacementFix { service_id, .. }, Ok(_)) => {
+                memory.record_placement_fix(service_id, now)
+            }
+            (
+                Remember::PlacementFix {
+                    service_id,
+                    spec_hash,
+                    workers,
+                },
+                Err(ActError::RolledBack { .. }),
+            ) => memory.record_placement_rollback(service_id, spec_hash.clone(), workers.clone()),
+            _ => {}
+        }
+        let key = entry.action.key();
+        self.settle(&mut entry, &key, result);
+        entry
+    }
+
+    /// Re-plans on a fresh snapshot; starts the action only if it is still planned there.
+    async fn recheck_and_start(
         &mut self,
         entry: &mut PlannedAction,
         policy: &Policy,
         memory: &mut Memory,
-    ) -> Result<Option<String>, ActError> {
+    ) -> Result<Started, ActError> {
         let now = SystemTime::now();
-        let fresh = self.observer.snapshot(now).await?;
+        let fresh = self.actor.observer.snapshot(now).await?;
         memory.observe(&fresh);
         self.sync_handover(memory);
         let replan = plan::plan(&fresh, policy, memory, now);
@@ -242,26 +278,27 @@ impl Executor {
                     .blocked_by
                     .as_ref()
                     .map(|b| format!("On re-check: {b}"));
-                return Ok(None);
+                return Ok(Started::Blocked);
             }
             None => {
                 entry.status = ActionStatus::Blocked;
                 entry.blocked_by = Some("On re-check: no longer needed.".into());
-                return Ok(None);
+                return Ok(Started::Blocked);
             }
         }
-        // `kind` and `target` (a node ID or service name) are for machines: the nemesis
-        // checker reads them from the JSON log.
-        tracing::info!(action = %entry.action, kind = entry.action.kind(), target = entry.action.target(), reason = %entry.reason, "Carrying out");
-        match &entry.action {
+        let actor = self.actor.clone();
+        let policy_owned = policy.clone();
+        let (remember, work): (Remember, futures::future::BoxFuture<'static, _>) = match &entry
+            .action
+        {
             Action::RemoveDeadManager(n) | Action::PromoteWorker(n) => {
                 let Some(node) = fresh.nodes.iter().find(|x| x.id == n.id).cloned() else {
                     entry.status = ActionStatus::Blocked;
                     entry.blocked_by = Some("On re-check: the node is gone.".into());
-                    return Ok(None);
+                    return Ok(Started::Blocked);
                 };
-                // The change is in the lease before its first write: whoever holds the
-                // lease next (after a crash, a SIGTERM, a takeover) waits out its
+                // The change is in the lease before its first write: whoever holds
+                // the lease next (after a crash, a SIGTERM, a takeover) waits out its
                 // stabilization instead of making a second change at once.
                 memory.record_membership_change(SystemTime::now());
                 if let (Some(number), Some(handover)) = (self.sync_handover(memory), &self.handover)
@@ -270,15 +307,63 @@ impl Executor {
                         return Err(ActError::HandoffNotCarried(policy.lease.renew));
                     }
                 }
-                let result = if matches!(entry.action, Action::RemoveDeadManager(_)) {
-                    self.remove_dead_manager(&node, policy).await
-                } else {
-                    self.promote(&node, policy).await
+                let removal = matches!(entry.action, Action::RemoveDeadManager(_));
+                (
+                    Remember::MembershipChange,
+                    Box::pin(async move {
+                        if removal {
+                            actor.remove_dead_manager(&node, &policy_owned).await
+                        } else {
+                            actor.promote(&node, &policy_owned).await
+                        }
+                    }),
+                )
+            }
+            Action::EnforcePlacement(s) => {
+                let Some(service) = fresh.services.iter().find(|x| x.id == s.id).cloned() else {
+                    entry.status = ActionStatus::Blocked;
+                    entry.blocked_by = Some("On re-check: the service is gone.".into());
+                    return Ok(Started::Blocked);
                 };
-                // Even a half-done change (demoted, not yet removed) changed membership.
-                memory.record_membership_change(SystemTime::now());
-                self.sync_handover(memory);
-                result.map(Some)
+                let managers = manager_ids(&fresh);
+                let remember = Remember::PlacementFix {
+                    service_id: service.id.clone(),
+                    spec_hash: service.spec_hash.clone(),
+                    workers: plan::worker_set(&fresh),
+                };
+                (
+                    remember,
+                    Box::pin(async move {
+                        actor
+                            .enforce_placement(&service, &managers, &policy_owned)
+                            .await
+                    }),
+                )
+            }
+            Action::RollBackPlacement(s) => {
+                let (Some(service), Some(record)) = (
+                    fresh.services.iter().find(|x| x.id == s.id).cloned(),
+                    fresh
+                        .placement_records
+                        .records
+                        .iter()
+                        .find(|r| r.service_id == s.id)
+                        .cloned(),
+                ) else {
+                    entry.status = ActionStatus::Blocked;
+                    entry.blocked_by =
+                        Some("On re-check: the service or its record is gone.".into());
+                    return Ok(Started::Blocked);
+                };
+                let managers = manager_ids(&fresh);
+                (
+                    Remember::Nothing,
+                    Box::pin(async move {
+                        actor
+                            .roll_back_stuck(&service, &record, &managers, &policy_owned)
+                            .await
+                    }),
+                )
             }
             Action::StartRunbook {
                 kind,
@@ -296,193 +381,51 @@ impl Executor {
                     SystemTime::now(),
                 );
                 let run_id = journal.run_id.clone();
-                crate::runbook::JournalStore::new(self.observer.docker().clone())
-                    .create(&self.writer, journal)
+                crate::runbook::JournalStore::new(self.actor.observer.docker().clone())
+                    .create(&self.actor.writer, journal)
                     .await
                     .map_err(|e| ActError::Runbook(e.to_string()))?;
-                Ok(Some(format!(
+                return Ok(Started::Done(format!(
                     "Runbook {run_id} started; its steps advance on the next reconciles."
-                )))
-            }
-            Action::EnforcePlacement(s) => {
-                let Some(service) = fresh.services.iter().find(|x| x.id == s.id).cloned() else {
-                    entry.status = ActionStatus::Blocked;
-                    entry.blocked_by = Some("On re-check: the service is gone.".into());
-                    return Ok(None);
-                };
-                let managers = manager_ids(&fresh);
-                let workers = plan::worker_set(&fresh);
-                let result = self.enforce_placement(&service, &managers, policy).await;
-                match &result {
-                    Ok(_) => memory.record_placement_fix(&service.id, SystemTime::now()),
-                    Err(ActError::RolledBack { .. }) => memory.record_placement_rollback(
-                        &service.id,
-                        service.spec_hash.clone(),
-                        workers,
-                    ),
-                    Err(_) => {}
-                }
-                result.map(Some)
-            }
-            Action::RollBackPlacement(s) => {
-                let (Some(service), Some(record)) = (
-                    fresh.services.iter().find(|x| x.id == s.id),
-                    fresh
-                        .placement_records
-                        .records
-                        .iter()
-                        .find(|r| r.service_id == s.id),
-                ) else {
-                    entry.status = ActionStatus::Blocked;
-                    entry.blocked_by =
-                        Some("On re-check: the service or its record is gone.".into());
-                    return Ok(None);
-                };
-                let managers = manager_ids(&fresh);
-                self.roll_back_stuck(service, record, &managers, policy)
-                    .await
-                    .map(Some)
+                )));
             }
             Action::ClearPlacementRecord { config_id, .. } => {
-                self.clear_record(config_id).await.map(Some)
+                return self.actor.clear_record(config_id).await.map(Started::Done);
             }
-        }
-    }
-
-    /// One poll interval, cut short by shutdown.
-    pub(super) async fn pause(&self, what: &str) -> Result<(), ActError> {
-        tokio::select! {
-            _ = self.cancel.cancelled() => Err(ActError::Interrupted(what.to_owned())),
-            _ = tokio::time::sleep(CONVERGENCE_POLL) => Ok(()),
-        }
-    }
-
-    /// Removes a dead entry by ID: a raft member is demoted first (labelled, so a process
-    /// that dies before the `node rm` leaves a removal the next one finishes) and must
-    /// have left the raft; an entry outside the raft is removed at once.
-    async fn remove_dead_manager(&self, node: &Node, policy: &Policy) -> Result<String, ActError> {
-        let start = Instant::now();
-        if node.is_manager() {
-            let label = (DEMOTED_FOR_REMOVAL_LABEL, rfc3339(SystemTime::now()));
-            match self.writer.set_role(node, Role::Worker, label).await {
-                Ok(()) => {}
-                // The member left the raft since the re-check (SwarmKit: "can't find
-                // manager in raft memberlist"): nothing to demote, remove the entry.
-                Err(e)
-                    if e.engine_message()
-                        .is_some_and(|m| m.contains("can't find manager in raft memberlist")) =>
-                {
-                    tracing::info!(node = %node.id, error = %e, "Not a raft member any more: removing");
+        };
+        carrying_out(entry);
+        let span = tracing::info_span!(
+            "action",
+            kind = entry.action.kind(),
+            target = entry.action.target()
+        );
+        let wake = self.wake.clone();
+        let (kind, target) = (entry.action.kind(), entry.action.target().to_owned());
+        let handle = tokio::spawn(
+            async move {
+                let result = work.await;
+                if let Some(wake) = wake {
+                    let _ = wake.send(Trigger::ActionEnded { kind, target });
                 }
-                Err(e) => return Err(e.into()),
+                result
             }
-        }
-        let id = node.id.clone();
-        self.wait_for(
-            &format!("{} leaving the raft", node.hostname),
-            policy.managers.convergence_timeout,
-            |s| {
-                s.nodes
-                    .iter()
-                    .find(|n| n.id == id)
-                    .is_none_or(|n| !n.is_manager())
-            },
-        )
-        .await?;
-        let left_after = start.elapsed();
-        self.writer.remove_node(node).await?;
-        self.wait_for(
-            &format!("{} disappearing from the node list", node.hostname),
-            policy.managers.convergence_timeout,
-            |s| s.nodes.iter().all(|n| n.id != id),
-        )
-        .await?;
-        Ok(if node.is_manager() {
-            format!(
-                "Demoted {}; it left the raft after {:.1}s and was removed after {:.1}s.",
-                node.hostname,
-                left_after.as_secs_f64(),
-                start.elapsed().as_secs_f64()
-            )
-        } else {
-            format!(
-                "Removed the entry {} of {} (no raft member) after {:.1}s.",
-                node.id,
-                node.hostname,
-                start.elapsed().as_secs_f64()
-            )
-        })
-    }
-
-    async fn promote(&self, node: &Node, policy: &Policy) -> Result<String, ActError> {
-        let start = Instant::now();
-        let label = (PROMOTED_AT_LABEL, rfc3339(SystemTime::now()));
-        self.writer.set_role(node, Role::Manager, label).await?;
-        let id = node.id.clone();
-        self.wait_for(
-            &format!("{} becoming a reachable manager", node.hostname),
-            policy.managers.convergence_timeout,
-            |s| {
-                s.nodes
-                    .iter()
-                    .any(|n| n.id == id && n.is_reachable_manager())
-            },
-        )
-        .await?;
-        // The label marks a promotion in flight; once it has converged it would only
-        // mislead a later process (an ex-manager is not a failed promotion).
-        if let Err(e) = self.writer.remove_label(&node.id, PROMOTED_AT_LABEL).await {
-            tracing::warn!(node = %node.id, error = %e, "Could not clear the promotion label");
-        }
-        Ok(format!(
-            "Promoted {}; reachable manager after {:.1}s.",
-            node.hostname,
-            start.elapsed().as_secs_f64()
-        ))
-    }
-
-    /// Polls the node list until `done` holds. Snapshots without a leader (an election
-    /// during the change) just mean "not yet".
-    async fn wait_for(
-        &self,
-        what: &str,
-        timeout: Duration,
-        done: impl Fn(&Snapshot) -> bool,
-    ) -> Result<(), ActError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(s) = tolerate(self.observer.snapshot(SystemTime::now()).await)? {
-                if s.control == crate::model::Control::Leader && done(&s) {
-                    return Ok(());
-                }
-            }
-            if Instant::now() >= deadline {
-                return Err(ActError::NotConverged {
-                    what: what.to_owned(),
-                    after: timeout,
-                });
-            }
-            self.pause(what).await?;
-        }
+            .instrument(span),
+        );
+        self.running.push(Task {
+            entry: entry.clone(),
+            remember,
+            handle,
+        });
+        Ok(Started::Running)
     }
 }
 
-/// An observation made while waiting: a transient failure is "not yet" (`None`), any other
-/// ends the wait.
-pub(super) fn tolerate<T>(observed: Result<T, ObserveError>) -> Result<Option<T>, ActError> {
-    match observed {
-        Ok(t) => Ok(Some(t)),
-        Err(e) if e.is_transient() => {
-            tracing::debug!(error = %e, "Observation failed while waiting");
-            Ok(None)
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// `at` as RFC 3339 (seconds), as node labels carry times.
-fn rfc3339(at: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(at).to_string()
+/// Logs the start of the first write of an action (after its re-check and, for a
+/// membership change, after the lease carries it). `kind` and `target` (a node ID or
+/// service name) are for machines: the nemesis checker and the lab tests read them from
+/// the JSON log.
+fn carrying_out(entry: &PlannedAction) {
+    tracing::info!(action = %entry.action, kind = entry.action.kind(), target = entry.action.target(), reason = %entry.reason, "Carrying out");
 }
 
 /// The IDs of the raft members.

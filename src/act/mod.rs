@@ -1,10 +1,16 @@
 //! Carrying plans out: guards re-checked on fresh state right before each write, per-key
-//! backoff after failures, and a dry-run mode that records instead of acting.
+//! backoff after failures, long actions in their own tasks while the loop goes on, and a
+//! dry-run mode that records instead of acting.
 
+mod actor;
 mod backoff;
+mod error;
 mod executor;
 pub mod inflight;
+mod membership;
 mod placement;
+mod running;
 
 pub use backoff::Backoffs;
-pub use executor::{ActError, Executor};
+pub use error::ActError;
+pub use executor::Executor;

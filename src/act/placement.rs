@@ -5,7 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use super::executor::{tolerate, ActError, Executor};
+use super::actor::Actor;
+use super::error::{tolerate, ActError};
 use crate::config::Policy;
 use crate::model::{PlacementRecord, Service, UpdateState};
 use crate::observe::{spec_hash, Rollout};
@@ -15,7 +16,7 @@ use crate::plan::human;
 /// Polls in a row a placement update must look done before it counts as converged.
 const SETTLED_POLLS: u32 = 3;
 
-impl Executor {
+impl Actor {
     /// Adds the constraint, recording the fix in the swarm first (so a process that dies
     /// during the rolling update leaves it for the next one to finish), waits for the update
     /// and rolls it back if it does not converge. The record is removed once the fix is

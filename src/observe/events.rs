@@ -26,6 +26,13 @@ pub enum Trigger {
     Requeue,
     /// This replica took (`true`) or lost (`false`) the lease.
     Leadership(bool),
+    /// An action running in its own task ended.
+    ActionEnded {
+        /// Its kind (`remove-dead-manager`, `enforce-placement`, ...).
+        kind: &'static str,
+        /// Its target (a node ID or service name).
+        target: String,
+    },
     /// A node or service event.
     Event {
         /// `node` or `service`.
@@ -46,6 +53,7 @@ impl fmt::Display for Trigger {
             Trigger::Leadership(true) => f.write_str("took the lease"),
             Trigger::Leadership(false) => f.write_str("lost the lease"),
             Trigger::Requeue => f.write_str("requeue"),
+            Trigger::ActionEnded { kind, target } => write!(f, "{kind} {target} ended"),
             Trigger::Event {
                 kind,
                 action,

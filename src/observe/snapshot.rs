@@ -124,10 +124,17 @@ impl Observer {
         &self.docker
     }
 
-    /// Reads the swarm. `now` is stamped on the snapshot (the planner's clock).
-    #[tracing::instrument(level = "debug", skip(self))]
-    pub async fn snapshot(&self, now: SystemTime) -> Result<Snapshot, ObserveError> {
-        let local = self.local_node().await?;
+    /// The node list alone (one call): what waits on a membership change read, instead of
+    /// a whole snapshot. `None` when no raft leader answered (an election: "not yet").
+    ///
+    /// # Errors
+    /// As [`Observer::snapshot`]'s node list: not a manager, or a failed read.
+    pub async fn nodes(&self) -> Result<Option<Vec<crate::model::Node>>, ObserveError> {
+        Ok(self.list_nodes().await?.ok())
+    }
+
+    /// Lists the nodes; the inner error is SwarmKit's "no leader" answer.
+    async fn list_nodes(&self) -> Result<Result<Vec<crate::model::Node>, String>, ObserveError> {
         let listed = tokio::time::timeout(
             LIST_TIMEOUT,
             self.docker.list_nodes(None::<ListNodesOptions>),
@@ -150,11 +157,28 @@ impl Observer {
                     source: e,
                 })
             }
-            Err(e) if is_no_leader(&e) => {
+            Err(e) if is_no_leader(&e) => return Ok(Err(message(&e))),
+            Err(source) => {
+                return Err(ObserveError::Api {
+                    call: "list nodes",
+                    source,
+                })
+            }
+        };
+        Ok(Ok(nodes.iter().map(convert::node).collect()))
+    }
+
+    /// Reads the swarm. `now` is stamped on the snapshot (the planner's clock).
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn snapshot(&self, now: SystemTime) -> Result<Snapshot, ObserveError> {
+        let local = self.local_node().await?;
+        let nodes = match self.list_nodes().await? {
+            Ok(nodes) => nodes,
+            Err(error) => {
                 return Ok(Snapshot {
                     observed_at: now,
                     local,
-                    control: Control::NoLeader { error: message(&e) },
+                    control: Control::NoLeader { error },
                     nodes: Vec::new(),
                     services: Vec::new(),
                     tasks: Vec::new(),
@@ -164,14 +188,7 @@ impl Observer {
                     placement_records: Default::default(),
                 })
             }
-            Err(source) => {
-                return Err(ObserveError::Api {
-                    call: "list nodes",
-                    source,
-                })
-            }
         };
-        let nodes: Vec<_> = nodes.iter().map(convert::node).collect();
         let services = bounded(
             "list services",
             self.docker.list_services(None::<ListServicesOptions>),

@@ -210,6 +210,9 @@ pub enum ActionStatus {
     Planned,
     /// A guard stops it; `blocked_by` says which.
     Blocked,
+    /// Written, and still converging (a node leaving the raft, a rolling update): the
+    /// loop goes on meanwhile, and a later reconcile reports how it ended.
+    InProgress,
     /// Carried out and converged.
     Done,
     /// Tried and failed; `detail` says why.
@@ -224,6 +227,7 @@ impl fmt::Display for ActionStatus {
         f.write_str(match self {
             ActionStatus::Planned => "planned",
             ActionStatus::Blocked => "blocked",
+            ActionStatus::InProgress => "in-progress",
             ActionStatus::Done => "done",
             ActionStatus::Failed => "failed",
             ActionStatus::RolledBack => "rolled-back",
@@ -247,7 +251,8 @@ pub struct PlannedAction {
 }
 
 impl PlannedAction {
-    fn new(action: Action, reason: String, blocked_by: Option<String>) -> Self {
+    /// An action planned for `reason`: blocked when `blocked_by` says why.
+    pub fn new(action: Action, reason: String, blocked_by: Option<String>) -> Self {
         Self {
             action,
             reason,
