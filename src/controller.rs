@@ -128,7 +128,8 @@ impl Controller {
             && self.executor.is_leader()
             && (!snapshot.runbooks.is_empty() || started_runbook(&plan))
         {
-            for note in self.runner.advance(&snapshot, &self.policy).await {
+            let busy = self.executor.busy_services();
+            for note in self.runner.advance(&snapshot, &self.policy, &busy).await {
                 tracing::info!(runbook = %note, "Runbook");
             }
         }

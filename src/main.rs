@@ -296,7 +296,12 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                         let stop = CancellationToken::new();
                         Some((stop.clone(), tokio::spawn(lease.run(stop))))
                     }
-                    _ => None,
+                    Some(lease) => {
+                        // A take whose answer was lost may have committed.
+                        lease.release().await;
+                        None
+                    }
+                    None => None,
                 };
                 let done = controller.reconcile_to_end().await;
                 if let Some((stop, task)) = keeper {
@@ -331,9 +336,14 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     }
                 });
             }
-            let lease_task = lease.map(|lease| tokio::spawn(lease.run(cancel.child_token())));
+            // The lease is released only after the loop has stopped and its running
+            // actions have ended (they stop at their next wait): a write already checked
+            // must not land after another replica took over a released lease.
+            let lease_stop = CancellationToken::new();
+            let lease_task = lease.map(|lease| tokio::spawn(lease.run(lease_stop.clone())));
             tracing::info!(dry_run, "swarm-warden running");
             controller.run(|_| {}).await;
+            lease_stop.cancel();
             if let Some(task) = lease_task {
                 let _ = task.await;
             }

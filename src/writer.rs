@@ -70,6 +70,15 @@ impl Writer {
         Self { docker, claim }
     }
 
+    /// This writer for one action: it writes only under the current hold of the lease
+    /// (see [`Claim::pinned`]).
+    pub fn pinned(&self) -> Self {
+        Self {
+            docker: self.docker.clone(),
+            claim: self.claim.pinned(),
+        }
+    }
+
     /// The claim every write checks.
     pub fn claim(&self) -> &Claim {
         &self.claim

@@ -131,6 +131,12 @@ impl Executor {
         self.running.len()
     }
 
+    /// The IDs of the services a running action is changing (runbooks leave them alone
+    /// meanwhile).
+    pub fn busy_services(&self) -> Vec<String> {
+        self.running.services()
+    }
+
     /// The actions that ended since the last call, as plan entries with their outcome;
     /// their effects are in `memory` (call before planning, so the plan sees them).
     pub fn collect(&mut self, memory: &mut Memory) -> Vec<PlannedAction> {
@@ -172,7 +178,10 @@ impl Executor {
                 );
                 continue;
             }
-            if let Some(why) = self.running.in_the_way(&entry.action) {
+            if let Some(why) = self
+                .running
+                .in_the_way(&entry.action, policy.placement.max_updates_per_cycle)
+            {
                 entry.status = ActionStatus::Blocked;
                 entry.blocked_by = Some(why);
                 continue;
@@ -286,7 +295,10 @@ impl Executor {
                 return Ok(Started::Blocked);
             }
         }
-        let actor = self.actor.clone();
+        // Its writes need this hold of the lease: after a loss and a re-take, what it
+        // checked may be stale.
+        let mut actor = self.actor.clone();
+        actor.writer = actor.writer.pinned();
         let policy_owned = policy.clone();
         let (remember, work): (Remember, futures::future::BoxFuture<'static, _>) = match &entry
             .action
@@ -303,8 +315,10 @@ impl Executor {
                 memory.record_membership_change(SystemTime::now());
                 if let (Some(number), Some(handover)) = (self.sync_handover(memory), &self.handover)
                 {
-                    if !handover.carried(number, policy.lease.renew).await {
-                        return Err(ActError::HandoffNotCarried(policy.lease.renew));
+                    // Up to two rounds of the keeper: one may be under way.
+                    let within = policy.lease.renew * 2;
+                    if !handover.carried(number, within).await {
+                        return Err(ActError::HandoffNotCarried(within));
                     }
                 }
                 let removal = matches!(entry.action, Action::RemoveDeadManager(_));

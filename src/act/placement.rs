@@ -156,12 +156,16 @@ impl Actor {
         what: &str,
     ) -> Result<RolloutEnd, ActError> {
         let deadline = Instant::now() + timeout;
+        let mut current_managers = managers.to_vec();
         let mut settled = 0;
         let mut last: Option<Rollout> = None;
         // Whether the latest read failed, and since when reads have been failing.
         let mut blind_since: Option<Instant> = None;
         loop {
-            let observed = tolerate(self.observer.rollout(&service.id, managers).await)?;
+            // Membership may change beside a rolling update: judge against the managers
+            // of now, not of the start.
+            self.refresh_managers(&mut current_managers).await;
+            let observed = tolerate(self.observer.rollout(&service.id, &current_managers).await)?;
             if observed.is_none() {
                 blind_since.get_or_insert_with(Instant::now);
             }
@@ -244,8 +248,10 @@ impl Actor {
     ) -> Result<f64, ActError> {
         let start = Instant::now();
         let deadline = start + timeout;
+        let mut current_managers = managers.to_vec();
         loop {
-            match tolerate(self.observer.rollout(&service.id, managers).await)? {
+            self.refresh_managers(&mut current_managers).await;
+            match tolerate(self.observer.rollout(&service.id, &current_managers).await)? {
                 Some(r) if r.state == Some(UpdateState::RollbackCompleted) && r.all_running() => {
                     return Ok(start.elapsed().as_secs_f64())
                 }
@@ -265,6 +271,20 @@ impl Actor {
                 });
             }
             self.pause(what).await?;
+        }
+    }
+}
+
+impl Actor {
+    /// Replaces `managers` with the raft members of now (one node list); keeps them when
+    /// the list cannot be read.
+    async fn refresh_managers(&self, managers: &mut Vec<String>) {
+        if let Ok(Some(nodes)) = self.observer.nodes().await {
+            *managers = nodes
+                .iter()
+                .filter(|n| n.is_manager())
+                .map(|n| n.id.clone())
+                .collect();
         }
     }
 }

@@ -58,10 +58,26 @@ impl Running {
         self.tasks.len()
     }
 
-    /// Why `action` may not start now, if a running action stands in its way: one
+    /// The services running actions change.
+    pub fn services(&self) -> Vec<String> {
+        self.tasks
+            .iter()
+            .filter_map(|t| service_of(&t.entry.action).map(str::to_owned))
+            .collect()
+    }
+
+    /// Why `action` may not start now, if running actions stand in its way: one
     /// membership change at a time (the raft must converge between two), one action per
-    /// service (a fix and its rollback or record must not race).
-    pub fn in_the_way(&self, action: &Action) -> Option<String> {
+    /// service (a fix and its rollback or record must not race), and at most
+    /// `max_rolling` placement updates rolling at once (`placement.max_updates_per_cycle`:
+    /// each moves tasks onto the same workers).
+    pub fn in_the_way(&self, action: &Action, max_rolling: usize) -> Option<String> {
+        let rolling = self.tasks.iter().filter(|t| rolls(&t.entry.action)).count();
+        if rolls(action) && rolling >= max_rolling {
+            return Some(format!(
+                "{rolling} placement update(s) still rolling: placement.max_updates_per_cycle is {max_rolling}."
+            ));
+        }
         self.tasks.iter().find_map(|t| {
             let running = &t.entry.action;
             let clash = (running.is_membership_change() && action.is_membership_change())
@@ -121,6 +137,14 @@ fn ended(
     }
 }
 
+/// Whether the action rolls a service's tasks (a placement fix or its rollback).
+fn rolls(action: &Action) -> bool {
+    matches!(
+        action,
+        Action::EnforcePlacement(_) | Action::RollBackPlacement(_)
+    )
+}
+
 /// The service an action is about, if any.
 fn service_of(action: &Action) -> Option<&str> {
     match action {
@@ -164,23 +188,30 @@ mod tests {
     #[tokio::test]
     async fn one_membership_change_at_a_time_and_one_action_per_service() {
         let r = running(Action::RemoveDeadManager(node("m2")));
-        assert!(r.in_the_way(&Action::PromoteWorker(node("w1"))).is_some());
         assert!(r
-            .in_the_way(&Action::RemoveDeadManager(node("m3")))
+            .in_the_way(&Action::PromoteWorker(node("w1")), 1)
             .is_some());
         assert!(r
-            .in_the_way(&Action::EnforcePlacement(service("web")))
+            .in_the_way(&Action::RemoveDeadManager(node("m3")), 1)
+            .is_some());
+        assert!(r
+            .in_the_way(&Action::EnforcePlacement(service("web")), 1)
             .is_none());
 
         let r = running(Action::EnforcePlacement(service("web")));
         assert!(r
-            .in_the_way(&Action::RollBackPlacement(service("web")))
+            .in_the_way(&Action::RollBackPlacement(service("web")), 2)
             .is_some());
         assert!(r
-            .in_the_way(&Action::EnforcePlacement(service("db")))
+            .in_the_way(&Action::EnforcePlacement(service("db")), 2)
             .is_none());
         assert!(
-            r.in_the_way(&Action::RemoveDeadManager(node("m2")))
+            r.in_the_way(&Action::EnforcePlacement(service("db")), 1)
+                .is_some(),
+            "placement.max_updates_per_cycle bounds the updates rolling at once"
+        );
+        assert!(
+            r.in_the_way(&Action::RemoveDeadManager(node("m2")), 1)
                 .is_none(),
             "a dead manager is handled while a rolling update runs"
         );

@@ -16,9 +16,16 @@ use tokio::time::Instant;
 pub enum ClaimState {
     /// The lease is not ours (never taken, lost, released, or its round failed).
     Lost,
-    /// Ours until this instant (local monotonic clock): the moment the renewing write was
-    /// sent, plus `lease.duration`, minus [`safety_margin`].
-    HeldUntil(Instant),
+    /// Ours until `until` (local monotonic clock): the moment the renewing write was
+    /// sent, plus `lease.duration`, minus [`safety_margin`]. `term` counts our takeovers:
+    /// an action started under one term writes nothing under a later one (another holder
+    /// may have acted in between).
+    HeldUntil {
+        /// When the claim runs out.
+        until: Instant,
+        /// Which of our holds this is (1 for the first take, +1 for each take after).
+        term: u64,
+    },
     /// No lease (disabled by policy): every replica writes.
     Unconditional,
 }
@@ -28,7 +35,7 @@ impl ClaimState {
     pub fn allows(self, now: Instant) -> bool {
         match self {
             ClaimState::Lost => false,
-            ClaimState::HeldUntil(until) => now < until,
+            ClaimState::HeldUntil { until, .. } => now < until,
             ClaimState::Unconditional => true,
         }
     }
@@ -51,6 +58,10 @@ pub enum Refusal {
     /// The lease is held by another replica, or this one lost or released it.
     #[error("this replica does not hold the lease")]
     NotHeld,
+    /// The action was started under an earlier hold of the lease: another replica may
+    /// have held it and acted in between, so what the action checked may be stale.
+    #[error("the action was started under an earlier hold of the lease")]
+    EarlierTerm,
     /// The last renewal ran out on the local clock (the process stalled, or renewals
     /// failed): another replica may hold the lease by now.
     #[error("this replica's lease claim expired {} ago without a renewal", humantime::format_duration(*.0))]
@@ -65,6 +76,8 @@ pub struct Claim {
     refused: Counter,
     /// Whether a refusal was logged since writes were last allowed (log once per loss).
     logged: Arc<AtomicBool>,
+    /// The term an action was started under; its writes need that same term.
+    pinned: Option<u64>,
 }
 
 impl Claim {
@@ -80,7 +93,19 @@ impl Claim {
             held,
             refused,
             logged: Arc::new(AtomicBool::new(false)),
+            pinned: None,
         }
+    }
+
+    /// This claim for one action: its writes are allowed only under the current hold of
+    /// the lease, not under a later one.
+    pub fn pinned(&self) -> Self {
+        let mut pinned = self.clone();
+        pinned.pinned = match *self.state.borrow() {
+            ClaimState::HeldUntil { term, .. } => Some(term),
+            _ => None,
+        };
+        pinned
     }
 
     /// The claim of a run without a lease: always held.
@@ -92,9 +117,11 @@ impl Claim {
         )
     }
 
-    /// Whether this replica may write now (the local clock says the claim still runs).
+    /// Whether this replica may start actions now: the lease keeper's last round held
+    /// the lease, and the local clock says the claim still runs. (Actions already running
+    /// may still write while only the latter holds: see [`Claim::check`].)
     pub fn is_held(&self) -> bool {
-        self.state.borrow().allows(Instant::now())
+        *self.held.borrow() && self.state.borrow().allows(Instant::now())
     }
 
     /// Changes when the lease is taken or lost (not on every renewal): the loop looks at
@@ -111,8 +138,13 @@ impl Claim {
     pub fn check(&self, what: &str) -> Result<(), Refusal> {
         let now = Instant::now();
         let refusal = match *self.state.borrow() {
+            ClaimState::HeldUntil { term, .. } if self.pinned.is_some_and(|p| p != term) => {
+                Some(Refusal::EarlierTerm)
+            }
             s if s.allows(now) => None,
-            ClaimState::HeldUntil(until) => Some(Refusal::Expired(now.duration_since(until))),
+            ClaimState::HeldUntil { until, .. } => {
+                Some(Refusal::Expired(now.duration_since(until)))
+            }
             _ => Some(Refusal::NotHeld),
         };
         match refusal {
@@ -148,9 +180,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_claim_runs_out_on_the_local_clock_without_a_renewal() {
-        let (_tx, claim) = claim(ClaimState::HeldUntil(
-            Instant::now() + Duration::from_secs(12),
-        ));
+        let (_tx, claim) = claim(held_until(Duration::from_secs(12), 1));
         assert_eq!(claim.check("demote m2"), Ok(()));
         tokio::time::advance(Duration::from_secs(11)).await;
         assert_eq!(claim.check("node rm m2"), Ok(()));
@@ -165,18 +195,45 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_renewal_extends_the_claim_and_a_loss_ends_it_at_once() {
-        let (tx, claim) = claim(ClaimState::HeldUntil(
-            Instant::now() + Duration::from_secs(5),
-        ));
+        let (tx, claim) = claim(held_until(Duration::from_secs(5), 1));
         tokio::time::advance(Duration::from_secs(4)).await;
-        tx.send_replace(ClaimState::HeldUntil(
-            Instant::now() + Duration::from_secs(5),
-        ));
+        tx.send_replace(held_until(Duration::from_secs(5), 1));
         tokio::time::advance(Duration::from_secs(4)).await;
         assert_eq!(claim.check("write"), Ok(()), "renewed in time");
         tx.send_replace(ClaimState::Lost);
         assert_eq!(claim.check("write"), Err(Refusal::NotHeld));
         assert_eq!(claim.refused(), 1);
+    }
+
+    fn held_until(left: Duration, term: u64) -> ClaimState {
+        ClaimState::HeldUntil {
+            until: Instant::now() + left,
+            term,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_action_started_under_an_earlier_hold_writes_nothing_under_a_later_one() {
+        let (tx, claim) = claim(held_until(Duration::from_secs(10), 1));
+        let action = claim.pinned();
+        assert_eq!(action.check("node rm m2"), Ok(()));
+        // Lost, then taken again: another replica may have acted in between.
+        tx.send_replace(ClaimState::Lost);
+        tx.send_replace(held_until(Duration::from_secs(10), 2));
+        assert_eq!(action.check("node rm m2"), Err(Refusal::EarlierTerm));
+        assert_eq!(claim.check("a new action"), Ok(()));
+        assert_eq!(claim.pinned().check("a new action"), Ok(()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_round_stops_new_actions_while_running_ones_may_still_write() {
+        let (state, state_rx) = watch::channel(held_until(Duration::from_secs(10), 1));
+        let (held, held_rx) = watch::channel(true);
+        let claim = Claim::new(state_rx, held_rx, Counter::default());
+        held.send_replace(false);
+        assert!(!claim.is_held(), "no new action");
+        assert_eq!(claim.check("the running fix's write"), Ok(()));
+        drop(state);
     }
 
     #[tokio::test(start_paused = true)]

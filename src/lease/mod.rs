@@ -50,6 +50,8 @@ pub struct Lease {
     handover: Arc<Handover>,
     /// The lease version we last saw and when we first saw it (our clock).
     seen: Mutex<Option<(u64, Instant)>>,
+    /// How many times we took the lease (the claim's term).
+    takes: std::sync::atomic::AtomicU64,
 }
 
 impl Lease {
@@ -63,6 +65,7 @@ impl Lease {
             claim: watch::channel(ClaimState::Lost).0,
             handover: Arc::new(Handover::default()),
             seen: Mutex::new(None),
+            takes: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -138,7 +141,9 @@ impl Lease {
                     Ok(()) => {
                         let until = sent + self.policy.duration
                             - safety_margin(self.policy.duration, self.policy.renew);
-                        self.claim.send_replace(ClaimState::HeldUntil(until));
+                        let term = self.term(&decision);
+                        self.claim
+                            .send_replace(ClaimState::HeldUntil { until, term });
                         self.handover.wrote(carries);
                     }
                     Err(e) => {
@@ -168,10 +173,25 @@ impl Lease {
         Ok(held)
     }
 
-    /// Keeps the lease until `cancel`, then releases it. A handoff someone waits for is
+    /// The claim's term after a successful write: a renewal of a hold we still have keeps
+    /// it; a take (or a renewal after we had lost it) starts the next.
+    fn term(&self, decision: &Decision) -> u64 {
+        use std::sync::atomic::Ordering;
+        let holding = matches!(*self.claim.borrow(), ClaimState::HeldUntil { .. });
+        if *decision == Decision::Renew && holding {
+            self.takes.load(Ordering::Relaxed)
+        } else {
+            self.takes.fetch_add(1, Ordering::Relaxed) + 1
+        }
+    }
+
+    /// Keeps the lease until `cancel`, then releases it. Rounds start every `renew` while
+    /// held (timed from the start of the last round, so slow Engine calls do not stretch
+    /// the gap past the claim) and every `retry` otherwise. A handoff someone waits for is
     /// written at once, not at the next renewal.
     pub async fn run(self, cancel: CancellationToken) {
         loop {
+            let started = Instant::now();
             let held = match self.round().await {
                 Ok(held) => held,
                 Err(e) => {
@@ -188,21 +208,18 @@ impl Lease {
             };
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep_until(started + wait) => {}
                 _ = self.handover.write_wanted() => {}
             }
         }
         self.release().await;
     }
 
-    /// Gives the lease up, if held, so another replica can take it at once.
+    /// Gives the lease up, if it names this replica, so another replica can take it at
+    /// once. Always read: a renewal whose answer was lost may have committed.
     pub async fn release(&self) {
-        let held = *self.leader.borrow() || *self.claim.borrow() != ClaimState::Lost;
         self.claim.send_replace(ClaimState::Lost);
         set_leader(&self.leader, false);
-        if !held {
-            return;
-        }
         if let Ok((Some(current), Some(id), Some(version))) = self.read().await {
             if current.holder == self.identity {
                 let (handoff, _) = self.handover.to_write(Some(&current.handoff));

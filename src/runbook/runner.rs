@@ -73,8 +73,14 @@ impl Runner {
         &self.store
     }
 
-    /// Advances every active run as far as it can go now.
-    pub async fn advance(&self, snapshot: &Snapshot, policy: &Policy) -> Vec<Note> {
+    /// Advances every active run as far as it can go now, but none whose service is in
+    /// `busy` (a placement fix or rollback is rolling it: a runbook write would race it).
+    pub async fn advance(
+        &self,
+        snapshot: &Snapshot,
+        policy: &Policy,
+        busy: &[String],
+    ) -> Vec<Note> {
         let mut notes = Vec::new();
         // Unreadable journals are left alone (the planner reports them).
         let runs = match self.store.list().await {
@@ -82,6 +88,13 @@ impl Runner {
             Err(e) => return vec![format!("cannot read runbook journals: {e}")],
         };
         for mut run in runs.into_iter().filter(|r| r.journal.is_active()) {
+            if busy.contains(&run.journal.service_id) {
+                notes.push(format!(
+                    "{}: waits: another action is changing service {}",
+                    run.journal.run_id, run.journal.service
+                ));
+                continue;
+            }
             // A bounded number of transitions per reconcile: steps that finish at once
             // (preflight, approval) chain; waiting steps stop the loop.
             for _ in 0..8 {

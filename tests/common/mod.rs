@@ -104,6 +104,19 @@ impl Warden {
             .count()
     }
 
+    /// Its JSON log lines (started with `LOG_FORMAT=json`) whose message is `message`.
+    pub fn events(&self, message: &str) -> Vec<serde_json::Value> {
+        json_events(&self.log(), message)
+    }
+
+    /// Sends `signal` (SIGSTOP, SIGCONT, ...) to it.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        if let Some(child) = &self.child {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            nix::sys::signal::kill(pid, signal).expect("signal swarm-warden");
+        }
+    }
+
     /// Kills it at once (SIGKILL), as a crash or an OOM kill would.
     pub fn kill(mut self) {
         if let Some(mut child) = self.child.take() {
@@ -146,6 +159,21 @@ impl Drop for Warden {
             let _ = child.wait();
         }
     }
+}
+
+/// The JSON log lines of `log` whose message is `message` (other lines are skipped).
+pub fn json_events(log: &str, message: &str) -> Vec<serde_json::Value> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == message)
+        .collect()
+}
+
+/// When a JSON log line was written.
+pub fn event_time(event: &serde_json::Value) -> std::time::SystemTime {
+    humantime::parse_rfc3339_weak(event["timestamp"].as_str().unwrap_or_default())
+        .or_else(|_| humantime::parse_rfc3339(event["timestamp"].as_str().unwrap_or_default()))
+        .expect("timestamp")
 }
 
 fn strip_ansi(s: &str) -> String {

@@ -1,0 +1,319 @@
+//! One writer under a checked claim, and a loop that never blocks, end to end: the real
+//! binary, two replicas, real lab swarms. The wardens log JSON; the tests read fields,
+//! not wording.
+
+mod common;
+
+use std::time::{Duration, Instant, SystemTime};
+
+use common::*;
+use nix::sys::signal::Signal;
+use swarm_chaos::{wait_until, Lab, LabSpec, Probe};
+
+const DEAD_AFTER: Duration = Duration::from_secs(10);
+
+/// Short clocks; a lease that runs out in 6 s.
+fn policy(stabilization: Duration) -> String {
+    format!(
+        "managers:\n  dead_after: {}s\n  stabilization: {}s\n  leader_settle: 5s\n\
+         placement:\n  update_timeout: 5m\n\
+         lease:\n  duration: 6s\n  renew: 2s\n  retry: 1s\n\
+         controller:\n  resync: 5s\n  backoff_min: 1s\n  backoff_max: 10s\n",
+        DEAD_AFTER.as_secs(),
+        stabilization.as_secs()
+    )
+}
+
+fn json_env() -> Vec<(&'static str, String)> {
+    vec![("LOG_FORMAT", "json".into())]
+}
+
+/// The `Carrying out` events of a log, as (kind, target, when).
+fn carried_out(events: &[serde_json::Value]) -> Vec<(String, String, SystemTime)> {
+    events
+        .iter()
+        .map(|e| {
+            (
+                e["fields"]["kind"].as_str().unwrap_or_default().to_owned(),
+                e["fields"]["target"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                event_time(e),
+            )
+        })
+        .collect()
+}
+
+async fn wait_for_event(warden: &Warden, what: &str, message: &str, kind: Option<&str>) {
+    wait_until(what, Duration::from_secs(120), || async {
+        let found = warden
+            .events(message)
+            .iter()
+            .any(|e| kind.is_none_or(|k| e["fields"]["kind"] == k));
+        if found {
+            Probe::Done(())
+        } else {
+            Probe::Pending(String::new())
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", warden.log()));
+}
+
+/// A service of 6 replicas (one per node of a 3+3 lab, so three on managers) whose rolling
+/// update replaces one task every 15 s: a placement fix takes about a minute and a half.
+async fn slow_service(lab: &Lab) {
+    create(
+        lab,
+        "slow",
+        &[
+            "--replicas",
+            "6",
+            "--update-parallelism",
+            "1",
+            "--update-delay",
+            "15s",
+        ],
+    );
+    let hosts = wait_running(lab, "slow", 6).await;
+    assert!(hosts.iter().any(|h| h.starts_with('m')), "{hosts:?}");
+}
+
+#[tokio::test]
+async fn a_dead_manager_is_removed_while_a_slow_update_rolls_and_a_frozen_holder_then_writes_nothing(
+) {
+    init_tracing();
+    let lab = Lab::start(LabSpec::new(3, 3)).await.expect("lab");
+    slow_service(&lab).await;
+    let policy = policy_file(&lab, &policy(Duration::from_secs(5)));
+    let holder = Warden::start_with_env(&lab, "m1", &policy, &[], &json_env());
+    wait_for_event(
+        &holder,
+        "the lease",
+        "Took the lease: this replica acts",
+        None,
+    )
+    .await;
+    let other = Warden::start_with_env(&lab, "m2", &policy, &[], &json_env());
+
+    // The placement fix of `slow` starts rolling; a manager dies meanwhile.
+    wait_for_event(
+        &holder,
+        "the placement fix",
+        "Carrying out",
+        Some("enforce-placement"),
+    )
+    .await;
+    let (victim, victim_id) = follower(&lab.node_table().await.expect("table"), &["m1", "m2"]);
+    lab.kill(&victim).await.expect("kill");
+    let (_, down_seen, _) = watch_until(&lab, "victim Down", Duration::from_secs(60), |t| {
+        t.by_hostname(&victim).any(|r| r.is_down())
+    })
+    .await;
+    let (_, removed, _) = watch_until(
+        &lab,
+        "victim removed",
+        DEAD_AFTER + Duration::from_secs(60),
+        |t| t.rows.iter().all(|r| r.id != victim_id),
+    )
+    .await;
+    let after_down = removed - down_seen;
+    assert!(
+        after_down <= DEAD_AFTER + Duration::from_secs(20),
+        "removed only {after_down:?} after it was seen Down: the rolling update held the loop"
+    );
+    let fix_ended = ["Action done", "Action failed", "Action rolled back"]
+        .iter()
+        .flat_map(|m| holder.events(m))
+        .any(|e| e["fields"]["kind"] == "enforce-placement");
+    assert!(
+        !fix_ended,
+        "the placement fix had ended before the removal: nothing ran side by side\n{}",
+        holder.log()
+    );
+
+    // Freeze the holder past the lease while the update still rolls: the follower takes
+    // over; the thawed holder's claim has run out on its own clock, and its running fix
+    // sends nothing when it gets to its next write.
+    holder.signal(Signal::SIGSTOP);
+    let frozen = Instant::now();
+    wait_for_event(
+        &other,
+        "the other replica to take over",
+        "Took the lease: this replica acts",
+        None,
+    )
+    .await;
+    assert!(
+        frozen.elapsed() >= Duration::from_secs(5),
+        "took over early"
+    );
+    holder.signal(Signal::SIGCONT);
+    wait_for_event(
+        &holder,
+        "a refused write on the old holder",
+        "Write refused: not sent",
+        None,
+    )
+    .await;
+    let refused_after_thaw = holder.events("Write refused: not sent");
+    assert!(!refused_after_thaw.is_empty());
+
+    // The new holder finishes the fix from its record: every task off the managers, the
+    // record gone.
+    wait_until("the fix to end", Duration::from_secs(180), || async {
+        let records = docker(
+            &lab,
+            &[
+                "config",
+                "ls",
+                "-q",
+                "--filter",
+                "label=swarm-warden.placement.service",
+            ],
+        );
+        let on_managers: Vec<String> = running_on(&lab, "slow")
+            .await
+            .into_iter()
+            .filter(|h| h.starts_with('m'))
+            .collect();
+        if records.is_empty() && on_managers.is_empty() {
+            Probe::Done(())
+        } else {
+            Probe::Pending(format!("records {records:?}, on managers {on_managers:?}"))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", other.log()));
+    wait_running(&lab, "slow", 6).await;
+    holder.stop();
+    other.stop();
+    teardown_leaving_nothing(lab);
+}
+
+#[tokio::test]
+async fn a_holder_stopped_between_demote_and_node_rm_leaves_its_successor_waiting_out_stabilization(
+) {
+    init_tracing();
+    let stabilization = Duration::from_secs(30);
+    let lab = Lab::start(LabSpec::new(3, 2)).await.expect("lab");
+    let policy = policy_file(&lab, &policy(stabilization));
+    let first = Warden::start_with_env(&lab, "m1", &policy, &[], &json_env());
+    wait_for_event(
+        &first,
+        "the lease",
+        "Took the lease: this replica acts",
+        None,
+    )
+    .await;
+    let second = Warden::start_with_env(&lab, "m2", &policy, &[], &json_env());
+
+    let (victim, victim_id) = follower(&lab.node_table().await.expect("table"), &["m1", "m2"]);
+    lab.kill(&victim).await.expect("kill");
+    wait_for_event(
+        &first,
+        "the removal",
+        "Carrying out",
+        Some("remove-dead-manager"),
+    )
+    .await;
+    let first_log = first.stop();
+    let changed = carried_out(&json_events(&first_log, "Carrying out"))
+        .into_iter()
+        .map(|(_, _, at)| at)
+        .next()
+        .expect("the first holder's change");
+
+    // The successor takes the lease with the change in it: no membership change of its
+    // own within stabilization of the first one; then it finishes the removal (or the
+    // first did) and restores three managers.
+    let (table, _, _) = watch_until(
+        &lab,
+        "the victim gone and three reachable managers",
+        Duration::from_secs(150),
+        |t| t.rows.iter().all(|r| r.id != victim_id) && reachable_managers(t) == 3,
+    )
+    .await;
+    let log = second.stop();
+    let changes = carried_out(&json_events(&log, "Carrying out"));
+    assert!(
+        !changes.is_empty(),
+        "the successor restored the managers:\n{table}\n{log}"
+    );
+    // The change is recorded (and carried by the lease) just before `Carrying out` is
+    // logged; the lease write between them takes up to two renewals.
+    let slack = Duration::from_secs(5);
+    for (kind, target, at) in &changes {
+        let after = at.duration_since(changed).unwrap_or_default();
+        assert!(
+            after + slack >= stabilization,
+            "{kind} {target} only {after:?} after the first holder's change (stabilization {stabilization:?})\n{log}"
+        );
+    }
+    teardown_leaving_nothing(lab);
+}
+
+#[tokio::test]
+async fn two_single_runs_at_once_while_a_fix_outlasts_the_lease_and_only_one_acts() {
+    init_tracing();
+    let lab = Lab::start(LabSpec::new(3, 3)).await.expect("lab");
+    slow_service(&lab).await;
+    let policy = policy_file(&lab, &policy(Duration::from_secs(5)));
+    let policy = policy.to_str().expect("utf-8").to_owned();
+    let (victim, _) = follower(&lab.node_table().await.expect("table"), &["m1", "m2"]);
+    lab.kill(&victim).await.expect("kill");
+    watch_until(&lab, "victim Down", Duration::from_secs(60), |t| {
+        t.by_hostname(&victim).any(|r| r.is_down())
+    })
+    .await;
+    tokio::time::sleep(DEAD_AFTER + Duration::from_secs(2)).await;
+
+    // Logs to files: two runs writing into pipes read one after the other could block.
+    let once = |node: &str| {
+        let log = lab.paths().dir().join(format!("once-{node}.log"));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = std::process::Command::new(warden_bin())
+            .args(["run", "--once", "--config", &policy, "--format", "json"])
+            .env("DOCKER_HOST", lab.docker_host(node).expect("docker host"))
+            .env("LOG_FORMAT", "json")
+            .env("LOG_LEVEL", "swarm_warden=debug")
+            .stdout(std::process::Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("run --once");
+        (child, log)
+    };
+    let (mut a, a_log) = once("m1");
+    let (mut b, b_log) = once("m2");
+    a.wait().expect("first run");
+    b.wait().expect("second run");
+    let logs = [
+        std::fs::read_to_string(&a_log).expect("first log"),
+        std::fs::read_to_string(&b_log).expect("second log"),
+    ];
+    let acted: Vec<usize> = logs
+        .iter()
+        .map(|l| json_events(l, "Carrying out").len())
+        .collect();
+    assert_eq!(
+        acted.iter().filter(|&&n| n > 0).count(),
+        1,
+        "actions per run {acted:?}\n---- first ----\n{}\n---- second ----\n{}",
+        logs[0],
+        logs[1]
+    );
+    // The one that acted saw its placement fix through, longer than the lease lasts.
+    let actor = if acted[0] > 0 { &logs[0] } else { &logs[1] };
+    let done = json_events(actor, "Action done");
+    assert!(
+        done.iter()
+            .any(|e| e["fields"]["kind"] == "enforce-placement"),
+        "{actor}"
+    );
+    assert!(
+        json_events(actor, "Write refused: not sent").is_empty(),
+        "the acting run kept its claim: {actor}"
+    );
+    teardown_leaving_nothing(lab);
+}
