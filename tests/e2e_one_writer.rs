@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::*;
 use nix::sys::signal::Signal;
+use swarm_chaos::docker_proxy::{DockerProxy, Seen};
 use swarm_chaos::{wait_until, Lab, LabSpec, Probe};
 
 const DEAD_AFTER: Duration = Duration::from_secs(10);
@@ -62,8 +63,8 @@ async fn wait_for_event(warden: &Warden, what: &str, message: &str, kind: Option
 }
 
 /// A service of 6 replicas (one per node of a 3+3 lab, so three on managers) whose rolling
-/// update replaces one task every 15 s: a placement fix takes about a minute and a half.
-async fn slow_service(lab: &Lab) {
+/// update replaces one task every `delay`: a placement fix takes about six of them.
+async fn slow_service(lab: &Lab, delay: &str) {
     create(
         lab,
         "slow",
@@ -73,7 +74,7 @@ async fn slow_service(lab: &Lab) {
             "--update-parallelism",
             "1",
             "--update-delay",
-            "15s",
+            delay,
         ],
     );
     let hosts = wait_running(lab, "slow", 6).await;
@@ -85,7 +86,7 @@ async fn a_dead_manager_is_removed_while_a_slow_update_rolls_and_a_frozen_holder
 ) {
     init_tracing();
     let lab = Lab::start(LabSpec::new(3, 3)).await.expect("lab");
-    slow_service(&lab).await;
+    slow_service(&lab, "15s").await;
     let policy = policy_file(&lab, &policy(Duration::from_secs(5)));
     let holder = Warden::start_with_env(&lab, "m1", &policy, &[], &json_env());
     wait_for_event(
@@ -193,8 +194,8 @@ async fn a_dead_manager_is_removed_while_a_slow_update_rolls_and_a_frozen_holder
 }
 
 #[tokio::test]
-async fn a_holder_stopped_between_demote_and_node_rm_leaves_its_successor_waiting_out_stabilization(
-) {
+async fn a_holder_killed_between_demote_and_node_rm_leaves_its_successor_waiting_out_stabilization()
+{
     init_tracing();
     let stabilization = Duration::from_secs(30);
     let lab = Lab::start(LabSpec::new(3, 2)).await.expect("lab");
@@ -218,7 +219,10 @@ async fn a_holder_stopped_between_demote_and_node_rm_leaves_its_successor_waitin
         Some("remove-dead-manager"),
     )
     .await;
-    let first_log = first.stop();
+    // SIGKILL: no release, no handoff on the way out; only what the lease carried before
+    // the demote was sent. (SIGTERM also releases after the running actions ended.)
+    let first_log = first.log();
+    first.kill();
     let changed = carried_out(&json_events(&first_log, "Carrying out"))
         .into_iter()
         .map(|(_, _, at)| at)
@@ -258,7 +262,7 @@ async fn a_holder_stopped_between_demote_and_node_rm_leaves_its_successor_waitin
 async fn two_single_runs_at_once_while_a_fix_outlasts_the_lease_and_only_one_acts() {
     init_tracing();
     let lab = Lab::start(LabSpec::new(3, 3)).await.expect("lab");
-    slow_service(&lab).await;
+    slow_service(&lab, "4s").await;
     let policy = policy_file(&lab, &policy(Duration::from_secs(5)));
     let policy = policy.to_str().expect("utf-8").to_owned();
     let (victim, _) = follower(&lab.node_table().await.expect("table"), &["m1", "m2"]);
@@ -315,5 +319,98 @@ async fn two_single_runs_at_once_while_a_fix_outlasts_the_lease_and_only_one_act
         json_events(actor, "Write refused: not sent").is_empty(),
         "the acting run kept its claim: {actor}"
     );
+    teardown_leaving_nothing(lab);
+}
+
+/// How long the idle test watches: `IDLE_SECONDS` (the 5 minutes:
+/// `IDLE_SECONDS=300`), 60 s by default (CI).
+fn idle_for() -> Duration {
+    Duration::from_secs(
+        std::env::var("IDLE_SECONDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(60),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_an_idle_swarm_the_follower_writes_nothing_and_both_read_once_per_resync() {
+    init_tracing();
+    let resync = Duration::from_secs(10);
+    let lab = Lab::start(LabSpec::new(3, 1)).await.expect("lab");
+    let policy = policy_file(
+        &lab,
+        &format!(
+            "controller:\n  resync: {}s\n  backoff_min: 1s\n  backoff_max: 10s\n",
+            resync.as_secs()
+        ),
+    );
+    let mut proxies = Vec::new();
+    let mut wardens = Vec::new();
+    for node in ["m1", "m2"] {
+        let socket = lab.paths().dir().join(format!("proxy-{node}.sock"));
+        let proxy = DockerProxy::start(&lab.socket(node).expect("socket"), &socket)
+            .await
+            .expect("proxy");
+        let mut env = json_env();
+        env.push(("DOCKER_HOST", proxy.docker_host()));
+        let warden = Warden::start_with_env(&lab, node, &policy, &[], &env);
+        // One at a time, so the first is the holder.
+        if wardens.is_empty() {
+            wait_for_event(
+                &warden,
+                "the lease",
+                "Took the lease: this replica acts",
+                None,
+            )
+            .await;
+        }
+        proxies.push(proxy);
+        wardens.push(warden);
+    }
+    // Past the start (first reconciles, the follower's first lease rounds), count.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for proxy in &proxies {
+        proxy.take_requests();
+    }
+    let watched = idle_for();
+    tokio::time::sleep(watched).await;
+    let seen: Vec<Vec<Seen>> = proxies.iter().map(DockerProxy::take_requests).collect();
+    let logs: Vec<String> = wardens.into_iter().map(Warden::stop).collect();
+
+    let (holder, follower) = (&seen[0], &seen[1]);
+    let follower_writes: Vec<&Seen> = follower.iter().filter(|r| r.is_write()).collect();
+    assert!(
+        follower_writes.is_empty(),
+        "the follower wrote: {follower_writes:?}\n{}",
+        logs[1]
+    );
+    let other_writes: Vec<&Seen> = holder
+        .iter()
+        .filter(|r| {
+            r.is_write() && !(r.path.starts_with("/configs/") && r.path.ends_with("/update"))
+        })
+        .collect();
+    assert!(
+        other_writes.is_empty(),
+        "an idle holder writes only its lease: {other_writes:?}"
+    );
+    // One node list per snapshot: about one per resync, within 2x.
+    let due = watched.as_secs_f64() / resync.as_secs_f64();
+    for (who, requests) in [("holder", holder), ("follower", follower)] {
+        let snapshots = requests
+            .iter()
+            .filter(|r| r.method == "GET" && r.path == "/nodes")
+            .count() as f64;
+        println!(
+            "{who}: {} requests, {snapshots} node lists in {watched:?}",
+            requests.len()
+        );
+        assert!(
+            snapshots <= 2.0 * due + 1.0 && snapshots >= due / 2.0,
+            "{who}: {snapshots} node lists in {watched:?}, {due:.0} due (resync {resync:?})"
+        );
+    }
+    drop(proxies);
     teardown_leaving_nothing(lab);
 }

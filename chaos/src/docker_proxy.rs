@@ -1,7 +1,8 @@
 //! A faulty Docker API: a unix socket in front of a node's real one that forwards every
 //! request, or answers as a sick Engine would. Point a client's `DOCKER_HOST` at
 //! [`DockerProxy::docker_host`], then [`DockerProxy::set`] a [`DockerFault`] and
-//! [`DockerProxy::heal`] it.
+//! [`DockerProxy::heal`] it. It also counts what passes ([`DockerProxy::requests`]), to
+//! check how much a client asks of the Engine.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -60,6 +61,23 @@ struct Shared {
     upstream: PathBuf,
     fault: Arc<tokio::sync::watch::Sender<Injected>>,
     client: Client<UnixConnector, Body>,
+    requests: Arc<std::sync::Mutex<Vec<Seen>>>,
+}
+
+/// One request the proxy saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    /// `GET`, `POST`, `DELETE`...
+    pub method: String,
+    /// The path without the API version (`/nodes`, `/configs/ID/update`).
+    pub path: String,
+}
+
+impl Seen {
+    /// Whether it changes something (anything but GET and HEAD).
+    pub fn is_write(&self) -> bool {
+        !matches!(self.method.as_str(), "GET" | "HEAD")
+    }
 }
 
 /// A running proxy. On drop it stops accepting connections and removes its socket;
@@ -67,6 +85,7 @@ struct Shared {
 pub struct DockerProxy {
     socket: PathBuf,
     fault: Arc<tokio::sync::watch::Sender<Injected>>,
+    requests: Arc<std::sync::Mutex<Vec<Seen>>>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -85,10 +104,12 @@ impl DockerProxy {
         let listener =
             tokio::net::UnixListener::bind(socket).map_err(LabError::io("listen", socket))?;
         let fault = Arc::new(tokio::sync::watch::Sender::new(Injected::default()));
+        let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
         let shared = Shared {
             upstream: upstream.to_owned(),
             fault: fault.clone(),
             client: Client::unix(),
+            requests: requests.clone(),
         };
         let app = axum::Router::new().fallback(handle).with_state(shared);
         let server = tokio::spawn(async move {
@@ -98,6 +119,7 @@ impl DockerProxy {
         Ok(Self {
             socket: socket.to_owned(),
             fault,
+            requests,
             server,
         })
     }
@@ -125,6 +147,15 @@ impl DockerProxy {
     /// Forward everything again.
     pub fn heal(&self) {
         self.set(DockerFault::None);
+    }
+
+    /// Every request seen since the start or the last [`DockerProxy::take_requests`], and
+    /// forgets them.
+    pub fn take_requests(&self) -> Vec<Seen> {
+        self.requests
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default()
     }
 }
 
@@ -163,6 +194,12 @@ fn engine_error(status: StatusCode, message: &str) -> Response<Body> {
 async fn handle(State(shared): State<Shared>, request: Request) -> Response<Body> {
     let injected = shared.fault.borrow().clone();
     let path = unversioned(request.uri().path()).to_owned();
+    if let Ok(mut seen) = shared.requests.lock() {
+        seen.push(Seen {
+            method: request.method().to_string(),
+            path: path.clone(),
+        });
+    }
     let hit = injected.hits(&path);
     let fault = injected.fault;
     match &fault {
