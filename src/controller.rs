@@ -202,8 +202,13 @@ impl Controller {
             self.metrics.set_leader(self.executor.is_leader());
             match result {
                 Ok(done) => {
-                    self.metrics
-                        .reconciled(&done, started.elapsed(), triggers.len());
+                    self.metrics.reconciled(
+                        &done.snapshot,
+                        &done.plan,
+                        done.dry_run,
+                        started.elapsed(),
+                        triggers.len(),
+                    );
                     self.health.set_ready(true);
                     self.backoffs.succeeded(OBSERVE_KEY);
                     requeue_at = done.plan.requeue_after.map(|d| Instant::now() + d);

@@ -11,9 +11,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::controller::Reconciled;
-use crate::plan::{ActionStatus, FindingKind, PlacementStatus};
-use crate::runbook::RunStatus;
+use crate::model::journal::RunStatus;
+use crate::model::Snapshot;
+use crate::plan::{ActionStatus, FindingKind, PlacementStatus, Plan};
 
 /// Manager states counted by `swarm_warden_managers`: `reachable` (the leader reaches
 /// it), `unreachable` (not yet dead), `dead` (down and unreachable for `dead_after`).
@@ -192,18 +192,22 @@ impl Metrics {
         }
     }
 
-    /// Records one reconcile.
-    pub fn reconciled(&self, done: &Reconciled, took: Duration, triggers: usize) {
+    /// Records one reconcile: what it observed (`snapshot`), its `plan` with each action's
+    /// outcome, whether it only recorded (`dry_run`), how long it `took` and how many
+    /// `triggers` it coalesced.
+    pub fn reconciled(
+        &self,
+        snapshot: &Snapshot,
+        plan: &Plan,
+        dry_run: bool,
+        took: Duration,
+        triggers: usize,
+    ) {
         self.reconcile_duration.observe(took.as_secs_f64());
-        if let Ok(at) = done
-            .snapshot
-            .observed_at
-            .duration_since(std::time::UNIX_EPOCH)
-        {
+        if let Ok(at) = snapshot.observed_at.duration_since(std::time::UNIX_EPOCH) {
             self.last_success.set(at.as_secs_f64());
         }
         self.queue_depth.set(triggers as i64);
-        let plan = &done.plan;
         let lost = plan.cluster.is_none()
             || plan
                 .findings
@@ -245,7 +249,7 @@ impl Metrics {
         self.placement_violations.set(violations as i64);
         for action in &plan.actions {
             let result = match action.status {
-                ActionStatus::Planned if done.dry_run => "dry-run",
+                ActionStatus::Planned if dry_run => "dry-run",
                 ActionStatus::Planned => continue,
                 ActionStatus::Blocked => "blocked",
                 // Counted again with its end (done, failed, rolled-back) when it ends.
@@ -258,11 +262,11 @@ impl Metrics {
                 .get_or_create(&ActionLabels {
                     kind: action.action.kind().to_owned(),
                     result: result.to_owned(),
-                    dry_run: done.dry_run.to_string(),
+                    dry_run: dry_run.to_string(),
                 })
                 .inc();
         }
-        for t in &done.snapshot.telemetry {
+        for t in &snapshot.telemetry {
             let labels = VolumeLabels {
                 efs_id: t.efs_id.clone(),
             };
@@ -308,12 +312,11 @@ impl Metrics {
         }
         // Journals that could not be listed say nothing about the runs: keep the last
         // known counts (a failed run's alert must not resolve for that).
-        if done.snapshot.runbook_problems.error.is_some() {
+        if snapshot.runbook_problems.error.is_some() {
             return;
         }
         for status in RunStatus::ALL {
-            let n = done
-                .snapshot
+            let n = snapshot
                 .runbooks
                 .iter()
                 .filter(|j| j.status == status)
@@ -374,15 +377,7 @@ mod tests {
         memory.observe(&snap);
         let p = plan(&snap, &Policy::default(), &memory, t(0));
         let metrics = Metrics::new();
-        metrics.reconciled(
-            &Reconciled {
-                snapshot: snap,
-                plan: p,
-                dry_run: false,
-            },
-            Duration::from_millis(12),
-            3,
-        );
+        metrics.reconciled(&snap, &p, false, Duration::from_millis(12), 3);
         metrics.set_leader(true);
         let text = metrics.encode();
         assert!(text.contains("swarm_warden_fault_tolerance 1\n"), "{text}");
@@ -423,15 +418,7 @@ mod tests {
         let metrics = Metrics::new();
         let record = |snap: &crate::model::Snapshot| {
             let p = plan(snap, &Policy::default(), &Memory::default(), t(0));
-            metrics.reconciled(
-                &Reconciled {
-                    snapshot: snap.clone(),
-                    plan: p,
-                    dry_run: false,
-                },
-                Duration::from_millis(1),
-                1,
-            );
+            metrics.reconciled(snap, &p, false, Duration::from_millis(1), 1);
         };
         record(&snap);
         assert!(metrics

@@ -23,8 +23,8 @@ use crate::model::Snapshot;
 use crate::observe::{Observer, Trigger};
 use crate::plan::constraint::NOT_ON_MANAGERS;
 use crate::plan::{
-    self, human, Action, ActionStatus, Memory, Plan, PlannedAction, DEMOTED_FOR_REMOVAL_LABEL,
-    PROMOTED_AT_LABEL,
+    self, human, Action, ActionStatus, Block, BlockKind, Memory, Plan, PlannedAction,
+    DEMOTED_FOR_REMOVAL_LABEL, PROMOTED_AT_LABEL,
 };
 use crate::writer::Writer;
 
@@ -172,10 +172,10 @@ impl Executor {
             }
             if !self.is_leader() {
                 entry.status = ActionStatus::Blocked;
-                entry.blocked_by = Some(
-                    "Not the leader: another replica holds the lease; this one observes only."
-                        .into(),
-                );
+                entry.blocked_by = Some(Block::new(
+                    BlockKind::NotLeader,
+                    "Not the leader: another replica holds the lease; this one observes only.",
+                ));
                 continue;
             }
             if let Some(why) = self
@@ -183,14 +183,17 @@ impl Executor {
                 .in_the_way(&entry.action, policy.placement.max_updates_per_cycle)
             {
                 entry.status = ActionStatus::Blocked;
-                entry.blocked_by = Some(why);
+                entry.blocked_by = Some(Block::new(BlockKind::InProgress, why));
                 continue;
             }
             if let Some(wait) = self.backoffs.remaining(&key, Instant::now()) {
                 entry.status = ActionStatus::Blocked;
-                entry.blocked_by = Some(format!(
-                    "Backing off after a failure: next attempt in {}.",
-                    human(wait)
+                entry.blocked_by = Some(Block::new(
+                    BlockKind::BackingOff,
+                    format!(
+                        "Backing off after a failure: next attempt in {}.",
+                        human(wait)
+                    ),
                 ));
                 continue;
             }
@@ -283,15 +286,12 @@ impl Executor {
             Some(again) if again.status == ActionStatus::Planned => {}
             Some(again) => {
                 entry.status = ActionStatus::Blocked;
-                entry.blocked_by = again
-                    .blocked_by
-                    .as_ref()
-                    .map(|b| format!("On re-check: {b}"));
+                entry.blocked_by = again.blocked_by.as_ref().map(Block::on_recheck);
                 return Ok(Started::Blocked);
             }
             None => {
                 entry.status = ActionStatus::Blocked;
-                entry.blocked_by = Some("On re-check: no longer needed.".into());
+                entry.blocked_by = Some(gone("no longer needed"));
                 return Ok(Started::Blocked);
             }
         }
@@ -306,7 +306,7 @@ impl Executor {
             Action::RemoveDeadManager(n) | Action::PromoteWorker(n) => {
                 let Some(node) = fresh.nodes.iter().find(|x| x.id == n.id).cloned() else {
                     entry.status = ActionStatus::Blocked;
-                    entry.blocked_by = Some("On re-check: the node is gone.".into());
+                    entry.blocked_by = Some(gone("the node is gone"));
                     return Ok(Started::Blocked);
                 };
                 // The change is in the lease before its first write: whoever holds
@@ -336,7 +336,7 @@ impl Executor {
             Action::EnforcePlacement(s) => {
                 let Some(service) = fresh.services.iter().find(|x| x.id == s.id).cloned() else {
                     entry.status = ActionStatus::Blocked;
-                    entry.blocked_by = Some("On re-check: the service is gone.".into());
+                    entry.blocked_by = Some(gone("the service is gone"));
                     return Ok(Started::Blocked);
                 };
                 let managers = manager_ids(&fresh);
@@ -365,8 +365,7 @@ impl Executor {
                         .cloned(),
                 ) else {
                     entry.status = ActionStatus::Blocked;
-                    entry.blocked_by =
-                        Some("On re-check: the service or its record is gone.".into());
+                    entry.blocked_by = Some(gone("the service or its record is gone"));
                     return Ok(Started::Blocked);
                 };
                 let managers = manager_ids(&fresh);
@@ -440,6 +439,11 @@ impl Executor {
 /// the JSON log.
 fn carrying_out(entry: &PlannedAction) {
     tracing::info!(action = %entry.action, kind = entry.action.kind(), target = entry.action.target(), reason = %entry.reason, "Carrying out");
+}
+
+/// What the re-check right before the write found: the action is no longer needed.
+fn gone(why: &str) -> Block {
+    Block::new(BlockKind::NoLongerNeeded, format!("On re-check: {why}."))
 }
 
 /// The IDs of the raft members.

@@ -1,6 +1,7 @@
 //! The planner: pure functions from what was observed (and remembered) to findings and
 //! actions, each with its reason. No I/O and no clock reads: the time is passed in.
 
+pub mod block;
 pub mod constraint;
 mod memory;
 mod placement;
@@ -16,6 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+pub use block::{Block, BlockKind};
 pub use memory::{Handoff, Memory};
 pub use placement::{
     classify, compose_snippet, node_local_data, parse_bool, services_needing_tasks, strands,
@@ -120,7 +122,7 @@ pub enum Action {
     /// Start a remediation runbook for a watched volume.
     StartRunbook {
         /// Which runbook.
-        kind: crate::runbook::RunbookKind,
+        kind: crate::model::journal::RunbookKind,
         /// The EFS file system.
         efs_id: String,
         /// The service using it.
@@ -245,14 +247,24 @@ pub struct PlannedAction {
     /// Where it stands.
     pub status: ActionStatus,
     /// The guard that stops it, when blocked.
-    pub blocked_by: Option<String>,
+    pub blocked_by: Option<Block>,
     /// What happened when it was carried out (or why it was not).
     pub detail: Option<String>,
 }
 
 impl PlannedAction {
+    /// What blocks it, for people (`None` when nothing does).
+    pub fn blocked_message(&self) -> Option<&str> {
+        self.blocked_by.as_ref().map(|b| b.message.as_str())
+    }
+
+    /// What kind of reason blocks it.
+    pub fn blocked_kind(&self) -> Option<BlockKind> {
+        self.blocked_by.as_ref().map(|b| b.kind)
+    }
+
     /// An action planned for `reason`: blocked when `blocked_by` says why.
-    pub fn new(action: Action, reason: String, blocked_by: Option<String>) -> Self {
+    pub fn new(action: Action, reason: String, blocked_by: Option<Block>) -> Self {
         Self {
             action,
             reason,

@@ -262,14 +262,14 @@ fn plan_runbook(
     now: SystemTime,
     plan: &mut Plan,
 ) {
-    use crate::runbook::RunbookKind;
+    use crate::model::journal::RunbookKind;
     let p = &policy.volumes;
     let kind = match w.remediation {
         Remediation::EfsPadding => RunbookKind::EfsPadding,
         Remediation::EbsMigration => RunbookKind::EbsMigration,
         Remediation::Report => return,
     };
-    let runs: Vec<&crate::runbook::Journal> = snapshot
+    let runs: Vec<&crate::model::journal::Journal> = snapshot
         .runbooks
         .iter()
         .filter(|j| j.efs_id == w.efs_id)
@@ -301,19 +301,25 @@ fn plan_runbook(
     };
     let last_end = runs.iter().filter_map(|j| j.finished_at).max();
     let cooling = last_end.map(|end| {
-        let since = crate::runbook::journal::unix(now).saturating_sub(end);
+        let since = crate::model::journal::unix(now).saturating_sub(end);
         Duration::from_secs(since)
     });
     let blocked_by = if p.mode == Mode::Audit {
-        Some("volumes.mode is audit: report only.".to_owned())
+        Some(super::Block::new(
+            super::BlockKind::Audit,
+            "volumes.mode is audit: report only.",
+        ))
     } else if let Some(doubt) = journals_in_doubt(snapshot, &w.efs_id) {
-        Some(doubt)
+        Some(super::Block::new(super::BlockKind::Runbook, doubt))
     } else if let Some(since) = cooling.filter(|since| *since < p.cooldown) {
         plan.requeue_at_most(p.cooldown - since);
-        Some(format!(
-            "The last run for this volume ended {} ago: volumes.cooldown is {}.",
-            human(since),
-            human(p.cooldown)
+        Some(super::Block::new(
+            super::BlockKind::Runbook,
+            format!(
+                "The last run for this volume ended {} ago: volumes.cooldown is {}.",
+                human(since),
+                human(p.cooldown)
+            ),
         ))
     } else {
         None
@@ -703,8 +709,8 @@ mod tests {
         s.services[0].mounts[0]
             .labels
             .insert(REMEDIATION_LABEL.into(), "efs-padding".into());
-        let mut run = crate::runbook::Journal::new(
-            crate::runbook::RunbookKind::EfsPadding,
+        let mut run = crate::model::journal::Journal::new(
+            crate::model::journal::RunbookKind::EfsPadding,
             "fs-1",
             "prom",
             "monitoring_prometheus",
@@ -728,7 +734,7 @@ mod tests {
             .find(|a| a.action.kind() == "efs-padding")
             .unwrap();
         assert!(
-            a.blocked_by.as_deref().unwrap().contains("cooldown"),
+            a.blocked_message().unwrap().contains("cooldown"),
             "{:?}",
             a.blocked_by
         );
@@ -848,7 +854,7 @@ mod tests {
     #[test]
     fn an_unreadable_journal_is_reported_left_alone_and_holds_its_volume() {
         let mut s = padded(snap(600.0 * MIB, 3.0 * MIB));
-        s.runbook_problems.unreadable = vec![crate::runbook::UnreadableJournal {
+        s.runbook_problems.unreadable = vec![crate::model::journal::UnreadableJournal {
             id: "cfg1".into(),
             name: "swarm-warden-runbook-efs-padding-fs-1-99".into(),
             efs_id: "fs-1".into(),
@@ -875,8 +881,7 @@ mod tests {
             .expect("planned");
         assert!(
             start
-                .blocked_by
-                .as_deref()
+                .blocked_message()
                 .is_some_and(|b| b.contains("cannot be read")),
             "{start:?}"
         );

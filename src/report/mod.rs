@@ -48,7 +48,7 @@ pub struct Report {
     /// Placement verdict of every service (empty when placement is off).
     pub services: Vec<ServiceView>,
     /// Remediation runbooks stored in the swarm (journals).
-    pub runbooks: Vec<crate::runbook::Journal>,
+    pub runbooks: Vec<crate::model::journal::Journal>,
     /// When the next reconcile is due at the latest, in seconds, if the plan asked.
     pub requeue_after_seconds: Option<u64>,
 }
@@ -157,10 +157,12 @@ pub struct ActionView {
     pub target_name: String,
     /// Why it is wanted.
     pub reason: String,
-    /// `planned`, `blocked`, `done`, `failed`.
+    /// `planned`, `blocked`, `in-progress`, `done`, `failed`, `rolled-back`.
     pub status: ActionStatus,
     /// The guard that stops it.
     pub blocked_by: Option<String>,
+    /// The kind of that guard (see [`crate::plan::BlockKind::as_str`]).
+    pub blocked_kind: Option<&'static str>,
     /// What happened (or would happen in a dry run).
     pub detail: Option<String>,
 }
@@ -235,7 +237,8 @@ impl Report {
                     target_name: a.action.target_name().to_owned(),
                     reason: a.reason.clone(),
                     status: a.status,
-                    blocked_by: a.blocked_by.clone(),
+                    blocked_by: a.blocked_message().map(str::to_owned),
+                    blocked_kind: a.blocked_kind().map(|k| k.as_str()),
                     detail: a.detail.clone(),
                 })
                 .collect(),

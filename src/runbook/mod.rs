@@ -3,10 +3,12 @@
 //! a restarted swarm-warden resumes where the last one stopped and never repeats a
 //! finished step.
 
-pub mod journal;
 pub mod runner;
 pub mod store;
 
-pub use journal::{Journal, RunStatus, RunbookKind, Step, StepState};
+// The journal is data the snapshot carries and the planner reads: it lives in the model.
+pub use crate::model::journal::{
+    self, Journal, RunStatus, RunbookKind, Step, StepState, UnreadableJournal,
+};
 pub use runner::{steps, Runner, APPROVE_LABEL};
-pub use store::{JournalStore, Listing, StoreError, Stored, UnreadableJournal};
+pub use store::{JournalStore, Listing, StoreError, Stored};

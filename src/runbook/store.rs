@@ -9,7 +9,7 @@ use bollard::models::ConfigSpec;
 use bollard::query_parameters::ListConfigsOptions;
 use bollard::Docker;
 
-use super::journal::Journal;
+use crate::model::journal::{Journal, UnreadableJournal};
 use crate::writer::{WriteError, Writer};
 
 /// Name prefix of journal config objects.
@@ -55,20 +55,6 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
-}
-
-/// A config marked as a runbook journal whose journal cannot be read: a newer build's run,
-/// a hand edit, a typo. Left alone and reported; its volume gets no new run meanwhile.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnreadableJournal {
-    /// Config ID.
-    pub id: String,
-    /// Config name.
-    pub name: String,
-    /// The EFS ID it is labelled with (`swarm-warden.runbook.efs-id`).
-    pub efs_id: String,
-    /// Why it cannot be read.
-    pub error: String,
 }
 
 /// Every config marked as a runbook journal, read or not.

@@ -8,7 +8,9 @@ use std::time::Duration;
 use super::{Context, ServiceRef};
 use crate::config::Mode;
 use crate::model::{PlacementRecord, UpdateState};
-use crate::plan::{human, Action, Finding, FindingKind, Plan, PlannedAction, Severity};
+use crate::plan::{
+    human, Action, Block, BlockKind, Finding, FindingKind, Plan, PlannedAction, Severity,
+};
 
 /// How far apart the record's time (the writer's clock) and the update's start (the raft
 /// leader's clock) may be for the running update to be the recorded fix: the write itself,
@@ -53,7 +55,7 @@ fn plan_record(cx: &Context, record: &PlacementRecord, plan: &mut Plan) {
         name: service.map_or_else(|| record.service_name.clone(), |s| s.name.clone()),
     };
     let audit = (cx.policy.placement.mode == Mode::Audit)
-        .then(|| "placement.mode is audit: report only.".to_owned());
+        .then(|| Block::new(BlockKind::Audit, "placement.mode is audit: report only."));
     let clear = |why: &str| {
         PlannedAction::new(
             Action::ClearPlacementRecord {
@@ -150,10 +152,10 @@ fn plan_record(cx: &Context, record: &PlacementRecord, plan: &mut Plan) {
     let blocked_by = if audit.is_some() {
         audit
     } else if !cx.local_ok {
-        Some(
-            "This manager is not a reachable raft member: it may be cut off in a minority."
-                .to_owned(),
-        )
+        Some(Block::new(
+            BlockKind::LocalNotReachable,
+            "This manager is not a reachable raft member: it may be cut off in a minority.",
+        ))
     } else {
         None
     };

@@ -419,7 +419,14 @@ fn fix(
     plan.actions.push(PlannedAction::new(
         Action::EnforcePlacement(verdict.service.clone()),
         reason,
-        hold.map(|h| h.to_string()),
+        hold.map(|h| {
+            let kind = if matches!(h, Hold::Audit) {
+                crate::plan::BlockKind::Audit
+            } else {
+                crate::plan::BlockKind::Placement
+            };
+            crate::plan::Block::new(kind, h.to_string())
+        }),
     ));
     verdict
 }

@@ -167,8 +167,7 @@ fn without_workers_the_fix_is_blocked_with_the_reason() {
     let a = &plan.actions[0];
     assert_eq!(a.status, ActionStatus::Blocked);
     assert!(
-        a.blocked_by
-            .as_deref()
+        a.blocked_message()
             .unwrap()
             .contains("No Ready, Active worker"),
         "{:?}",
@@ -189,7 +188,7 @@ fn reservations_that_do_not_fit_the_workers_block_with_numbers() {
     };
     // Each worker offers 2 CPUs: one task each, two in all, three needed.
     let plan = plan_of(&swarm(vec![big], vec![]), &Policy::default());
-    let why = plan.actions[0].blocked_by.as_deref().unwrap();
+    let why = plan.actions[0].blocked_message().unwrap();
     assert!(
         why.contains("3 task(s) reserving 1.50 CPU") && why.contains("room for 2"),
         "{why}"
@@ -202,8 +201,7 @@ fn max_replicas_per_node_times_workers_must_cover_the_replicas() {
     spread.max_replicas_per_node = 1;
     let plan = plan_of(&swarm(vec![spread.clone()], vec![]), &Policy::default());
     assert!(plan.actions[0]
-        .blocked_by
-        .as_deref()
+        .blocked_message()
         .unwrap()
         .contains("at most 1 per node"));
     spread.mode = ServiceMode::Replicated { replicas: 2 };
@@ -235,7 +233,7 @@ fn other_services_reservations_count_but_the_services_own_do_not() {
     let plan = plan_of(&swarm(vec![hog, web], tasks), &Policy::default());
     // 2 CPUs per worker. w1: 2 - 1 (hog) - 1 (web) + 1 (web's own task is replaced) = 1
     // slot; w2: 2 - 1 (hog) = 1 slot. 2 slots for 3 tasks.
-    let why = plan.actions[0].blocked_by.as_deref().unwrap();
+    let why = plan.actions[0].blocked_message().unwrap();
     assert!(why.contains("room for 2"), "{why}");
 }
 
@@ -268,8 +266,7 @@ fn the_budget_limits_updates_per_cycle() {
         .collect();
     assert_eq!(blocked.len(), 2);
     assert!(blocked[0]
-        .blocked_by
-        .as_deref()
+        .blocked_message()
         .unwrap()
         .contains("max_updates_per_cycle"));
 }
@@ -313,8 +310,7 @@ fn an_update_in_progress_or_paused_blocks_the_fix() {
     });
     let plan = plan_of(&swarm(vec![web], vec![]), &Policy::default());
     assert!(plan.actions[0]
-        .blocked_by
-        .as_deref()
+        .blocked_message()
         .unwrap()
         .contains("Paused"));
 }
@@ -336,8 +332,7 @@ fn a_stack_service_that_lost_the_constraint_again_is_drift_fixed_with_backoff() 
         .any(|f| f.kind == FindingKind::StackDrift && f.message.contains("node.role != manager")));
     assert!(
         plan1.actions[0]
-            .blocked_by
-            .as_deref()
+            .blocked_message()
             .unwrap()
             .contains("fix #1"),
         "{:?}",
@@ -350,8 +345,7 @@ fn a_stack_service_that_lost_the_constraint_again_is_drift_fixed_with_backoff() 
     memory.record_placement_fix("id-app_api", t(105));
     let plan3 = plan(&snap, &policy, &memory, t(112));
     assert!(plan3.actions[0]
-        .blocked_by
-        .as_deref()
+        .blocked_message()
         .unwrap()
         .contains("fix #2"));
     assert_eq!(
@@ -366,8 +360,7 @@ fn audit_mode_blocks_and_off_mode_skips_placement() {
     let mut policy = Policy::default();
     policy.placement.mode = Mode::Audit;
     assert!(plan_of(&snap, &policy).actions[0]
-        .blocked_by
-        .as_deref()
+        .blocked_message()
         .unwrap()
         .contains("audit"));
     policy.placement.mode = Mode::Off;

@@ -86,8 +86,7 @@ fn a_failed_promotion_of_ours_holds_every_other_promotion_and_is_never_removed()
         .find(|a| matches!(a.action, Action::PromoteWorker(_)))
         .expect("the promotion is shown, blocked");
     assert!(promote
-        .blocked_by
-        .as_deref()
+        .blocked_message()
         .unwrap()
         .contains("At most one promotion that has not converged"));
     assert!(plan
@@ -124,8 +123,7 @@ fn assert_blocked_by_promotion_of_w1(plan: &Plan) {
         .expect("the dead m3's removal is shown, blocked");
     assert!(
         removal
-            .blocked_by
-            .as_deref()
+            .blocked_message()
             .is_some_and(|b| b.contains("promotion of w1")),
         "{:?}",
         removal.blocked_by

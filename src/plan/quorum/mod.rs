@@ -9,7 +9,8 @@
 use std::time::{Duration, SystemTime};
 
 use super::{
-    human, short_id, Action, Finding, FindingKind, NodeRef, Plan, PlannedAction, Severity,
+    human, short_id, Action, Block, BlockKind, Finding, FindingKind, NodeRef, Plan, PlannedAction,
+    Severity,
 };
 use crate::config::{ManagerPolicy, Mode};
 use crate::model::{quorum, Control, Node, NodeState, Role, Snapshot};
@@ -203,7 +204,7 @@ fn plan_removals(
     mut dead: Vec<(&Node, Gone, SystemTime)>,
     members: usize,
     reachable: usize,
-    guards: &[String],
+    guards: &[Block],
     now: SystemTime,
     plan: &mut Plan,
 ) {
@@ -239,14 +240,18 @@ fn plan_removals(
             )
         };
         let blocked_by = if i > 0 {
-            Some("One membership change per round: an earlier dead entry goes first.".to_owned())
-        } else if gone.is_member() && !can_remove_member(members, reachable) {
-            Some(format!(
-                "SwarmKit's CanRemoveMember rule: {reachable} reachable managers would not be a majority of {after} members."
+            Some(Block::new(
+                BlockKind::OnePerRound,
+                "One membership change per round: an earlier dead entry goes first.",
             ))
+        } else if gone.is_member() && !can_remove_member(members, reachable) {
+            Some(Block::new(BlockKind::CanRemoveMember, format!(
+                "SwarmKit's CanRemoveMember rule: {reachable} reachable managers would not be a majority of {after} members."
+            )))
         } else if ft_after < ft_now {
-            Some(format!(
-                "Removing it would lower fault tolerance from {ft_now} to {ft_after}."
+            Some(Block::new(
+                BlockKind::LowersFaultTolerance,
+                format!("Removing it would lower fault tolerance from {ft_now} to {ft_after}."),
             ))
         } else {
             guards.first().cloned()
@@ -268,35 +273,41 @@ fn membership_guards(
     members: usize,
     reachable: usize,
     plan: &mut Plan,
-) -> Vec<String> {
+) -> Vec<Block> {
     let mut guards = Vec::new();
     if policy.mode == Mode::Audit {
-        guards.push("managers.mode is audit: report only.".to_owned());
+        guards.push(Block::new(
+            BlockKind::Audit,
+            "managers.mode is audit: report only.",
+        ));
     }
     let local = snapshot
         .nodes
         .iter()
         .find(|n| n.id == snapshot.local.node_id);
     if !local.is_some_and(raft::counts_reachable) {
-        guards.push(format!(
+        guards.push(Block::new(BlockKind::LocalNotReachable, format!(
             "This manager ({}) is not a reachable raft member as the leader sees it: it may be cut off in a minority.",
             short_id(&snapshot.local.node_id)
-        ));
+        )));
     }
     if reachable < quorum(members) {
-        guards.push(format!(
+        guards.push(Block::new(BlockKind::NoMajority, format!(
             "Only {reachable} of {members} managers are reachable (quorum {}): never act without a majority.",
             quorum(members)
-        ));
+        )));
     }
     if let Some(changed) = memory.leader_changed_at() {
         let since = elapsed(now, changed);
         if since < policy.leader_settle {
             plan.requeue_at_most(policy.leader_settle - since);
-            guards.push(format!(
-                "The raft leader changed {} ago: waiting managers.leader_settle ({}).",
-                human(since),
-                human(policy.leader_settle)
+            guards.push(Block::new(
+                BlockKind::LeaderSettling,
+                format!(
+                    "The raft leader changed {} ago: waiting managers.leader_settle ({}).",
+                    human(since),
+                    human(policy.leader_settle)
+                ),
             ));
         }
     }
@@ -306,18 +317,21 @@ fn membership_guards(
         .filter(|n| n.state == NodeState::Unknown)
         .count();
     if unknown > 0 {
-        guards.push(format!(
+        guards.push(Block::new(BlockKind::NodesUnknown, format!(
             "{unknown} node(s) in state unknown, as after a leader election: waiting until every node has reported."
-        ));
+        )));
     }
     if let Some(last) = memory.last_membership_change() {
         let since = elapsed(now, last);
         if since < policy.stabilization {
             plan.requeue_at_most(policy.stabilization - since);
-            guards.push(format!(
-                "The last membership change was {} ago: waiting managers.stabilization ({}).",
-                human(since),
-                human(policy.stabilization)
+            guards.push(Block::new(
+                BlockKind::Stabilizing,
+                format!(
+                    "The last membership change was {} ago: waiting managers.stabilization ({}).",
+                    human(since),
+                    human(policy.stabilization)
+                ),
             ));
         }
     }
@@ -338,9 +352,9 @@ fn membership_guards(
             _ => None,
         };
         if let Some(what) = transition {
-            guards.push(format!(
-                "The {what} of {} has not converged yet.",
-                node_ref(node)
+            guards.push(Block::new(
+                BlockKind::NotConverged,
+                format!("The {what} of {} has not converged yet.", node_ref(node)),
             ));
         }
     }

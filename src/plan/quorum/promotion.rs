@@ -12,7 +12,8 @@ use super::{elapsed, fault_tolerance, node_ref, raft, NO_PROMOTE_LABEL};
 use crate::config::ManagerPolicy;
 use crate::model::{Availability, Node, NodeState, Role, Snapshot};
 use crate::plan::{
-    human, strands, Action, Finding, FindingKind, Memory, Plan, PlannedAction, Severity,
+    human, strands, Action, Block, BlockKind, Finding, FindingKind, Memory, Plan, PlannedAction,
+    Severity,
 };
 
 #[allow(clippy::too_many_arguments)]
@@ -24,7 +25,7 @@ pub(super) fn plan_promotion(
     now: SystemTime,
     members: usize,
     reachable: usize,
-    guards: &[String],
+    guards: &[Block],
     plan: &mut Plan,
 ) {
     let desired = policy.desired.get();
@@ -151,17 +152,18 @@ pub(super) fn plan_promotion(
     let blocked_by = if !unconverged.is_empty() {
         // A promotion that never joins leaves the node role manager, outside the raft:
         // promoting the next worker would likely fail the same way (same join address).
-        Some(format!(
+        Some(Block::new(BlockKind::NotConverged, format!(
             "At most one promotion that has not converged: {} has role manager but is no raft member; no other worker is promoted until it joins or its entry is removed.",
             unconverged.join(", ")
-        ))
+        )))
     } else if unreachable > 0 {
-        Some(format!(
+        Some(Block::new(BlockKind::ManagersUnreachable, format!(
             "{unreachable} manager(s) unreachable: a promotion waits until they recover or are removed as dead."
-        ))
+        )))
     } else if ft_after < ft_now {
-        Some(format!(
-            "Promoting would lower fault tolerance from {ft_now} to {ft_after}."
+        Some(Block::new(
+            BlockKind::LowersFaultTolerance,
+            format!("Promoting would lower fault tolerance from {ft_now} to {ft_after}."),
         ))
     } else {
         guards.first().cloned()

@@ -234,8 +234,7 @@ fn two_dead_managers_are_removed_one_per_round_oldest_first() {
     assert_eq!(planned, ["m5"]);
     assert_eq!(plan.actions.len(), 2);
     assert!(plan.actions[1]
-        .blocked_by
-        .as_deref()
+        .blocked_message()
         .unwrap()
         .contains("One membership change"));
 }
@@ -288,11 +287,13 @@ fn promotion_waits_while_a_manager_is_unreachable_but_not_dead() {
     let plan = plan_once(&snap, &p);
     let a = &plan.actions[0];
     assert_eq!(a.status, ActionStatus::Blocked);
-    assert!(
-        a.blocked_by.as_deref().unwrap().contains("unreachable"),
+    assert_eq!(
+        a.blocked_kind(),
+        Some(crate::plan::BlockKind::ManagersUnreachable),
         "{:?}",
         a.blocked_by
     );
+    assert!(a.blocked_message().unwrap().contains("unreachable"));
 }
 
 #[test]
@@ -450,8 +451,9 @@ fn nothing_is_done_right_after_a_leader_change() {
     let plan = plan(&snap, &policy(), &memory, t(1020));
     let a = &plan.actions[0];
     assert_eq!(a.status, ActionStatus::Blocked);
-    assert!(
-        a.blocked_by.as_deref().unwrap().contains("leader changed"),
+    assert_eq!(
+        a.blocked_kind(),
+        Some(crate::plan::BlockKind::LeaderSettling),
         "{:?}",
         a.blocked_by
     );
@@ -473,8 +475,7 @@ fn nodes_in_unknown_state_block_membership_changes() {
     );
     let plan = plan_once(&snap, &policy());
     assert!(plan.actions[0]
-        .blocked_by
-        .as_deref()
+        .blocked_message()
         .unwrap()
         .contains("unknown"));
 }
@@ -493,11 +494,7 @@ fn audit_mode_reports_the_same_actions_as_blocked() {
     );
     let plan = plan_once(&snap, &p);
     assert_eq!(plan.actions.len(), 1);
-    assert!(plan.actions[0]
-        .blocked_by
-        .as_deref()
-        .unwrap()
-        .contains("audit"));
+    assert!(plan.actions[0].blocked_message().unwrap().contains("audit"));
 }
 
 #[test]
@@ -525,8 +522,7 @@ fn a_manager_that_is_not_a_reachable_member_never_acts() {
     snap.local.node_id = "m3".into();
     let plan = plan_once(&snap, &policy());
     assert!(plan.actions[0]
-        .blocked_by
-        .as_deref()
+        .blocked_message()
         .unwrap()
         .contains("minority"));
 }
@@ -580,8 +576,7 @@ fn a_recent_membership_change_holds_the_next_one_for_stabilization() {
     memory.record_membership_change(t(90));
     let plan = plan(&snap, &policy(), &memory, t(100));
     assert!(plan.actions[0]
-        .blocked_by
-        .as_deref()
+        .blocked_message()
         .unwrap()
         .contains("stabilization"));
     assert_eq!(plan.requeue_after, Some(Duration::from_secs(20)));

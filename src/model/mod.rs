@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
+pub mod journal;
+
 /// Everything one reconcile knows about the swarm, read by list calls at one moment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
@@ -23,7 +25,7 @@ pub struct Snapshot {
     /// Telemetry of the watched EFS volumes (from Prometheus).
     pub telemetry: Vec<VolumeTelemetry>,
     /// Runbook journals stored in the swarm.
-    pub runbooks: Vec<crate::runbook::Journal>,
+    pub runbooks: Vec<journal::Journal>,
     /// What of the runbook journals could not be read.
     pub runbook_problems: RunbookProblems,
     /// Placement fixes in flight, recorded in the swarm before their write.
@@ -35,7 +37,7 @@ pub struct Snapshot {
 pub struct RunbookProblems {
     /// Configs marked as journals whose journal cannot be read: left alone, reported;
     /// their volumes get no new run.
-    pub unreadable: Vec<crate::runbook::UnreadableJournal>,
+    pub unreadable: Vec<journal::UnreadableJournal>,
     /// Why the journals could not be listed, if they could not: no run starts (one could
     /// be in flight), the rest of the reconcile goes on.
     pub error: Option<String>,

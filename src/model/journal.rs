@@ -1,5 +1,5 @@
 //! A runbook's journal: which steps ran, how often, what they recorded. Stored in the
-//! swarm (see [`super::store`]) after every transition, so a restarted swarm-warden resumes
+//! swarm (see `runbook::store`) after every transition, so a restarted swarm-warden resumes
 //! where the last one stopped and never repeats a finished step.
 
 use std::collections::BTreeMap;
@@ -283,6 +283,20 @@ impl Journal {
     pub fn fact(&self, key: &str) -> Option<&str> {
         self.facts.get(key).map(String::as_str)
     }
+}
+
+/// A config marked as a runbook journal whose journal cannot be read: a newer build's run,
+/// a hand edit, a typo. Left alone and reported; its volume gets no new run meanwhile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadableJournal {
+    /// Config ID.
+    pub id: String,
+    /// Config name.
+    pub name: String,
+    /// The EFS ID it is labelled with (`swarm-warden.runbook.efs-id`).
+    pub efs_id: String,
+    /// Why it cannot be read.
+    pub error: String,
 }
 
 #[cfg(test)]
