@@ -174,7 +174,7 @@ impl Executor {
                 entry.status = ActionStatus::Blocked;
                 entry.blocked_by = Some(Block::new(
                     BlockKind::NotLeader,
-                    "Not the leader: another replica holds the lease; this one observes only.",
+                    "Not the lease holder (another replica holds it, or this one's last lease round failed): this replica observes only.",
                 ));
                 continue;
             }
@@ -277,8 +277,12 @@ impl Executor {
         policy: &Policy,
         memory: &mut Memory,
     ) -> Result<Started, ActError> {
+        // Pinned before the re-check reads: its writes need this hold of the lease (after a
+        // loss and a re-take, what the re-check saw may be stale).
+        let mut actor = self.actor.clone();
+        actor.writer = actor.writer.pinned();
         let now = SystemTime::now();
-        let fresh = self.actor.observer.snapshot(now).await?;
+        let fresh = actor.observer.snapshot(now).await?;
         memory.observe(&fresh);
         self.sync_handover(memory);
         let replan = plan::plan(&fresh, policy, memory, now);
@@ -295,10 +299,6 @@ impl Executor {
                 return Ok(Started::Blocked);
             }
         }
-        // Its writes need this hold of the lease: after a loss and a re-take, what it
-        // checked may be stale.
-        let mut actor = self.actor.clone();
-        actor.writer = actor.writer.pinned();
         let policy_owned = policy.clone();
         let (remember, work): (Remember, futures::future::BoxFuture<'static, _>) = match &entry
             .action
@@ -394,8 +394,8 @@ impl Executor {
                     SystemTime::now(),
                 );
                 let run_id = journal.run_id.clone();
-                crate::runbook::JournalStore::new(self.actor.observer.docker().clone())
-                    .create(&self.actor.writer, journal)
+                crate::runbook::JournalStore::new(actor.observer.docker().clone())
+                    .create(&actor.writer, journal)
                     .await
                     .map_err(|e| ActError::Runbook(e.to_string()))?;
                 return Ok(Started::Done(format!(
@@ -403,7 +403,7 @@ impl Executor {
                 )));
             }
             Action::ClearPlacementRecord { config_id, .. } => {
-                return self.actor.clear_record(config_id).await.map(Started::Done);
+                return actor.clear_record(config_id).await.map(Started::Done);
             }
         };
         carrying_out(entry);

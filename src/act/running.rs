@@ -73,7 +73,8 @@ impl Running {
     /// each moves tasks onto the same workers).
     pub fn in_the_way(&self, action: &Action, max_rolling: usize) -> Option<String> {
         let rolling = self.tasks.iter().filter(|t| rolls(&t.entry.action)).count();
-        if rolls(action) && rolling >= max_rolling {
+        // A rollback is never held by the budget: a stuck fix must not stay half-updated.
+        if matches!(action, Action::EnforcePlacement(_)) && rolling >= max_rolling {
             return Some(format!(
                 "{rolling} placement update(s) still rolling: placement.max_updates_per_cycle is {max_rolling}."
             ));

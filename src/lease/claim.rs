@@ -103,7 +103,9 @@ impl Claim {
         let mut pinned = self.clone();
         pinned.pinned = match *self.state.borrow() {
             ClaimState::HeldUntil { term, .. } => Some(term),
-            _ => None,
+            // Terms start at 1: an action started without the lease writes under none.
+            ClaimState::Lost => Some(0),
+            ClaimState::Unconditional => None,
         };
         pinned
     }

@@ -173,16 +173,14 @@ impl Lease {
         Ok(held)
     }
 
-    /// The claim's term after a successful write: a renewal of a hold we still have keeps
-    /// it; a take (or a renewal after we had lost it) starts the next.
+    /// The claim's term after a successful write: a take starts the next; a renewal keeps
+    /// it (the record still names us, so nobody else held the lease in between, even when
+    /// our last write's answer was lost). Terms start at 1.
     fn term(&self, decision: &Decision) -> u64 {
         use std::sync::atomic::Ordering;
-        let holding = matches!(*self.claim.borrow(), ClaimState::HeldUntil { .. });
-        if *decision == Decision::Renew && holding {
-            self.takes.load(Ordering::Relaxed)
-        } else {
-            self.takes.fetch_add(1, Ordering::Relaxed) + 1
-        }
+        let next = next_term(self.takes.load(Ordering::Relaxed), decision);
+        self.takes.store(next, Ordering::Relaxed);
+        next
     }
 
     /// Keeps the lease until `cancel`, then releases it. Rounds start every `renew` while
@@ -320,6 +318,16 @@ pub fn identity() -> String {
     })
 }
 
+/// The term after a successful write of `decision`, the last one being `current` (0:
+/// none yet).
+fn next_term(current: u64, decision: &Decision) -> u64 {
+    if *decision == Decision::Take || current == 0 {
+        current + 1
+    } else {
+        current
+    }
+}
+
 /// Publishes whether this replica holds the lease, waking the loop only when that changed:
 /// a renewal that changes nothing must not trigger a reconcile (every `lease.renew` on the
 /// holder, every `lease.retry` on a follower, many more than the resync asks for).
@@ -361,6 +369,18 @@ mod tests {
 
     fn secs(s: u64) -> Duration {
         Duration::from_secs(s)
+    }
+
+    #[test]
+    fn a_take_starts_a_term_and_a_renewal_keeps_it() {
+        assert_eq!(next_term(0, &Decision::Take), 1);
+        assert_eq!(next_term(1, &Decision::Renew), 1);
+        assert_eq!(
+            next_term(0, &Decision::Renew),
+            1,
+            "a take whose answer was lost, renewed: the first term"
+        );
+        assert_eq!(next_term(1, &Decision::Take), 2);
     }
 
     #[test]

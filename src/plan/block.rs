@@ -47,6 +47,27 @@ pub enum BlockKind {
 }
 
 impl BlockKind {
+    /// Every kind.
+    pub const ALL: [BlockKind; 17] = [
+        BlockKind::Audit,
+        BlockKind::LocalNotReachable,
+        BlockKind::NoMajority,
+        BlockKind::LeaderSettling,
+        BlockKind::NodesUnknown,
+        BlockKind::Stabilizing,
+        BlockKind::NotConverged,
+        BlockKind::OnePerRound,
+        BlockKind::CanRemoveMember,
+        BlockKind::LowersFaultTolerance,
+        BlockKind::ManagersUnreachable,
+        BlockKind::Placement,
+        BlockKind::Runbook,
+        BlockKind::NotLeader,
+        BlockKind::BackingOff,
+        BlockKind::InProgress,
+        BlockKind::NoLongerNeeded,
+    ];
+
     /// The kind as reports name it.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -104,5 +125,23 @@ impl Block {
 impl fmt::Display for Block {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_is_in_the_report_schema() {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../docs/report.schema.json")).unwrap();
+        let text = schema.to_string();
+        for kind in BlockKind::ALL {
+            assert!(
+                text.contains(&format!("\"{}\"", kind.as_str())),
+                "{kind} is missing from docs/report.schema.json"
+            );
+        }
     }
 }

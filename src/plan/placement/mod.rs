@@ -420,10 +420,10 @@ fn fix(
         Action::EnforcePlacement(verdict.service.clone()),
         reason,
         hold.map(|h| {
-            let kind = if matches!(h, Hold::Audit) {
-                crate::plan::BlockKind::Audit
-            } else {
-                crate::plan::BlockKind::Placement
+            let kind = match h {
+                Hold::Audit => crate::plan::BlockKind::Audit,
+                Hold::LocalNotReachable => crate::plan::BlockKind::LocalNotReachable,
+                _ => crate::plan::BlockKind::Placement,
             };
             crate::plan::Block::new(kind, h.to_string())
         }),
