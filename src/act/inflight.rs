@@ -10,22 +10,18 @@ use std::time::SystemTime;
 
 use base64::Engine as _;
 use bollard::models::ConfigSpec;
-use bollard::query_parameters::ListConfigsOptions;
 use bollard::Docker;
 
-use crate::model::{PlacementRecord, PlacementRecords};
+use crate::model::PlacementRecords;
 use crate::writer::{WriteError, Writer};
 
-/// Name prefix of the records' config objects.
-pub const CONFIG_PREFIX: &str = "swarm-warden-placement-";
-/// Label carrying the service ID (and marking a record).
-pub const SERVICE_LABEL: &str = "swarm-warden.placement.service";
-/// Label carrying the service name, for people.
-const NAME_LABEL: &str = "swarm-warden.placement.service-name";
-/// Label carrying the SHA-256 of the spec written.
-const SPEC_LABEL: &str = "swarm-warden.placement.spec-hash";
-/// Label carrying when it was written (RFC 3339, the writer's clock).
-const WRITTEN_LABEL: &str = "swarm-warden.placement.written-at";
+pub use crate::model::stored::{
+    RECORD_CONFIG_PREFIX as CONFIG_PREFIX, RECORD_SERVICE_LABEL as SERVICE_LABEL,
+};
+use crate::model::stored::{
+    RECORD_NAME_LABEL as NAME_LABEL, RECORD_SPEC_LABEL as SPEC_LABEL,
+    RECORD_WRITTEN_LABEL as WRITTEN_LABEL,
+};
 const DATA: &str = "swarm-warden placement fix in flight: see the labels";
 
 /// Reads records through one Docker client; writes them through the [`Writer`].
@@ -40,40 +36,9 @@ impl InflightStore {
         Self { docker }
     }
 
-    /// Every record, one list call. A config with the marker label whose other labels cannot
-    /// be read is listed as unreadable: never acted on, reported.
+    /// Every record, one list call (see [`crate::observe::list_placement_records`]).
     pub async fn list(&self) -> Result<PlacementRecords, bollard::errors::Error> {
-        let filters = HashMap::from([("label".to_owned(), vec![SERVICE_LABEL.to_owned()])]);
-        let configs = self
-            .docker
-            .list_configs(Some(ListConfigsOptions {
-                filters: Some(filters),
-            }))
-            .await?;
-        let mut out = PlacementRecords::default();
-        for config in configs {
-            let id = config.id.unwrap_or_default();
-            let spec = config.spec.unwrap_or_default();
-            let name = spec.name.unwrap_or_else(|| id.clone());
-            let labels = spec.labels.unwrap_or_default();
-            let label = |k: &str| labels.get(k).cloned();
-            let record = (|| {
-                Some(PlacementRecord {
-                    config_id: id.clone(),
-                    service_id: label(SERVICE_LABEL)?,
-                    service_name: label(NAME_LABEL).unwrap_or_default(),
-                    spec_hash: label(SPEC_LABEL)?,
-                    written_at: humantime::parse_rfc3339(&label(WRITTEN_LABEL)?).ok()?,
-                })
-            })();
-            match record {
-                Some(r) => out.records.push(r),
-                None => out.unreadable.push(name),
-            }
-        }
-        out.records.sort_by(|a, b| a.service_id.cmp(&b.service_id));
-        out.unreadable.sort();
-        Ok(out)
+        crate::observe::list_placement_records(&self.docker).await
     }
 
     /// Records a fix about to be written; returns the config ID. Fails if a record of the

@@ -6,6 +6,7 @@ mod convert;
 mod events;
 mod prometheus_client;
 mod snapshot;
+mod stored;
 mod swarm_errors;
 mod telemetry;
 
@@ -14,6 +15,7 @@ pub use convert::spec_hash;
 pub use events::{watch_events, Trigger};
 pub use prometheus_client::builder as http_client_builder;
 pub use snapshot::{ObserveError, Observer, Rollout};
+pub use stored::{list_journals, list_placement_records};
 pub use telemetry::{decode_sample, ClientError, Telemetry, TELEMETRY_DEADLINE};
 
 /// An error and its sources, `: `-separated, each trimmed (the Engine's messages end in a

@@ -251,7 +251,7 @@ impl Observer {
         // A failed listing blinds the runbooks only, not the manager checks.
         let (runbooks, runbook_problems) = match part_listed(
             "runbook journals",
-            crate::runbook::JournalStore::new(self.docker.clone()).list(),
+            super::stored::list_journals(&self.docker),
         )
         .await
         {
@@ -273,7 +273,7 @@ impl Observer {
         // A failed listing blinds placement only, not the manager checks.
         let placement_records = part_listed(
             "placement records",
-            crate::act::inflight::InflightStore::new(self.docker.clone()).list(),
+            super::stored::list_placement_records(&self.docker),
         )
         .await
         .unwrap_or_else(|error| crate::model::PlacementRecords {

@@ -6,30 +6,17 @@ use std::collections::HashMap;
 
 use base64::Engine as _;
 use bollard::models::ConfigSpec;
-use bollard::query_parameters::ListConfigsOptions;
 use bollard::Docker;
 
-use crate::model::journal::{Journal, UnreadableJournal};
+use crate::model::journal::Journal;
 use crate::writer::{WriteError, Writer};
 
-/// Name prefix of journal config objects.
-pub const CONFIG_PREFIX: &str = "swarm-warden-runbook-";
-/// Label carrying the EFS ID (to list the runs of a volume).
-pub const VOLUME_LABEL: &str = "swarm-warden.runbook.efs-id";
-/// Label carrying the journal (JSON).
-pub const JOURNAL_LABEL: &str = "swarm-warden.runbook.journal";
-const DATA: &str = "swarm-warden runbook journal: see the labels";
+pub use crate::model::stored::{
+    Listing, Stored, JOURNAL_CONFIG_PREFIX as CONFIG_PREFIX, JOURNAL_LABEL,
+    JOURNAL_VOLUME_LABEL as VOLUME_LABEL,
+};
 
-/// A journal as stored, with what a version-checked update needs.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Stored {
-    /// Config ID.
-    pub id: String,
-    /// Config version.
-    pub version: u64,
-    /// The journal.
-    pub journal: Journal,
-}
+const DATA: &str = "swarm-warden runbook journal: see the labels";
 
 /// Why the journal store failed.
 #[derive(Debug, thiserror::Error)]
@@ -57,15 +44,6 @@ pub enum StoreError {
     },
 }
 
-/// Every config marked as a runbook journal, read or not.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Listing {
-    /// The readable journals, oldest run first.
-    pub journals: Vec<Stored>,
-    /// The ones that cannot be read.
-    pub unreadable: Vec<UnreadableJournal>,
-}
-
 /// Reads journals through one Docker client; writes them through the [`Writer`].
 #[derive(Debug, Clone)]
 pub struct JournalStore {
@@ -78,47 +56,14 @@ impl JournalStore {
         Self { docker }
     }
 
-    /// Every stored journal, one list call. A journal that cannot be read is listed as
-    /// unreadable, never an error of the whole listing: one bad config must not blind the
-    /// reconcile.
+    /// Every stored journal, one list call (see [`crate::observe::list_journals`]).
     pub async fn list(&self) -> Result<Listing, StoreError> {
-        let filters = HashMap::from([("label".to_owned(), vec![VOLUME_LABEL.to_owned()])]);
-        let configs = self
-            .docker
-            .list_configs(Some(ListConfigsOptions {
-                filters: Some(filters),
-            }))
+        crate::observe::list_journals(&self.docker)
             .await
             .map_err(|source| StoreError::Api {
                 what: "list".into(),
                 source,
-            })?;
-        let mut out = Listing::default();
-        for config in configs {
-            let id = config.id.unwrap_or_default();
-            let spec = config.spec.unwrap_or_default();
-            let mut labels = spec.labels.unwrap_or_default();
-            let decoded = labels
-                .remove(JOURNAL_LABEL)
-                .ok_or_else(|| format!("no {JOURNAL_LABEL} label"))
-                .and_then(|text| Journal::decode(&text).map_err(|e| e.to_string()));
-            match decoded {
-                Ok(journal) => out.journals.push(Stored {
-                    version: config.version.and_then(|v| v.index).unwrap_or(0),
-                    id,
-                    journal,
-                }),
-                Err(error) => out.unreadable.push(UnreadableJournal {
-                    id,
-                    name: spec.name.unwrap_or_default(),
-                    efs_id: labels.remove(VOLUME_LABEL).unwrap_or_default(),
-                    error,
-                }),
-            }
-        }
-        out.journals.sort_by_key(|s| s.journal.started_at);
-        out.unreadable.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
+            })
     }
 
     /// Stores a new run (written through `writer`).
