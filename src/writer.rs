@@ -17,6 +17,7 @@ use bollard::Docker;
 
 use crate::lease::{Claim, Refusal};
 use crate::model::{Availability, Node, Role};
+use crate::observe::is_not_found;
 
 /// A write not sent, or one the Engine refused or could not carry out.
 #[derive(Debug, thiserror::Error)]
@@ -354,16 +355,6 @@ impl Writer {
             .await
             .map_err(WriteError::engine(what))
     }
-}
-
-fn is_not_found(e: &bollard::errors::Error) -> bool {
-    matches!(
-        e,
-        bollard::errors::Error::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
 }
 
 fn message(e: &bollard::errors::Error) -> String {

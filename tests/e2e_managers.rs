@@ -26,19 +26,7 @@ async fn a_killed_manager_is_removed_about_dead_after_later_and_a_worker_is_prom
     let warden = Warden::start(&lab, "m1", &policy, &[]);
 
     let (victim, victim_id) = follower(&lab.node_table().await.expect("table"), &["m1"]);
-    lab.kill(&victim).await.expect("kill");
-    let (_, down_seen, _) = watch_until(&lab, "victim Down", Duration::from_secs(60), |t| {
-        t.by_hostname(&victim).any(|r| r.is_down())
-    })
-    .await;
-    let (_, removed, _) = watch_until(
-        &lab,
-        "victim removed",
-        DEAD_AFTER + Duration::from_secs(60),
-        |t| t.rows.iter().all(|r| r.id != victim_id),
-    )
-    .await;
-    let after_down = removed - down_seen;
+    let after_down = kill_until_removed(&lab, &victim, &victim_id, DEAD_AFTER).await;
     println!(
         "reaction time (Down seen -> removal done, minus dead_after {DEAD_AFTER:?}): {:.1}s",
         after_down.as_secs_f64() - DEAD_AFTER.as_secs_f64()

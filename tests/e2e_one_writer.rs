@@ -73,9 +73,11 @@ async fn wait_for_event_within(
 }
 
 /// A service of 6 replicas (one per node of a 3+3 lab, so three on managers) whose rolling
-/// update replaces one task every `delay`: a placement fix takes about six of them.
+/// update replaces one task every `delay`: a placement fix takes about six of them. Like a
+/// real workload it runs as nobody and keeps data while it runs (scratch, on tmpfs: a
+/// service with node-local data is never moved, see e2e_placement_field).
 async fn slow_service(lab: &Lab, delay: &str) {
-    create(
+    create_running(
         lab,
         "slow",
         &[
@@ -85,6 +87,16 @@ async fn slow_service(lab: &Lab, delay: &str) {
             "1",
             "--update-delay",
             delay,
+            "--user",
+            "65534:65534",
+            "--mount",
+            "type=tmpfs,target=/scratch",
+        ],
+        &[
+            "busybox",
+            "sh",
+            "-c",
+            "dd if=/dev/zero of=/scratch/wal bs=1k count=256 2>/dev/null && exec sleep 1d",
         ],
     );
     let hosts = wait_running(lab, "slow", 6).await;
@@ -117,19 +129,7 @@ async fn a_dead_manager_is_removed_while_a_slow_update_rolls_and_a_frozen_holder
     )
     .await;
     let (victim, victim_id) = follower(&lab.node_table().await.expect("table"), &["m1", "m2"]);
-    lab.kill(&victim).await.expect("kill");
-    let (_, down_seen, _) = watch_until(&lab, "victim Down", Duration::from_secs(60), |t| {
-        t.by_hostname(&victim).any(|r| r.is_down())
-    })
-    .await;
-    let (_, removed, _) = watch_until(
-        &lab,
-        "victim removed",
-        DEAD_AFTER + Duration::from_secs(60),
-        |t| t.rows.iter().all(|r| r.id != victim_id),
-    )
-    .await;
-    let after_down = removed - down_seen;
+    let after_down = kill_until_removed(&lab, &victim, &victim_id, DEAD_AFTER).await;
     assert!(
         after_down <= DEAD_AFTER + Duration::from_secs(20),
         "removed only {after_down:?} after it was seen Down: the rolling update held the loop"
@@ -179,16 +179,7 @@ async fn a_dead_manager_is_removed_while_a_slow_update_rolls_and_a_frozen_holder
     // The new holder finishes the fix from its record: every task off the managers, the
     // record gone.
     wait_until("the fix to end", Duration::from_secs(180), || async {
-        let records = docker(
-            &lab,
-            &[
-                "config",
-                "ls",
-                "-q",
-                "--filter",
-                "label=swarm-warden.placement.service",
-            ],
-        );
+        let records = placement_record_ids(&lab);
         let on_managers: Vec<String> = running_on(&lab, "slow")
             .await
             .into_iter()
@@ -281,11 +272,7 @@ async fn two_single_runs_at_once_while_a_fix_outlasts_the_lease_and_only_one_act
     let policy = policy_file(&lab, &policy(Duration::from_secs(5)));
     let policy = policy.to_str().expect("utf-8").to_owned();
     let (victim, _) = follower(&lab.node_table().await.expect("table"), &["m1", "m2"]);
-    lab.kill(&victim).await.expect("kill");
-    watch_until(&lab, "victim Down", Duration::from_secs(60), |t| {
-        t.by_hostname(&victim).any(|r| r.is_down())
-    })
-    .await;
+    kill_until_down(&lab, &victim).await;
     tokio::time::sleep(DEAD_AFTER + Duration::from_secs(2)).await;
 
     // Logs to files: two runs writing into pipes read one after the other could block.

@@ -428,18 +428,7 @@ async fn three_cycles_move_only_what_may_move_and_keep_jobs_and_data_where_they_
         &POLICY.replace("update_timeout: 60s", "update_timeout: 25s"),
     );
     let warden = Warden::start(&lab, "m1", &patient, &[]);
-    let records = || {
-        docker(
-            &lab,
-            &[
-                "config",
-                "ls",
-                "-q",
-                "--filter",
-                "label=swarm-warden.placement.service",
-            ],
-        )
-    };
+    let records = || placement_record_ids(&lab);
     swarm_chaos::wait_until(
         "the placement record of crashy",
         std::time::Duration::from_secs(60),

@@ -106,10 +106,11 @@ impl Running {
         self.tasks = running;
         done.into_iter()
             .map(|t| {
-                let result = t
-                    .handle
-                    .now_or_never()
-                    .unwrap_or_else(|| Ok(Err(ActError::Interrupted("a finished task".into()))));
+                let result = t.handle.now_or_never().unwrap_or_else(|| {
+                    Ok(Err(ActError::Crashed(
+                        "no answer from a finished task".into(),
+                    )))
+                });
                 ended(t.entry, t.remember, result)
             })
             .collect()

@@ -263,9 +263,7 @@ impl Lease {
                     config.version.and_then(|v| v.index),
                 ))
             }
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok((None, None, None)),
+            Err(e) if crate::observe::is_not_found(&e) => Ok((None, None, None)),
             Err(e) => Err(format!("read lease {}: {e}", self.policy.name)),
         }
     }

@@ -16,6 +16,7 @@ pub use events::{watch_events, Trigger};
 pub use prometheus_client::builder as http_client_builder;
 pub use snapshot::{ObserveError, Observer, Rollout};
 pub use stored::{list_journals, list_placement_records};
+pub use swarm_errors::is_not_found;
 pub use telemetry::{decode_sample, ClientError, Telemetry, TELEMETRY_DEADLINE};
 
 /// An error and its sources, `: `-separated, each trimmed (the Engine's messages end in a

@@ -38,6 +38,17 @@ pub(super) fn is_no_leader(e: &DockerError) -> bool {
     }
 }
 
+/// Whether the Engine answered 404: the object is not there (removed, or never made).
+pub fn is_not_found(e: &DockerError) -> bool {
+    matches!(
+        e,
+        DockerError::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
 /// The Engine's message alone, without bollard's wrapping.
 pub(super) fn message(e: &DockerError) -> String {
     match e {

@@ -275,6 +275,35 @@ pub fn follower(t: &NodeTable, except: &[&str]) -> (String, String) {
     (row.hostname.clone(), row.id.clone())
 }
 
+/// Kills the manager `victim` and waits until the lab sees it Down; returns when.
+pub async fn kill_until_down(lab: &Lab, victim: &str) -> Instant {
+    lab.kill(victim).await.expect("kill");
+    let (_, down_seen, _) = watch_until(lab, "victim Down", Duration::from_secs(60), |t| {
+        t.by_hostname(victim).any(|r| r.is_down())
+    })
+    .await;
+    down_seen
+}
+
+/// Kills the manager `victim` (node ID `victim_id`) and returns how long after it was seen
+/// Down its entry left the node list (waits up to `dead_after` + 60 s).
+pub async fn kill_until_removed(
+    lab: &Lab,
+    victim: &str,
+    victim_id: &str,
+    dead_after: Duration,
+) -> Duration {
+    let down_seen = kill_until_down(lab, victim).await;
+    let (_, removed, _) = watch_until(
+        lab,
+        "victim removed",
+        dead_after + Duration::from_secs(60),
+        |t| t.rows.iter().all(|r| r.id != victim_id),
+    )
+    .await;
+    removed - down_seen
+}
+
 /// Polls the node table (every 500 ms) until `goal` holds, counting samples in which no
 /// manager could answer with a leader.
 pub async fn watch_until(

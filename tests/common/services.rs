@@ -50,6 +50,20 @@ pub fn create_running(lab: &Lab, name: &str, extra: &[&str], image_and_command: 
     docker(lab, &args);
 }
 
+/// The IDs of the placement records in the swarm (`docker config ls -q`, one per line).
+pub fn placement_record_ids(lab: &Lab) -> String {
+    docker(
+        lab,
+        &[
+            "config",
+            "ls",
+            "-q",
+            "--filter",
+            "label=swarm-warden.placement.service",
+        ],
+    )
+}
+
 /// Name -> (version, constraints) of every service.
 pub async fn services(lab: &Lab) -> HashMap<String, (u64, Vec<String>)> {
     let client = lab.client("m1").await.expect("client");
