@@ -342,6 +342,102 @@ async fn a_promotion_that_would_strand_a_host_mode_port_is_not_made() {
     teardown_leaving_nothing(lab);
 }
 
+/// A stateful service kept off managers runs on w1 with data on a local volume (as nobody);
+/// w2 is as good a worker in every other way. m3 dies and is removed: the promotion that
+/// restores three managers must go to w2. Promoting w1 would make SwarmKit shed the task
+/// and start it on w2 with an empty volume, the data left behind on a manager.
+#[tokio::test]
+async fn a_promotion_never_separates_a_service_kept_off_managers_from_its_local_data() {
+    init_tracing();
+    let lab = Lab::start(LabSpec::new(3, 2)).await.expect("lab");
+    // The data is already there (4 MiB of WAL, owned by nobody) before the service starts.
+    docker_on(
+        &lab,
+        "w1",
+        &[
+            "run",
+            "--rm",
+            "-v",
+            "dbdata:/data",
+            "busybox",
+            "sh",
+            "-c",
+            "mkdir -p /data/wal && dd if=/dev/urandom of=/data/wal/00000001 bs=1M count=4 2>/dev/null && chown -R 65534:65534 /data",
+        ],
+    );
+    // w2 drained while the service starts, so its task lands on w1, by its data.
+    docker(&lab, &["node", "update", "--availability", "drain", "w2"]);
+    create_running(
+        &lab,
+        "db",
+        &[
+            "--constraint",
+            "node.role!=manager",
+            "--user",
+            "65534:65534",
+            "--mount",
+            "type=volume,source=dbdata,target=/data",
+        ],
+        &[
+            "busybox",
+            "sh",
+            "-c",
+            "test -f /data/marker || date +%s%N > /data/marker; exec sleep 1d",
+        ],
+    );
+    assert_eq!(wait_running(&lab, "db", 1).await, vec!["w1".to_owned()]);
+    docker(&lab, &["node", "update", "--availability", "active", "w2"]);
+    let data = || {
+        docker_on(
+            &lab,
+            "w1",
+            &[
+                "run",
+                "--rm",
+                "-v",
+                "dbdata:/data",
+                "busybox",
+                "sh",
+                "-c",
+                "cat /data/marker 2>/dev/null; md5sum /data/wal/00000001",
+            ],
+        )
+    };
+    let before = swarm_chaos::wait_until("db's marker", Duration::from_secs(30), || async {
+        match data() {
+            d if d.lines().count() == 2 => swarm_chaos::Probe::Done(d),
+            d => swarm_chaos::Probe::Pending(d),
+        }
+    })
+    .await
+    .expect("db wrote its marker as nobody");
+    let policy = policy_file(&lab, &fast_policy(""));
+    let warden = Warden::start(&lab, "m1", &policy, &[]);
+    let m3 = node_id(&lab, "m3").await;
+    lab.kill("m3").await.expect("kill m3");
+    let (t, _, _) = watch_until(
+        &lab,
+        "m3 removed and a worker promoted",
+        Duration::from_secs(180),
+        |t| {
+            t.rows.iter().all(|r| r.id != m3)
+                && t.rows
+                    .iter()
+                    .any(|r| r.hostname.starts_with('w') && r.is_manager())
+        },
+    )
+    .await;
+    assert!(
+        t.node("w2").is_some_and(|r| r.is_manager())
+            && t.node("w1").is_some_and(|r| !r.is_manager()),
+        "the worker holding db's data was promoted:\n{t}"
+    );
+    assert_eq!(running_on(&lab, "db").await, vec!["w1".to_owned()]);
+    assert_eq!(data(), before, "db's data on w1 changed");
+    warden.stop();
+    teardown_leaving_nothing(lab);
+}
+
 /// swarm-warden's clock runs 15 s ahead of the raft leader's (dead_after 20 s). A manager
 /// is frozen; once it is Down, swarm-warden starts fresh (a restart, a new lease holder)
 /// and finds its status time. The manager is thawed 12 s after it went Down: it must not
