@@ -7,13 +7,12 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bollard::Docker;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::act::{Backoffs, Executor};
+use crate::act::{Backoffs, Executor, RunbookRunner};
 use crate::config::Policy;
 use crate::http::Health;
 use crate::lease::{Claim, Handover};
@@ -49,7 +48,7 @@ impl Reconciled {
 pub struct Controller {
     observer: Observer,
     executor: Executor,
-    runner: crate::runbook::Runner,
+    runner: RunbookRunner,
     policy: Policy,
     memory: Memory,
     backoffs: Backoffs,
@@ -61,20 +60,19 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// A controller for the swarm behind `docker`; `dry_run` records instead of acting.
+    /// A controller for the swarm `observer` reads; `dry_run` records instead of acting.
     ///
     /// # Errors
     /// The Prometheus client cannot be built (see [`Observer::watching`]): bad input.
     pub fn new(
-        docker: Docker,
+        observer: Observer,
         policy: Policy,
         dry_run: bool,
         cancel: CancellationToken,
     ) -> Result<Self, crate::observe::ClientError> {
-        let observer = Observer::new(docker).watching(&policy)?;
+        let observer = observer.watching(&policy)?;
         let executor = Executor::new(observer.clone(), dry_run, &policy, cancel.clone());
-        let runner =
-            crate::runbook::Runner::new(observer.docker().clone(), executor.writer().clone());
+        let runner = RunbookRunner::new(observer.clone(), executor.writer().clone());
         Ok(Self {
             executor,
             runner,
@@ -94,10 +92,7 @@ impl Controller {
     /// `handover` passes memory between lease holders.
     pub fn with_claim(mut self, claim: Claim, handover: Option<Arc<Handover>>) -> Self {
         self.executor = self.executor.with_claim(claim, handover);
-        self.runner = crate::runbook::Runner::new(
-            self.observer.docker().clone(),
-            self.executor.writer().clone(),
-        );
+        self.runner = RunbookRunner::new(self.observer.clone(), self.executor.writer().clone());
         self
     }
 

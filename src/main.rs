@@ -13,7 +13,7 @@ use swarm_warden::controller::Controller;
 use swarm_warden::http::Health;
 use swarm_warden::lease::{Claim, Lease};
 use swarm_warden::metrics::Metrics;
-use swarm_warden::observe::{connect, connect_waiting, ConnectError};
+use swarm_warden::observe::{connect, connect_waiting, ConnectError, Observer};
 use swarm_warden::plan::ActionStatus;
 use swarm_warden::report::Format;
 use tokio_util::sync::CancellationToken;
@@ -243,7 +243,12 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             // Its CA and secret files are bad input before any wait for the Engine.
             swarm_warden::observe::Telemetry::new(&policy.volumes)?;
             let docker = connect(target.docker_host.as_deref()).await?;
-            let mut controller = Controller::new(docker, policy, true, CancellationToken::new())?;
+            let mut controller = Controller::new(
+                Observer::new(docker),
+                policy,
+                true,
+                CancellationToken::new(),
+            )?;
             let done = controller.reconcile().await.map_err(anyhow::Error::from)?;
             print!("{}", done.report().render(format));
             Ok(ExitCode::SUCCESS)
@@ -286,8 +291,13 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 .map(|l| l.claim(metrics.writes_refused()))
                 .unwrap_or_else(Claim::unconditional);
             let handover = lease.as_ref().map(Lease::handover);
-            let mut controller = Controller::new(docker, policy.clone(), dry_run, cancel.clone())?
-                .with_claim(claim, handover);
+            let mut controller = Controller::new(
+                Observer::new(docker.clone()),
+                policy.clone(),
+                dry_run,
+                cancel.clone(),
+            )?
+            .with_claim(claim, handover);
             if once {
                 // The lease is renewed in the background for as long as the reconcile
                 // lasts (its waits can outlast lease.duration), and released after it.

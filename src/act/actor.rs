@@ -8,7 +8,6 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::error::ActError;
-use super::inflight::InflightStore;
 use crate::observe::Observer;
 use crate::writer::Writer;
 
@@ -20,8 +19,6 @@ pub(super) const POLL: Duration = Duration::from_secs(1);
 pub(super) struct Actor {
     pub observer: Observer,
     pub writer: Writer,
-    /// Where placement fixes in flight are recorded.
-    pub records: InflightStore,
     pub cancel: CancellationToken,
 }
 

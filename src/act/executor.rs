@@ -15,7 +15,6 @@ use tracing::Instrument;
 use super::actor::Actor;
 use super::backoff::Backoffs;
 use super::error::ActError;
-use super::inflight::InflightStore;
 use super::running::{Ended, Remember, Running, Task};
 use crate::config::Policy;
 use crate::lease::{Claim, Handover};
@@ -61,7 +60,6 @@ impl Executor {
     ) -> Self {
         let actor = Actor {
             writer: Writer::new(observer.docker().clone(), Claim::unconditional()),
-            records: InflightStore::new(observer.docker().clone()),
             observer,
             cancel,
         };
@@ -394,8 +392,9 @@ impl Executor {
                     SystemTime::now(),
                 );
                 let run_id = journal.run_id.clone();
-                crate::runbook::JournalStore::new(actor.observer.docker().clone())
-                    .create(&actor.writer, journal)
+                actor
+                    .writer
+                    .create_journal(journal)
                     .await
                     .map_err(|e| ActError::Runbook(e.to_string()))?;
                 return Ok(Started::Done(format!(

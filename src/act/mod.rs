@@ -6,11 +6,12 @@ mod actor;
 mod backoff;
 mod error;
 mod executor;
-pub mod inflight;
 mod membership;
 mod placement;
+mod runbooks;
 mod running;
 
 pub use backoff::Backoffs;
 pub use error::ActError;
 pub use executor::Executor;
+pub use runbooks::RunbookRunner;

@@ -45,14 +45,8 @@ impl Actor {
             )));
         }
         let record = self
-            .records
-            .create(
-                &self.writer,
-                &service.id,
-                &service.name,
-                &written_hash,
-                SystemTime::now(),
-            )
+            .writer
+            .record_placement_fix(&service.id, &service.name, &written_hash, SystemTime::now())
             .await?;
         // A failed write keeps its record: an error (a timeout) may come back after the
         // write committed. The next reconcile clears it if the spec is not the one written.
@@ -130,14 +124,14 @@ impl Actor {
 
     /// Removes a finished fix's record.
     pub(super) async fn clear_record(&self, config_id: &str) -> Result<String, ActError> {
-        self.records.delete(&self.writer, config_id).await?;
+        self.writer.clear_placement_record(config_id).await?;
         Ok(format!("Removed placement record {config_id}."))
     }
 
     /// Removes a record, logging (not failing) when it cannot: the next reconcile sees the
     /// fix over and plans the removal again.
     async fn forget(&self, config_id: &str) {
-        if let Err(e) = self.records.delete(&self.writer, config_id).await {
+        if let Err(e) = self.writer.clear_placement_record(config_id).await {
             tracing::warn!(config = %config_id, error = %e, "Could not remove a placement record; the next reconcile will");
         }
     }

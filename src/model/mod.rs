@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 pub mod journal;
+pub mod run_view;
 pub mod stored;
 
 /// Everything one reconcile knows about the swarm, read by list calls at one moment.

@@ -297,7 +297,7 @@ pub(super) fn task(t: &models::Task) -> Task {
     }
 }
 
-fn mount(m: &models::Mount) -> Mount {
+pub(super) fn mount(m: &models::Mount) -> Mount {
     let volume = m.volume_options.clone().unwrap_or_default();
     let driver = volume.driver_config.unwrap_or_default();
     Mount {

@@ -5,6 +5,7 @@ mod connect;
 mod convert;
 mod events;
 mod prometheus_client;
+mod run_view;
 mod snapshot;
 mod stored;
 mod swarm_errors;

@@ -48,7 +48,7 @@ impl ObserveError {
 /// the Engine's own 20 s request deadline (and `info` waits as long): a reconcile must find
 /// out sooner that there is no leader. A slow but healthy swarm hitting this limit is
 /// reported as leaderless, which blocks actions: the safe side.
-const LIST_TIMEOUT: Duration = Duration::from_secs(15);
+pub(super) const LIST_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Longest wait for `info`: above the Engine's own 20 s request deadline.
 const INFO_TIMEOUT: Duration = Duration::from_secs(25);
@@ -59,7 +59,7 @@ const PING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `call`'s answer, or a timeout error after [`LIST_TIMEOUT`]: no read may hold a
 /// reconcile longer.
-async fn bounded<T>(
+pub(super) async fn bounded<T>(
     call: &'static str,
     read: impl std::future::Future<Output = Result<T, DockerError>>,
 ) -> Result<T, ObserveError> {
@@ -414,7 +414,7 @@ impl Observer {
 
 impl Observer {
     /// One task list call with `filters`.
-    async fn list_tasks(
+    pub(super) async fn list_tasks(
         &self,
         filters: &HashMap<&str, Vec<&str>>,
     ) -> Result<Vec<bollard::models::Task>, ObserveError> {

@@ -19,6 +19,9 @@ use crate::lease::{Claim, Refusal};
 use crate::model::{Availability, Node, Role};
 use crate::observe::is_not_found;
 
+mod runbook;
+mod stored;
+
 /// A write not sent, or one the Engine refused or could not carry out.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -38,6 +41,14 @@ pub enum WriteError {
         /// What the Engine said.
         message: String,
     },
+    /// Not sent: what was to be written cannot be encoded (a journal that is not JSON).
+    #[error("{what} not sent: {message}")]
+    Unencodable {
+        /// What was to be written.
+        what: String,
+        /// Why it cannot be encoded.
+        message: String,
+    },
 }
 
 impl WriteError {
@@ -45,7 +56,7 @@ impl WriteError {
     pub fn engine_message(&self) -> Option<&str> {
         match self {
             WriteError::Engine { message, .. } => Some(message),
-            WriteError::Refused { .. } => None,
+            WriteError::Refused { .. } | WriteError::Unencodable { .. } => None,
         }
     }
 

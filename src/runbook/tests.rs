@@ -1,0 +1,599 @@
+//! Runbook steps as a table: each (journal, view) pair gives the expected next journal and
+//! effects, failure paths included; and properties over arbitrary views.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::transition::job_name;
+use super::*;
+use crate::config::Policy;
+use crate::model::run_view::{JobTaskState, JobView, ObservedMount, RunView, ServiceView};
+use crate::model::{Mount, Service, ServiceMode, Snapshot, VolumeTelemetry};
+use crate::plan::quorum_test_support::{cluster, manager, t};
+use crate::plan::volumes::EFS_ID_LABEL;
+
+const ORIGINAL: &str = r#"{"Target":"/prometheus","Source":"promdata","Type":"volume"}"#;
+
+fn policy() -> Policy {
+    let mut p = Policy::default();
+    p.volumes.require_approval = false;
+    p
+}
+
+fn efs_mount(source: &str) -> Mount {
+    Mount {
+        kind: "volume".into(),
+        source: source.into(),
+        target: "/prometheus".into(),
+        driver: "local".into(),
+        driver_options: BTreeMap::from([("type".into(), "nfs4".into())]),
+        labels: BTreeMap::from([(EFS_ID_LABEL.into(), "fs-1".into())]),
+        read_only: false,
+    }
+}
+
+fn snapshot() -> Snapshot {
+    let mut s = cluster(vec![manager("m1", true)], t(0));
+    s.services = vec![Service {
+        id: "svc".into(),
+        version: 1,
+        name: "prom".into(),
+        mode: ServiceMode::Replicated { replicas: 1 },
+        image: "prom/prometheus".into(),
+        mounts: vec![efs_mount("promdata")],
+        ..Default::default()
+    }];
+    s.telemetry = vec![VolumeTelemetry {
+        efs_id: "fs-1".into(),
+        credits: Some(0.0),
+        permitted: Some(50e3),
+        metered_rate: Some(1e6),
+        storage: Some(1e9),
+        ..Default::default()
+    }];
+    s
+}
+
+fn journal(kind: RunbookKind) -> Journal {
+    Journal::new(kind, "fs-1", "svc", "prom", "promdata", steps(kind), t(0))
+}
+
+/// The service as a view shows it: `replicas` wanted, `running`, `stopping`, mounting
+/// `source` at /prometheus.
+fn service(replicas: u64, running: usize, stopping: usize, source: &str) -> ServiceView {
+    ServiceView {
+        replicas: Some(replicas),
+        running,
+        stopping,
+        mounts: vec![ObservedMount {
+            mount: efs_mount(source),
+            spec: if source == "promdata" {
+                ORIGINAL.into()
+            } else {
+                format!(r#"{{"Target":"/prometheus","Source":"{source}"}}"#)
+            },
+        }],
+    }
+}
+
+fn view(service: ServiceView, job: Option<&[JobTaskState]>) -> RunView {
+    RunView {
+        service: Some(service),
+        job: job.map(|tasks| JobView {
+            tasks: tasks.to_vec(),
+        }),
+    }
+}
+
+/// Runs one transition at `secs`; panics when the step waits.
+fn step(j: &Journal, v: &RunView, secs: u64) -> Transition {
+    advance(j, v, &snapshot(), &policy(), t(secs))
+        .unwrap_or_else(|| panic!("step {:?} waited", j.current().map(|i| &j.steps[i].name)))
+}
+
+fn waits(j: &Journal, v: &RunView, secs: u64) -> bool {
+    advance(j, v, &snapshot(), &policy(), t(secs)).is_none()
+}
+
+fn current(j: &Journal) -> &str {
+    j.current().map_or("-", |i| j.steps[i].name.as_str())
+}
+
+/// A migration driven to the start of `name`, along the happy path.
+fn migration_at(name: &str) -> Journal {
+    let mut j = journal(RunbookKind::EbsMigration);
+    let up = view(service(1, 1, 0, "promdata"), None);
+    let down = view(service(0, 0, 0, "promdata"), None);
+    let mut secs = 1;
+    while current(&j) != name {
+        let running = |i: usize| j.steps[i].state == StepState::Running;
+        let v = match current(&j) {
+            "preflight" | "approval" | "create-target" => up.clone(),
+            "scale-down" if !running(3) => up.clone(),
+            "copy" if running(4) => view(
+                service(0, 0, 0, "promdata"),
+                Some(&[JobTaskState::Complete]),
+            ),
+            "swap-mount" if running(5) => view(service(0, 0, 0, "promdata-ebs"), None),
+            "scale-up" if running(6) => view(service(1, 1, 0, "promdata-ebs"), None),
+            _ => down.clone(),
+        };
+        j = step(&j, &v, secs).journal;
+        secs += 1;
+        assert!(secs < 100, "never reached {name}: {j:#?}");
+    }
+    j
+}
+
+#[test]
+fn a_migration_walks_every_step_recording_before_each_effect() {
+    let p = policy();
+    let mut j = journal(RunbookKind::EbsMigration);
+    let up = view(service(1, 1, 0, "promdata"), None);
+
+    // preflight, approval (not required), create-target: no effects.
+    for expected in ["preflight", "approval", "create-target"] {
+        assert_eq!(current(&j), expected);
+        let next = step(&j, &up, 1);
+        assert_eq!(next.effects, vec![]);
+        j = next.journal;
+    }
+    assert_eq!(j.fact("replicas"), Some("1"));
+    assert_eq!(j.fact("target_volume"), Some("promdata-ebs"));
+    assert_eq!(j.fact("mount_target"), Some("/prometheus"));
+
+    // scale-down: the downtime is recorded with the scale, then it waits for every
+    // container to stop, not only for the desired state.
+    let next = step(&j, &up, 10);
+    assert_eq!(
+        next.effects,
+        vec![Effect::Scale {
+            service_id: "svc".into(),
+            replicas: 0
+        }]
+    );
+    j = next.journal;
+    assert_eq!(j.fact("downtime_from"), Some(unix(10).as_str()));
+    assert!(waits(&j, &view(service(0, 0, 1, "promdata"), None), 11));
+    let next = step(&j, &view(service(0, 0, 0, "promdata"), None), 12);
+    assert_eq!(next.effects, vec![]);
+    j = next.journal;
+
+    // copy: the job name is recorded first, then the job created, then removed once done.
+    let down = view(service(0, 0, 0, "promdata"), None);
+    let next = step(&j, &down, 13);
+    assert_eq!(next.effects, vec![]);
+    j = next.journal;
+    let job = job_name(&format!("{}-copy", j.run_id), 1);
+    assert_eq!(j.fact("copy_job"), Some(job.as_str()));
+    let next = step(&j, &down, 14);
+    assert_eq!(next.journal, j, "creating the job changes no journal");
+    let Effect::CreateJob(created) = &next.effects[0] else {
+        panic!("{:?}", next.effects)
+    };
+    assert_eq!(created.name, job);
+    assert_eq!(
+        created
+            .mounts
+            .iter()
+            .map(|m| (m.target.as_str(), m.source.as_str(), m.read_only))
+            .collect::<Vec<_>>(),
+        vec![("/src", "promdata", true), ("/dst", "promdata-ebs", false)]
+    );
+    assert_eq!(created.mounts[1].driver, p.volumes.migration.driver);
+    let running_job = view(service(0, 0, 0, "promdata"), Some(&[JobTaskState::Active]));
+    assert!(waits(&j, &running_job, 15));
+    let done = view(
+        service(0, 0, 0, "promdata"),
+        Some(&[JobTaskState::Complete]),
+    );
+    let next = step(&j, &done, 16);
+    assert_eq!(next.effects, vec![Effect::RemoveJob { name: job }]);
+    j = next.journal;
+
+    // swap-mount: the original mount is saved before the swap is sent.
+    let next = step(&j, &down, 17);
+    assert_eq!(next.effects, vec![]);
+    j = next.journal;
+    assert_eq!(j.fact("original_mount"), Some(ORIGINAL));
+    let next = step(&j, &down, 18);
+    assert_eq!(
+        next.effects,
+        vec![Effect::SwapMount {
+            service_id: "svc".into(),
+            path: "/prometheus".into(),
+            from: "promdata".into(),
+            to: "promdata-ebs".into(),
+            driver: p.volumes.migration.driver.clone(),
+            options: p.volumes.migration.options.clone(),
+        }]
+    );
+    let swapped = view(service(0, 0, 0, "promdata-ebs"), None);
+    let next = step(&j, &swapped, 19);
+    assert_eq!(next.effects, vec![]);
+    j = next.journal;
+    assert_eq!(j.fact("swapped"), Some("true"));
+
+    // scale-up, then verify for verify_for without a break.
+    let next = step(&j, &swapped, 20);
+    assert_eq!(
+        next.effects,
+        vec![Effect::Scale {
+            service_id: "svc".into(),
+            replicas: 1
+        }]
+    );
+    j = next.journal;
+    let back = view(service(1, 1, 0, "promdata-ebs"), None);
+    j = step(&j, &back, 30).journal;
+    assert_eq!(current(&j), "verify");
+    j = step(&j, &back, 31).journal;
+    assert_eq!(j.fact("verify_since"), Some(unix(31).as_str()));
+    assert!(waits(
+        &j,
+        &back,
+        31 + p.volumes.migration.verify_for.as_secs() - 1
+    ));
+    let next = step(&j, &back, 31 + p.volumes.migration.verify_for.as_secs());
+    assert_eq!(next.journal.status, RunStatus::Succeeded);
+    assert_eq!(next.journal.fact("downtime_seconds"), Some("20"));
+}
+
+fn unix(secs: u64) -> String {
+    super::journal::unix(t(secs)).to_string()
+}
+
+/// One row of the failure table: a journal, a view, and what must come of it.
+struct Row {
+    what: &'static str,
+    journal: Journal,
+    view: RunView,
+    status: RunStatus,
+    effects: Vec<Effect>,
+}
+
+fn rollback_scale() -> Effect {
+    Effect::Scale {
+        service_id: "svc".into(),
+        replicas: 1,
+    }
+}
+
+fn restore() -> Effect {
+    Effect::RestoreMount {
+        service_id: "svc".into(),
+        path: "/prometheus".into(),
+        current: "promdata-ebs".into(),
+        original: ORIGINAL.into(),
+    }
+}
+
+fn exhausted(mut j: Journal) -> Journal {
+    let i = j.current().expect("a step");
+    j.steps[i].attempts = policy().volumes.step_attempts;
+    j
+}
+
+#[test]
+fn every_failure_path_gives_the_expected_journal_and_effects() {
+    let copying = migration_at("copy");
+    let copy_running = step(&copying, &view(service(0, 0, 0, "promdata"), None), 50).journal;
+    let job = copy_running.fact("copy_job").unwrap_or_default().to_owned();
+    let swap = migration_at("swap-mount");
+    let swap_recorded = step(&swap, &view(service(0, 0, 0, "promdata"), None), 50).journal;
+    let mut swapped_unrecorded = swap.clone();
+    swapped_unrecorded.record("swapped", "true");
+    let verify = migration_at("verify");
+    let verifying = step(&verify, &view(service(1, 0, 0, "promdata-ebs"), None), 50).journal;
+    let rows = vec![
+        Row {
+            what: "the service is scaled back during the copy: stop, remove the job, roll back",
+            journal: copy_running.clone(),
+            view: view(service(2, 1, 0, "promdata"), Some(&[JobTaskState::Active])),
+            status: RunStatus::Failed,
+            effects: vec![Effect::RemoveJob { name: job.clone() }, rollback_scale()],
+        },
+        Row {
+            what: "a copy job that failed is removed and retried",
+            journal: copy_running.clone(),
+            view: view(service(0, 0, 0, "promdata"), Some(&[JobTaskState::Failed])),
+            status: RunStatus::Running,
+            effects: vec![Effect::RemoveJob { name: job.clone() }],
+        },
+        Row {
+            what: "the last copy attempt failed: the run fails and scales back",
+            journal: exhausted(copy_running.clone()),
+            view: view(service(0, 0, 0, "promdata"), Some(&[JobTaskState::Failed])),
+            status: RunStatus::Failed,
+            effects: vec![Effect::RemoveJob { name: job }, rollback_scale()],
+        },
+        Row {
+            what: "the service is gone during the copy",
+            journal: copy_running,
+            view: RunView::default(),
+            status: RunStatus::Failed,
+            effects: vec![rollback_scale()],
+        },
+        Row {
+            what: "the mount changed before the swap: nothing recorded, nothing swapped",
+            journal: swap.clone(),
+            view: view(service(0, 0, 0, "otherdata"), None),
+            status: RunStatus::Failed,
+            effects: vec![rollback_scale()],
+        },
+        Row {
+            what: "the mount changed during the swap: the original is restored",
+            journal: swap_recorded.clone(),
+            view: view(service(0, 0, 0, "otherdata"), None),
+            status: RunStatus::Failed,
+            effects: vec![restore(), rollback_scale()],
+        },
+        Row {
+            what: "scaled back right before the swap",
+            journal: swap_recorded,
+            view: view(service(1, 1, 0, "promdata"), None),
+            status: RunStatus::Failed,
+            effects: vec![restore(), rollback_scale()],
+        },
+        Row {
+            what: "swapped but the original was never recorded: never guessed",
+            journal: exhausted(swapped_unrecorded),
+            view: RunView::default(),
+            status: RunStatus::Failed,
+            effects: vec![rollback_scale()],
+        },
+        Row {
+            what: "verify never gets its replicas: the last attempt rolls back whole",
+            journal: exhausted(verifying),
+            view: view(service(1, 0, 0, "promdata-ebs"), None),
+            status: RunStatus::Failed,
+            effects: vec![restore(), rollback_scale()],
+        },
+    ];
+    // Past every timeout of the step (from its start, or from 0), so waiting rows act.
+    let late = |r: &Row| {
+        let m = policy().volumes.migration;
+        let started = r
+            .journal
+            .current()
+            .and_then(|i| r.journal.steps[i].started_at)
+            .map_or(0, |s| s - super::journal::unix(t(0)));
+        started + m.scale_timeout.as_secs() + m.verify_for.as_secs() + 1
+    };
+    for row in rows {
+        let next = step(&row.journal, &row.view, late(&row));
+        assert_eq!(
+            next.journal.status, row.status,
+            "{}: {}",
+            row.what, next.note
+        );
+        assert_eq!(next.effects, row.effects, "{}: {}", row.what, next.note);
+        if row.status == RunStatus::Failed {
+            assert!(next.journal.fact("rollback").is_some(), "{}", row.what);
+        }
+    }
+}
+
+#[test]
+fn scale_down_waits_for_stopping_containers_and_fails_after_its_timeout() {
+    let j = migration_at("scale-down");
+    let j = step(&j, &view(service(1, 1, 0, "promdata"), None), 50).journal;
+    let flushing = view(service(0, 0, 1, "promdata"), None);
+    let timeout = policy().volumes.migration.scale_timeout.as_secs();
+    assert!(waits(&j, &flushing, 50 + timeout));
+    let next = step(&j, &flushing, 51 + timeout);
+    assert_eq!(next.effects, vec![]);
+    let i = next.journal.current().expect("step");
+    assert_eq!(next.journal.steps[i].state, StepState::Pending);
+    assert!(
+        next.journal.steps[i].retry_at.is_some(),
+        "retried after a backoff"
+    );
+    assert!(next.note.contains("1 still stopping"), "{}", next.note);
+    assert!(
+        waits(&next.journal, &flushing, 52 + timeout),
+        "not before retry_at"
+    );
+}
+
+#[test]
+fn a_verify_break_is_recorded_and_restarts_the_clock() {
+    let j = migration_at("verify");
+    let up = view(service(1, 1, 0, "promdata-ebs"), None);
+    let j = step(&j, &up, 50).journal;
+    assert!(j.fact("verify_since").is_some());
+    let j = step(&j, &view(service(1, 0, 0, "promdata-ebs"), None), 60).journal;
+    assert_eq!(j.fact("verify_since"), None);
+    assert_eq!(j.fact("verify_breaks"), Some("1"));
+    let j = step(&j, &up, 70).journal;
+    assert_eq!(j.fact("verify_since"), Some(unix(70).as_str()));
+}
+
+#[test]
+fn a_failed_effect_is_an_attempt_with_backoff_and_a_failed_rollback_is_recorded() {
+    let p = policy();
+    let snap = snapshot();
+    let j = migration_at("scale-down");
+    let began = step(&j, &view(service(1, 1, 0, "promdata"), None), 50);
+    let effect = began.effects[0].clone();
+    let v = view(service(1, 1, 0, "promdata"), None);
+    let failed = effect_failed(&began.journal, &effect, "HTTP 500", &v, &snap, &p, t(51))
+        .expect("a transition");
+    let i = failed.journal.current().expect("step");
+    assert_eq!(failed.journal.steps[i].state, StepState::Pending);
+    assert!(failed.journal.steps[i].detail.contains("HTTP 500"));
+    assert_eq!(
+        failed.journal.steps[i].retry_at,
+        Some(super::journal::unix(t(51)) + p.controller.backoff_min.as_secs())
+    );
+    assert_eq!(
+        effect_failed(
+            &began.journal,
+            &Effect::RemoveJob { name: "x".into() },
+            "gone",
+            &v,
+            &snap,
+            &p,
+            t(51)
+        ),
+        None,
+        "a job that could not be removed changes no journal"
+    );
+    let last = exhausted(began.journal.clone());
+    let failed = effect_failed(&last, &effect, "HTTP 500", &v, &snap, &p, t(52)).expect("t");
+    assert_eq!(failed.journal.status, RunStatus::Failed);
+    assert_eq!(failed.effects, vec![rollback_scale()]);
+    let rollback = effect_failed(
+        &failed.journal,
+        &failed.effects[0],
+        "HTTP 503",
+        &v,
+        &snap,
+        &p,
+        t(53),
+    )
+    .expect("t");
+    assert!(
+        rollback.effects.is_empty(),
+        "a rollback is not retried by a step"
+    );
+    assert!(rollback
+        .journal
+        .fact("rollback_failed")
+        .is_some_and(|f| f.contains("HTTP 503")));
+}
+
+#[test]
+fn a_step_waits_until_its_retry_is_due() {
+    let mut j = migration_at("copy");
+    let i = j.current().expect("step");
+    j.steps[i].retry_at = Some(super::journal::unix(t(100)));
+    let down = view(service(0, 0, 0, "promdata"), None);
+    assert!(waits(&j, &down, 99));
+    assert!(!waits(&j, &down, 100));
+}
+
+#[test]
+fn a_run_waits_for_the_approval_label_naming_it() {
+    let mut p = policy();
+    p.volumes.require_approval = true;
+    let mut snap = snapshot();
+    let v = view(service(1, 1, 0, "promdata"), None);
+    let next = |j: &Journal, snap: &Snapshot, secs: u64| advance(j, &v, snap, &p, t(secs));
+    let j = next(&journal(RunbookKind::EfsPadding), &snap, 1)
+        .expect("preflight")
+        .journal;
+    let asked = next(&j, &snap, 2).expect("asks");
+    assert!(asked.note.contains("awaiting approval"), "{}", asked.note);
+    let j = asked.journal;
+    assert_eq!(j.status, RunStatus::AwaitingApproval);
+    assert_eq!(next(&j, &snap, 3), None, "waits quietly");
+    snap.services[0]
+        .labels
+        .insert(APPROVE_LABEL.into(), "someone-else".into());
+    assert_eq!(next(&j, &snap, 4), None);
+    snap.services[0]
+        .labels
+        .insert(APPROVE_LABEL.into(), j.run_id.clone());
+    let approved = next(&j, &snap, 5).expect("approved");
+    assert_eq!(approved.note, "approved");
+    assert_eq!(approved.journal.status, RunStatus::Running);
+    assert_eq!(current(&approved.journal), "pad");
+}
+
+#[test]
+fn the_padding_job_mounts_the_service_volume_as_the_service_does_and_runs_pad() {
+    let j = journal(RunbookKind::EfsPadding);
+    let v = view(service(1, 1, 0, "promdata"), None);
+    let mut j = step(&j, &v, 1).journal;
+    j = step(&j, &v, 2).journal;
+    let began = step(&j, &v, 3);
+    assert_eq!(began.effects, vec![]);
+    let create = step(&began.journal, &v, 4);
+    let Effect::CreateJob(job) = &create.effects[0] else {
+        panic!("{:?}", create.effects)
+    };
+    assert_eq!(job.args[0], "pad");
+    assert_eq!(job.mounts[0].source, "promdata");
+    assert_eq!(job.mounts[0].options["type"], "nfs4");
+    assert!(!job.mounts[0].read_only);
+    let done = view(
+        service(1, 1, 0, "promdata"),
+        Some(&[JobTaskState::Complete]),
+    );
+    let next = step(&began.journal, &done, 5);
+    assert_eq!(
+        next.effects,
+        vec![Effect::RemoveJob {
+            name: job.name.clone()
+        }]
+    );
+    assert_eq!(current(&next.journal), "verify");
+}
+
+#[test]
+fn job_names_fit_docker_limits_and_name_the_attempt() {
+    let name = job_name("efs-padding-fs-0123456789abcdef0-1795721234", 2);
+    assert!(name.len() <= 63);
+    assert!(name.ends_with("-2"));
+    assert!(job_name(&"x".repeat(80), 1).len() <= 63);
+}
+
+fn arb_view() -> impl Strategy<Value = RunView> {
+    let service = (
+        0..3u64,
+        0..3usize,
+        0..2usize,
+        prop::sample::select(vec!["promdata", "promdata-ebs", "otherdata"]),
+    )
+        .prop_map(|(r, running, stopping, source)| service(r, running, stopping, source));
+    let job = prop::option::of(prop::collection::vec(
+        prop::sample::select(vec![
+            JobTaskState::Active,
+            JobTaskState::Complete,
+            JobTaskState::Failed,
+        ]),
+        0..3,
+    ));
+    (prop::option::of(service), job).prop_map(|(service, job)| RunView {
+        service,
+        job: job.map(|tasks| JobView { tasks }),
+    })
+}
+
+proptest! {
+    /// Whatever the swarm shows, a migration never copies or swaps while the service is
+    /// not scaled down with every container stopped, never swaps before the original
+    /// mount is in the journal saved before the swap, and never restores a mount it has
+    /// no record of.
+    #[test]
+    fn a_migration_never_copies_or_swaps_a_running_service(
+        views in prop::collection::vec(arb_view(), 1..40),
+        gaps in prop::collection::vec(0..400u64, 40),
+    ) {
+        let p = policy();
+        let snap = snapshot();
+        let mut j = journal(RunbookKind::EbsMigration);
+        let mut secs = 1;
+        for (v, gap) in views.iter().zip(gaps) {
+            secs += gap;
+            let Some(next) = advance(&j, v, &snap, &p, t(secs)) else { continue };
+            let at_zero = v.service.as_ref().is_some_and(|s| s.replicas == Some(0) && s.running == 0 && s.stopping == 0);
+            for effect in &next.effects {
+                match effect {
+                    Effect::CreateJob(job) if job.args[0] == "copy" => prop_assert!(at_zero, "{effect} while {v:?}"),
+                    Effect::SwapMount { .. } => {
+                        prop_assert!(at_zero, "{effect} while {v:?}");
+                        prop_assert!(next.journal.fact("original_mount").is_some());
+                    }
+                    Effect::RestoreMount { original, .. } => {
+                        prop_assert_eq!(Some(original.as_str()), next.journal.fact("original_mount"));
+                    }
+                    _ => {}
+                }
+            }
+            j = next.journal;
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! Runbook steps as pure transitions: `(journal, view, snapshot, policy, now) -> (journal',
+//! effects)`. No I/O and no clock reads: the runner reads the view, saves `journal'` (the
+//! record comes before the act, so a restart resumes instead of repeating) and then hands
+//! the effects to the one writer. A failed effect is a transition too ([`effect_failed`]):
+//! it counts as an attempt of its step, with backoff, and a step out of attempts fails the
+//! run and rolls a migration back.
+
+use std::time::{Duration, SystemTime};
+
+use super::effect::Effect;
+use super::journal::{unix, Journal, RunStatus, RunbookKind, StepState};
+use super::{migration, padding};
+use crate::config::Policy;
+use crate::model::run_view::RunView;
+use crate::model::Snapshot;
+use crate::plan::volumes::{padding_plan, watched};
+
+/// Label of the service that approves a run: its value must be the run ID.
+pub const APPROVE_LABEL: &str = "swarm-warden.approve";
+
+/// What one transition made of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    /// The journal after it: saved before any effect is carried out.
+    pub journal: Journal,
+    /// What to change in the swarm, in order, after the journal is saved.
+    pub effects: Vec<Effect>,
+    /// What happened, for the log.
+    pub note: String,
+}
+
+/// What a step reads besides its journal.
+pub(super) struct Cx<'a> {
+    pub view: &'a RunView,
+    pub snapshot: &'a Snapshot,
+    pub policy: &'a Policy,
+    pub now: SystemTime,
+}
+
+/// The next transition of `journal`'s current step, or `None` when the step has to wait
+/// (a job running, a retry not yet due, the metered size not caught up, no step left).
+pub fn advance(
+    journal: &Journal,
+    view: &RunView,
+    snapshot: &Snapshot,
+    policy: &Policy,
+    now: SystemTime,
+) -> Option<Transition> {
+    let i = journal.current()?;
+    if !journal.is_active() || journal.steps[i].retry_at.is_some_and(|at| unix(now) < at) {
+        return None;
+    }
+    let cx = Cx {
+        view,
+        snapshot,
+        policy,
+        now,
+    };
+    let mut j = journal.clone();
+    let mut effects = Vec::new();
+    let name = j.steps[i].name.clone();
+    let note = match (j.kind, name.as_str()) {
+        (_, "preflight") => Some(preflight(&mut j, i, &cx, &mut effects)),
+        (_, "approval") => approval(&mut j, i, &cx),
+        (RunbookKind::EfsPadding, "pad") => padding::pad(&mut j, i, &cx, &mut effects),
+        (RunbookKind::EfsPadding, "verify") => padding::verify(&mut j, i, &cx),
+        (RunbookKind::EbsMigration, step) => migration::step(step, &mut j, i, &cx, &mut effects),
+        (kind, step) => Some(give_up(
+            &mut j,
+            i,
+            &cx,
+            &mut effects,
+            format!(
+                "step {step} of {} is not implemented in this version",
+                kind.as_str()
+            ),
+        )),
+    }?;
+    Some(Transition {
+        journal: j,
+        effects,
+        note,
+    })
+}
+
+/// What a failed `effect` makes of `journal` (the journal saved before the effect was
+/// sent). A job that could not be removed changes nothing (`None`: the runner logs it). A
+/// rollback's failure is recorded in the failed run (fact `rollback_failed`), never
+/// retried by a step. Any other failure is a failed attempt of the current step, with
+/// backoff; out of attempts, the run fails and a migration is rolled back.
+pub fn effect_failed(
+    journal: &Journal,
+    effect: &Effect,
+    error: &str,
+    view: &RunView,
+    snapshot: &Snapshot,
+    policy: &Policy,
+    now: SystemTime,
+) -> Option<Transition> {
+    if matches!(effect, Effect::RemoveJob { .. }) {
+        return None;
+    }
+    let mut j = journal.clone();
+    let mut effects = Vec::new();
+    let what = format!("{effect} failed: {error}");
+    if j.status == RunStatus::Failed {
+        let all = match j.fact("rollback_failed") {
+            Some(before) => format!("{before}; {what}"),
+            None => what.clone(),
+        };
+        j.record("rollback_failed", all);
+        return Some(Transition {
+            journal: j,
+            effects,
+            note: format!("rollback incomplete: {what}"),
+        });
+    }
+    let i = j.current()?;
+    let cx = Cx {
+        view,
+        snapshot,
+        policy,
+        now,
+    };
+    let note = attempt_failed(&mut j, i, &cx, &mut effects, what);
+    Some(Transition {
+        journal: j,
+        effects,
+        note,
+    })
+}
+
+/// The delay before attempt `attempts + 1`: `controller.backoff_min` doubling per attempt
+/// made, capped at `controller.backoff_max`. No jitter: a transition is a pure function
+/// (runs are few; they need no spreading).
+pub(super) fn delay(policy: &Policy, attempts: u32) -> Duration {
+    let min = policy.controller.backoff_min;
+    let doublings = attempts.saturating_sub(1).min(20);
+    min.saturating_mul(1 << doublings)
+        .min(policy.controller.backoff_max)
+}
+
+/// How long the current attempt of step `i` has run.
+pub(super) fn elapsed(j: &Journal, i: usize, now: SystemTime) -> Duration {
+    Duration::from_secs(unix(now).saturating_sub(j.steps[i].started_at.unwrap_or(0)))
+}
+
+/// A failed attempt of step `i`: retried after a backoff while attempts remain
+/// (`volumes.step_attempts`); otherwise the run fails and is rolled back. Returns the note.
+pub(super) fn attempt_failed(
+    j: &mut Journal,
+    i: usize,
+    cx: &Cx,
+    effects: &mut Vec<Effect>,
+    why: impl Into<String>,
+) -> String {
+    let why = why.into();
+    let delay = delay(cx.policy, j.steps[i].attempts);
+    if j.fail_attempt(
+        i,
+        cx.now,
+        why.clone(),
+        cx.policy.volumes.step_attempts,
+        delay,
+    ) {
+        format!("{why}; {}", migration::roll_back(j, effects))
+    } else {
+        format!("{why}; will retry in {}s", delay.as_secs())
+    }
+}
+
+/// A failure no retry can mend (the service is gone, someone scaled it back during a
+/// migration): the run fails now and is rolled back. Returns the note.
+pub(super) fn give_up(
+    j: &mut Journal,
+    i: usize,
+    cx: &Cx,
+    effects: &mut Vec<Effect>,
+    why: impl Into<String>,
+) -> String {
+    let why = why.into();
+    j.fail_attempt(i, cx.now, why.clone(), 0, Duration::ZERO);
+    format!("{why}; {}", migration::roll_back(j, effects))
+}
+
+fn preflight(j: &mut Journal, i: usize, cx: &Cx, effects: &mut Vec<Effect>) -> String {
+    j.begin(i, cx.now);
+    let watched = watched(&cx.snapshot.services, cx.policy);
+    let Some(w) = watched
+        .iter()
+        .find(|w| w.efs_id == j.efs_id && w.service_id == j.service_id)
+    else {
+        return give_up(
+            j,
+            i,
+            cx,
+            effects,
+            "the volume is no longer watched or its service is gone",
+        );
+    };
+    let Some(t) = cx.snapshot.telemetry.iter().find(|t| t.efs_id == j.efs_id) else {
+        return attempt_failed(j, i, cx, effects, "no telemetry for the volume");
+    };
+    if j.kind == RunbookKind::EfsPadding {
+        let Some(pad) = padding_plan(t, cx.policy) else {
+            return attempt_failed(j, i, cx, effects, "incomplete telemetry");
+        };
+        j.record("padding_bytes", pad.bytes);
+        j.record("padding_metered", pad.metered as u64);
+        j.record("metered_size_before", t.storage.unwrap_or(0.0) as u64);
+        j.record("target_baseline", pad.target_baseline as u64);
+        j.record("monthly_cost_usd", format!("{:.2}", pad.monthly_cost));
+        j.record("eta_seconds", pad.eta.as_secs());
+    }
+    if j.kind == RunbookKind::EbsMigration {
+        let Some(service) = cx.snapshot.services.iter().find(|s| s.id == j.service_id) else {
+            return give_up(j, i, cx, effects, "the service is gone");
+        };
+        let crate::model::ServiceMode::Replicated { replicas } = service.mode else {
+            return give_up(
+                j,
+                i,
+                cx,
+                effects,
+                "only replicated services can be migrated",
+            );
+        };
+        j.record("replicas", replicas);
+        j.record("mount_target", &w.target);
+        j.record(
+            "target_volume",
+            format!("{}{}", w.volume, cx.policy.volumes.migration.volume_suffix),
+        );
+    }
+    j.record("volume", &w.volume);
+    j.complete(i, cx.now, "ready");
+    format!(
+        "preflight done ({} bytes to pad)",
+        j.fact("padding_bytes").unwrap_or("-")
+    )
+}
+
+/// Waits for the service's approval label to name the run, unless approval is not
+/// required. Waiting quietly (`None`) once the run says it awaits approval.
+pub(super) fn approval(j: &mut Journal, i: usize, cx: &Cx) -> Option<String> {
+    if !cx.policy.volumes.require_approval {
+        j.begin(i, cx.now);
+        j.complete(i, cx.now, "approval not required");
+        return Some("approval not required".into());
+    }
+    let approved = cx
+        .snapshot
+        .services
+        .iter()
+        .find(|s| s.id == j.service_id)
+        .and_then(|s| s.labels.get(APPROVE_LABEL))
+        .is_some_and(|v| v == &j.run_id);
+    if approved {
+        j.begin(i, cx.now);
+        j.complete(
+            i,
+            cx.now,
+            format!("approved by label {APPROVE_LABEL}={}", j.run_id),
+        );
+        Some("approved".into())
+    } else if j.status != RunStatus::AwaitingApproval {
+        j.status = RunStatus::AwaitingApproval;
+        Some(format!(
+            "awaiting approval: label the service {APPROVE_LABEL}={}",
+            j.run_id
+        ))
+    } else {
+        None
+    }
+}
+
+/// Whether step `i` has not started its current attempt.
+pub(super) fn pending(j: &Journal, i: usize) -> bool {
+    j.steps[i].state == StepState::Pending
+}
+
+/// Job names stay under Docker's 63-character limit and say which run and attempt.
+pub(super) fn job_name(run_id: &str, attempt: u32) -> String {
+    let mut name = format!("sw-{run_id}-{attempt}");
+    name.truncate(63);
+    name
+}
