@@ -382,6 +382,8 @@ pub enum FindingKind {
     VolumeTelemetryMissing,
     /// A runbook journal that cannot be read (or the journals could not be listed).
     RunbookJournalUnreadable,
+    /// A run in flight that does not advance because `volumes.mode` is not `enforce`.
+    RunbookPaused,
 }
 
 impl FindingKind {
@@ -417,6 +419,7 @@ impl FindingKind {
             FindingKind::VolumeCreditsLow => "volume-credits-low",
             FindingKind::VolumeTelemetryMissing => "volume-telemetry-missing",
             FindingKind::RunbookJournalUnreadable => "runbook-journal-unreadable",
+            FindingKind::RunbookPaused => "runbook-paused",
         }
     }
 }

@@ -117,6 +117,8 @@ pub(super) fn plan_volumes(
     plan: &mut Plan,
 ) {
     let p = &policy.volumes;
+    // Even with volumes off: a paused migration may hold a service at 0 replicas.
+    paused_runs(snapshot, policy, plan);
     if p.mode == Mode::Off {
         return;
     }
@@ -158,6 +160,43 @@ pub(super) fn plan_volumes(
         {
             plan_runbook(&w, t, snapshot, policy, now, plan);
         }
+    }
+}
+
+/// Runs in flight do not advance unless `volumes.mode` is `enforce` (see
+/// `runbook::advance`): each is reported, critical when it holds its service scaled down.
+fn paused_runs(snapshot: &Snapshot, policy: &Policy, plan: &mut Plan) {
+    let mode = policy.volumes.mode;
+    if mode == Mode::Enforce {
+        return;
+    }
+    for j in snapshot.runbooks.iter().filter(|j| j.is_active()) {
+        let step = j.current().map_or("-", |i| j.steps[i].name.as_str());
+        let down = j.fact("downtime_from").is_some() && j.fact("back_at").is_none();
+        let (severity, held) = if down {
+            (
+                Severity::Critical,
+                format!(
+                    " It scaled service {} down and holds it there: set volumes.mode back to enforce to let it finish or roll back, or restore the service by hand (docker service scale {}={}).",
+                    j.service,
+                    j.service,
+                    j.fact("replicas").unwrap_or("N")
+                ),
+            )
+        } else {
+            (Severity::Warning, String::new())
+        };
+        plan.findings.push(Finding::new(
+            FindingKind::RunbookPaused,
+            severity,
+            &j.run_id,
+            format!(
+                "Runbook {} ({} of {}) is paused at step {step}: volumes.mode is {mode}, so runs in flight do not advance.{held}",
+                j.run_id,
+                j.kind.as_str(),
+                j.service
+            ),
+        ));
     }
 }
 
@@ -668,6 +707,58 @@ mod tests {
             .find(|f| f.kind == FindingKind::VolumeThrottled)
             .expect("throttled");
         assert!(throttled.message.contains("5m 1s"), "{}", throttled.message);
+    }
+
+    #[test]
+    fn a_run_in_flight_is_reported_paused_outside_enforce_critical_while_it_holds_the_service_down()
+    {
+        use crate::model::journal::{Journal, RunbookKind};
+        let mut s = snap(1e12, 0.0);
+        let mut run = Journal::new(
+            RunbookKind::EbsMigration,
+            "fs-1",
+            "prom",
+            "monitoring_prometheus",
+            "promdata",
+            &["preflight", "scale-down", "copy"],
+            t(0),
+        );
+        run.begin(0, t(1));
+        run.complete(0, t(2), "ready");
+        s.runbooks = vec![run.clone()];
+        let paused = |s: &Snapshot, mode: Mode| {
+            let mut p = Policy::default();
+            p.volumes.mode = mode;
+            plan(s, &p, &Memory::default(), s.observed_at)
+                .findings
+                .into_iter()
+                .filter(|f| f.kind == FindingKind::RunbookPaused)
+                .collect::<Vec<_>>()
+        };
+        assert!(paused(&s, Mode::Enforce).is_empty());
+        let f = paused(&s, Mode::Audit);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].severity, Severity::Warning);
+        assert!(
+            f[0].message.contains("paused at step scale-down"),
+            "{}",
+            f[0].message
+        );
+        run.record("downtime_from", 5);
+        run.record("replicas", 2);
+        s.runbooks = vec![run];
+        let f = paused(&s, Mode::Off);
+        assert_eq!(
+            f[0].severity,
+            Severity::Critical,
+            "reported even with volumes off"
+        );
+        assert!(
+            f[0].message
+                .contains("docker service scale monitoring_prometheus=2"),
+            "{}",
+            f[0].message
+        );
     }
 
     #[test]

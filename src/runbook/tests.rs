@@ -597,3 +597,15 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn audit_and_off_pause_a_run_in_flight() {
+    let j = migration_at("copy");
+    let down = view(service(0, 0, 0, "promdata"), None);
+    for mode in [crate::config::Mode::Audit, crate::config::Mode::Off] {
+        let mut p = policy();
+        p.volumes.mode = mode;
+        assert_eq!(advance(&j, &down, &snapshot(), &p, t(50)), None, "{mode}");
+    }
+    assert!(!waits(&j, &down, 50), "enforce advances it");
+}

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use super::effect::Effect;
 use super::journal::{unix, Journal, RunStatus, RunbookKind, StepState};
 use super::{migration, padding};
-use crate::config::Policy;
+use crate::config::{Mode, Policy};
 use crate::model::run_view::RunView;
 use crate::model::Snapshot;
 use crate::plan::volumes::{padding_plan, watched};
@@ -38,7 +38,8 @@ pub(super) struct Cx<'a> {
 }
 
 /// The next transition of `journal`'s current step, or `None` when the step has to wait
-/// (a job running, a retry not yet due, the metered size not caught up, no step left).
+/// (a job running, a retry not yet due, the metered size not caught up, no step left) or
+/// the run is paused (`volumes.mode` is `audit` or `off`).
 pub fn advance(
     journal: &Journal,
     view: &RunView,
@@ -48,6 +49,10 @@ pub fn advance(
 ) -> Option<Transition> {
     let i = journal.current()?;
     if !journal.is_active() || journal.steps[i].retry_at.is_some_and(|at| unix(now) < at) {
+        return None;
+    }
+    // `audit` and `off` pause runs in flight (the planner reports them `runbook-paused`).
+    if policy.volumes.mode != Mode::Enforce {
         return None;
     }
     let cx = Cx {
