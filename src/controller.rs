@@ -14,12 +14,13 @@ use tracing::Instrument;
 
 use crate::act::{Backoffs, Executor, RunbookRunner};
 use crate::config::Policy;
+use crate::events::Event;
 use crate::http::Health;
 use crate::lease::{Claim, Handover};
 use crate::metrics::Metrics;
 use crate::model::Snapshot;
 use crate::observe::{watch_events, ObserveError, Observer, Trigger};
-use crate::plan::{self, Memory, Plan, Severity};
+use crate::plan::{self, Memory, Plan};
 use crate::report::Report;
 
 /// Backoff key of observation failures.
@@ -98,6 +99,7 @@ impl Controller {
 
     /// Reports to these metrics and health probes.
     pub fn with_telemetry(mut self, metrics: Arc<Metrics>, health: Arc<Health>) -> Self {
+        self.executor = self.executor.with_metrics(metrics.clone());
         self.metrics = metrics;
         self.health = health;
         self
@@ -125,7 +127,7 @@ impl Controller {
         {
             let busy = self.executor.busy_services();
             for note in self.runner.advance(&snapshot, &self.policy, &busy).await {
-                tracing::info!(runbook = %note, "Runbook");
+                Event::Runbook(&note).emit(&self.metrics);
             }
         }
         Ok(Reconciled {
@@ -212,11 +214,12 @@ impl Controller {
                 Err(e) => {
                     self.metrics.reconcile_failed();
                     let wait = self.backoffs.failed(OBSERVE_KEY, Instant::now());
-                    if e.is_transient() {
-                        tracing::warn!(error = %e, retry_in = ?wait, "Could not observe the swarm");
-                    } else {
-                        tracing::error!(error = %e, retry_in = ?wait, "Cannot work with this Docker Engine");
+                    Event::ObserveFailed {
+                        error: &e.to_string(),
+                        retry_in: wait,
+                        transient: e.is_transient(),
                     }
+                    .emit(&self.metrics);
                     requeue_at = Some(Instant::now() + wait);
                 }
             }
@@ -240,23 +243,10 @@ impl Controller {
             return;
         }
         for f in &plan.findings {
-            match f.severity {
-                Severity::Critical | Severity::Warning => {
-                    tracing::warn!(kind = %f.kind, severity = %f.severity, subject = %f.subject, "{}", f.message)
-                }
-                Severity::Info => {
-                    tracing::info!(kind = %f.kind, subject = %f.subject, "{}", f.message)
-                }
-            }
+            Event::Finding(f).emit(&self.metrics);
         }
         if let Some(c) = &plan.cluster {
-            tracing::info!(
-                managers = c.managers,
-                reachable = c.reachable_managers,
-                quorum = c.quorum,
-                fault_tolerance = c.fault_tolerance,
-                "Cluster state changed"
-            );
+            Event::ClusterState(c).emit(&self.metrics);
         }
         self.last_findings = current;
     }

@@ -17,6 +17,7 @@ pub mod act;
 pub mod config;
 pub mod controller;
 pub mod copy;
+pub mod events;
 pub mod http;
 pub mod lease;
 pub mod metrics;

@@ -41,6 +41,12 @@ struct FindingLabels {
     severity: &'static str,
 }
 
+/// An event's name (see [`crate::events::Event::NAMES`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    event: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RunbookLabels {
     status: &'static str,
@@ -59,6 +65,7 @@ pub struct Metrics {
     reconcile_duration: Histogram,
     reconcile_errors: Counter,
     writes_refused: Counter,
+    events: Family<EventLabels, Counter>,
     last_success: Gauge<f64, AtomicU64>,
     queue_depth: Gauge,
     leader: Gauge,
@@ -130,6 +137,12 @@ impl Metrics {
             "Writes not sent because this replica's lease claim was gone or had run out on its own clock",
             writes_refused.clone(),
         );
+        let events = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "events",
+            "Events logged, by name (the `event` field of the log)",
+            events.clone(),
+        );
         // Every other gauge holds the last successful observation: this says how old it
         // is (alert SwarmWardenBlind).
         let last_success = Gauge::<f64, AtomicU64>::default();
@@ -181,6 +194,7 @@ impl Metrics {
             reconcile_duration,
             reconcile_errors,
             writes_refused,
+            events,
             last_success,
             queue_depth,
             leader,
@@ -332,6 +346,11 @@ impl Metrics {
     /// Records a reconcile that could not observe.
     pub fn reconcile_failed(&self) {
         self.reconcile_errors.inc();
+    }
+
+    /// Counts one event named `event` (see [`crate::events::Event`], which calls this).
+    pub fn event(&self, event: &'static str) {
+        self.events.get_or_create(&EventLabels { event }).inc();
     }
 
     /// The counter of refused writes (`swarm_warden_writes_refused_total`), for the

@@ -52,14 +52,10 @@ async fn idle(warden: &Warden) {
         Duration::from_secs(60),
         || async {
             let log = warden.log();
-            let ended = ["Action done", "Action failed", "Action rolled back"]
-                .iter()
-                .map(|p| count(&log, p))
-                .sum::<usize>();
-            if ended >= count(&log, "Carrying out") {
+            if log.actions_ended() >= log.count("action-started") {
                 Probe::Done(())
             } else {
-                Probe::Pending(log)
+                Probe::Pending(log.to_string())
             }
         },
     )
@@ -67,19 +63,49 @@ async fn idle(warden: &Warden) {
     .unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// How often `phrase` is in `log`.
-fn count(log: &str, phrase: &str) -> usize {
-    log.matches(phrase).count()
+/// What swarm-warden must say under a fault, as typed events.
+#[derive(Debug, Clone, Copy)]
+enum Says {
+    /// Nothing in particular (the reads work).
+    Nothing,
+    /// `observe-failed`, its error containing this (the Engine's or the deadline's words).
+    ObserveFailed(&'static str),
+    /// A finding of this kind.
+    Finding(&'static str),
+    /// An event of this name.
+    Event(&'static str),
 }
 
-/// Waits until swarm-warden's log holds `phrase` more than `before` times.
-async fn says_again(warden: &Warden, phrase: &str, before: usize, what: &str) {
+/// How often `log` says it.
+fn count(log: &Log, says: Says) -> usize {
+    match says {
+        Says::Nothing => 0,
+        Says::ObserveFailed(error) => log
+            .events("observe-failed")
+            .iter()
+            .filter(|e| {
+                e["fields"]["error"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(error))
+            })
+            .count(),
+        Says::Finding(kind) => log
+            .events("finding")
+            .iter()
+            .filter(|e| e["fields"]["kind"] == kind)
+            .count(),
+        Says::Event(name) => log.count(name),
+    }
+}
+
+/// Waits until swarm-warden's log says it more than `before` times.
+async fn says_again(warden: &Warden, says: Says, before: usize, what: &str) {
     wait_until(what, Duration::from_secs(60), || async {
         let log = warden.log();
-        if count(&log, phrase) > before {
+        if count(&log, says) > before {
             Probe::Done(())
         } else {
-            Probe::Pending(log)
+            Probe::Pending(log.to_string())
         }
     })
     .await
@@ -88,7 +114,7 @@ async fn says_again(warden: &Warden, phrase: &str, before: usize, what: &str) {
 
 /// One round against a running swarm-warden: the fault is set on `only` (empty: every
 /// cluster read), then a service lands on the manager. If the reads still work
-/// (`acts_meanwhile`), the fix must follow anyway; else swarm-warden must say `phrase`
+/// (`acts_meanwhile`), the fix must follow anyway; else swarm-warden must say `says`
 /// again, write nothing, and fix the service within a resync (plus a read left hanging)
 /// of the heal.
 #[allow(clippy::too_many_arguments)]
@@ -99,11 +125,11 @@ async fn round(
     n: usize,
     fault: DockerFault,
     only: &[&str],
-    phrase: &str,
+    says: Says,
     acts_meanwhile: bool,
 ) {
     let name = format!("svc{n}");
-    let said = count(&warden.log(), phrase);
+    let said = count(&warden.log(), says);
     let acted = warden.actions_started();
     proxy.set_on(fault.clone(), only);
     service_on_the_manager(lab, &name).await;
@@ -111,9 +137,9 @@ async fn round(
     if !acts_meanwhile {
         says_again(
             warden,
-            phrase,
+            says,
             said,
-            &format!("swarm-warden to say {phrase:?} under {fault:?} on {only:?}"),
+            &format!("swarm-warden to say {says:?} under {fault:?} on {only:?}"),
         )
         .await;
         // And for more than a resync (3 s) after that.
@@ -126,7 +152,7 @@ async fn round(
         );
         assert_eq!(warden.actions_started(), acted, "{fault:?}:\n{log}");
         assert!(
-            !log.contains("quorum-lost"),
+            !log.finding("quorum-lost"),
             "a failed read is no lost quorum:\n{log}"
         );
         proxy.heal();
@@ -138,7 +164,7 @@ async fn round(
             if fixed(lab, &name).await {
                 Probe::Done(())
             } else {
-                Probe::Pending(warden.log())
+                Probe::Pending(warden.log().to_string())
             }
         },
     )
@@ -154,19 +180,24 @@ async fn round(
 async fn blind_during_a_rollout(lab: &Lab, proxy: &DockerProxy, warden: &Warden, n: usize) {
     let name = format!("svc{n}");
     let started = warden.actions_started();
-    let left = count(&warden.log(), "not seen to its end");
+    let unobserved = Says::Event("action-unobserved");
+    let left = count(&warden.log(), unobserved);
     service_on_the_manager(lab, &name).await;
-    says_again(warden, "Carrying out", started, "the fix to start").await;
-    proxy.set_on(DockerFault::Status(503), &["/tasks"]);
     says_again(
         warden,
-        "not seen to its end",
-        left,
-        "the rollout to be left unjudged",
+        Says::Event("action-started"),
+        started,
+        "the fix to start",
     )
     .await;
+    proxy.set_on(DockerFault::Status(503), &["/tasks"]);
+    says_again(warden, unobserved, left, "the rollout to be left unjudged").await;
     let log = warden.log();
-    assert!(!log.contains("rolling back"), "rolled back blind:\n{log}");
+    assert_eq!(
+        log.count("action-rolled-back"),
+        0,
+        "rolled back blind:\n{log}"
+    );
     assert!(fixed(lab, &name).await, "the fix was undone:\n{log}");
     proxy.heal();
     idle(warden).await;
@@ -190,9 +221,19 @@ async fn a_faulty_docker_api_never_leads_to_an_action_and_work_resumes_once_it_h
         &[("DOCKER_HOST", proxy.docker_host())],
     );
     // Healthy first: each fault then hits a read after the local node is known.
-    round(&lab, &proxy, &warden, 0, DockerFault::None, &[], "", true).await;
-    let failed = "Could not observe the swarm";
-    let rounds: [(DockerFault, &[&str], &str, bool); 7] = [
+    round(
+        &lab,
+        &proxy,
+        &warden,
+        0,
+        DockerFault::None,
+        &[],
+        Says::Nothing,
+        true,
+    )
+    .await;
+    let failed = Says::ObserveFailed("");
+    let rounds: [(DockerFault, &[&str], Says, bool); 7] = [
         (DockerFault::Status(500), &["/nodes"], failed, false),
         (DockerFault::Status(503), &["/tasks"], failed, false),
         (DockerFault::CutBody, &["/services"], failed, false),
@@ -206,24 +247,24 @@ async fn a_faulty_docker_api_never_leads_to_an_action_and_work_resumes_once_it_h
         (
             DockerFault::Status(500),
             &["/configs"],
-            "placement-record-unreadable",
+            Says::Finding("placement-record-unreadable"),
             false,
         ),
         // A hung Engine: the node list times out and /_ping is silent too.
         (
             DockerFault::Hang,
             &[],
-            "does not answer /_ping either",
+            Says::ObserveFailed("does not answer /_ping either"),
             false,
         ),
-        (DockerFault::DropEvents, &[], "", true),
+        (DockerFault::DropEvents, &[], Says::Nothing, true),
     ];
-    for (n, (fault, only, phrase, acts)) in rounds.into_iter().enumerate() {
-        round(&lab, &proxy, &warden, n + 1, fault, only, phrase, acts).await;
+    for (n, (fault, only, says, acts)) in rounds.into_iter().enumerate() {
+        round(&lab, &proxy, &warden, n + 1, fault, only, says, acts).await;
     }
     blind_during_a_rollout(&lab, &proxy, &warden, 9).await;
     let log = warden.stop();
-    assert!(!log.contains("panicked"), "{log}");
+    assert!(!log.text().contains("panicked"), "{log}");
     drop(proxy);
     teardown_leaving_nothing(lab);
 }

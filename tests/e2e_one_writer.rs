@@ -46,20 +46,21 @@ fn carried_out(events: &[serde_json::Value]) -> Vec<(String, String, SystemTime)
         .collect()
 }
 
-async fn wait_for_event(warden: &Warden, what: &str, message: &str, kind: Option<&str>) {
-    wait_for_event_within(warden, what, message, kind, Duration::from_secs(120)).await
+async fn wait_for_event(warden: &Warden, what: &str, event: &str, kind: Option<&str>) {
+    wait_for_event_within(warden, what, event, kind, Duration::from_secs(120)).await
 }
 
 async fn wait_for_event_within(
     warden: &Warden,
     what: &str,
-    message: &str,
+    event: &str,
     kind: Option<&str>,
     within: Duration,
 ) {
     wait_until(what, within, || async {
         let found = warden
-            .events(message)
+            .log()
+            .events(event)
             .iter()
             .any(|e| kind.is_none_or(|k| e["fields"]["kind"] == k));
         if found {
@@ -111,20 +112,14 @@ async fn a_dead_manager_is_removed_while_a_slow_update_rolls_and_a_frozen_holder
     slow_service(&lab, "15s").await;
     let policy = policy_file(&lab, &policy(Duration::from_secs(5)));
     let holder = Warden::start_with_env(&lab, "m1", &policy, &[], &json_env());
-    wait_for_event(
-        &holder,
-        "the lease",
-        "Took the lease: this replica acts",
-        None,
-    )
-    .await;
+    wait_for_event(&holder, "the lease", "lease-taken", None).await;
     let other = Warden::start_with_env(&lab, "m2", &policy, &[], &json_env());
 
     // The placement fix of `slow` starts rolling; a manager dies meanwhile.
     wait_for_event(
         &holder,
         "the placement fix",
-        "Carrying out",
+        "action-started",
         Some("enforce-placement"),
     )
     .await;
@@ -134,9 +129,10 @@ async fn a_dead_manager_is_removed_while_a_slow_update_rolls_and_a_frozen_holder
         after_down <= DEAD_AFTER + Duration::from_secs(20),
         "removed only {after_down:?} after it was seen Down: the rolling update held the loop"
     );
-    let fix_ended = ["Action done", "Action failed", "Action rolled back"]
+    let log = holder.log();
+    let fix_ended = ["action-done", "action-failed", "action-rolled-back"]
         .iter()
-        .flat_map(|m| holder.events(m))
+        .flat_map(|e| log.events(e))
         .any(|e| e["fields"]["kind"] == "enforce-placement");
     assert!(
         !fix_ended,
@@ -152,7 +148,7 @@ async fn a_dead_manager_is_removed_while_a_slow_update_rolls_and_a_frozen_holder
     wait_for_event(
         &other,
         "the other replica to take over",
-        "Took the lease: this replica acts",
+        "lease-taken",
         None,
     )
     .await;
@@ -168,13 +164,13 @@ async fn a_dead_manager_is_removed_while_a_slow_update_rolls_and_a_frozen_holder
     wait_for_event_within(
         &holder,
         "a refused write on the old holder",
-        "Write refused: not sent",
+        "write-refused",
         None,
         Duration::from_secs(300),
     )
     .await;
-    let refused_after_thaw = holder.events("Write refused: not sent");
-    assert!(!refused_after_thaw.is_empty());
+    let refused_after_thaw = holder.log().events("write-refused").len();
+    assert!(refused_after_thaw > 0);
 
     // The new holder finishes the fix from its record: every task off the managers, the
     // record gone.
@@ -199,21 +195,39 @@ async fn a_dead_manager_is_removed_while_a_slow_update_rolls_and_a_frozen_holder
     teardown_leaving_nothing(lab);
 }
 
+/// How the holder goes away in the middle of a removal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HolderEnd {
+    /// SIGKILL: no release, no handoff on the way out; only what the lease carried
+    /// before the demote was sent.
+    Killed,
+    /// SIGTERM once the victim is demoted: the running removal stops at its next wait,
+    /// then the holder releases the lease (carrying the change) and exits.
+    Terminated,
+}
+
 #[tokio::test]
 async fn a_holder_killed_between_demote_and_node_rm_leaves_its_successor_waiting_out_stabilization()
 {
+    holder_gone_between_demote_and_node_rm(HolderEnd::Killed).await;
+}
+
+#[tokio::test]
+async fn a_holder_terminated_between_demote_and_node_rm_leaves_its_successor_waiting_out_stabilization(
+) {
+    holder_gone_between_demote_and_node_rm(HolderEnd::Terminated).await;
+}
+
+/// The holder starts a removal and goes away (`end`) between its demote and its `node
+/// rm`; the successor makes no membership change within stabilization of the first and
+/// finishes the job: the victim gone, three reachable managers.
+async fn holder_gone_between_demote_and_node_rm(end: HolderEnd) {
     init_tracing();
     let stabilization = Duration::from_secs(30);
     let lab = Lab::start(LabSpec::new(3, 2)).await.expect("lab");
     let policy = policy_file(&lab, &policy(stabilization));
     let first = Warden::start_with_env(&lab, "m1", &policy, &[], &json_env());
-    wait_for_event(
-        &first,
-        "the lease",
-        "Took the lease: this replica acts",
-        None,
-    )
-    .await;
+    wait_for_event(&first, "the lease", "lease-taken", None).await;
     let second = Warden::start_with_env(&lab, "m2", &policy, &[], &json_env());
 
     let (victim, victim_id) = follower(&lab.node_table().await.expect("table"), &["m1", "m2"]);
@@ -221,15 +235,27 @@ async fn a_holder_killed_between_demote_and_node_rm_leaves_its_successor_waiting
     wait_for_event(
         &first,
         "the removal",
-        "Carrying out",
+        "action-started",
         Some("remove-dead-manager"),
     )
     .await;
-    // SIGKILL: no release, no handoff on the way out; only what the lease carried before
-    // the demote was sent. (SIGTERM also releases after the running actions ended.)
-    let first_log = first.log();
-    first.kill();
-    let changed = carried_out(&json_events(&first_log, "Carrying out"))
+    let first_log = match end {
+        HolderEnd::Killed => {
+            let log = first.log();
+            first.kill();
+            log
+        }
+        HolderEnd::Terminated => {
+            // Demoted (role worker) or already out of the raft: the `node rm` is next.
+            watch_until(&lab, "the victim demoted", Duration::from_secs(60), |t| {
+                t.rows.iter().any(|r| r.id == victim_id && !r.is_manager())
+                    || t.rows.iter().all(|r| r.id != victim_id)
+            })
+            .await;
+            first.stop()
+        }
+    };
+    let changed = carried_out(&first_log.lines("action-started"))
         .into_iter()
         .map(|(_, _, at)| at)
         .next()
@@ -246,7 +272,7 @@ async fn a_holder_killed_between_demote_and_node_rm_leaves_its_successor_waiting
     )
     .await;
     let log = second.stop();
-    let changes = carried_out(&json_events(&log, "Carrying out"));
+    let changes = carried_out(&log.lines("action-started"));
     assert!(
         !changes.is_empty(),
         "the successor restored the managers:\n{table}\n{log}"
@@ -295,13 +321,10 @@ async fn two_single_runs_at_once_while_a_fix_outlasts_the_lease_and_only_one_act
     a.wait().expect("first run");
     b.wait().expect("second run");
     let logs = [
-        std::fs::read_to_string(&a_log).expect("first log"),
-        std::fs::read_to_string(&b_log).expect("second log"),
+        Log::parse(std::fs::read_to_string(&a_log).expect("first log")),
+        Log::parse(std::fs::read_to_string(&b_log).expect("second log")),
     ];
-    let acted: Vec<usize> = logs
-        .iter()
-        .map(|l| json_events(l, "Carrying out").len())
-        .collect();
+    let acted: Vec<usize> = logs.iter().map(|l| l.count("action-started")).collect();
     assert_eq!(
         acted.iter().filter(|&&n| n > 0).count(),
         1,
@@ -311,14 +334,12 @@ async fn two_single_runs_at_once_while_a_fix_outlasts_the_lease_and_only_one_act
     );
     // The one that acted saw its placement fix through, longer than the lease lasts.
     let actor = if acted[0] > 0 { &logs[0] } else { &logs[1] };
-    let done = json_events(actor, "Action done");
     assert!(
-        done.iter()
-            .any(|e| e["fields"]["kind"] == "enforce-placement"),
+        actor.actions("action-done", "enforce-placement") > 0,
         "{actor}"
     );
     assert!(
-        json_events(actor, "Write refused: not sent").is_empty(),
+        actor.events("write-refused").is_empty(),
         "the acting run kept its claim: {actor}"
     );
     teardown_leaving_nothing(lab);
@@ -359,13 +380,7 @@ async fn on_an_idle_swarm_the_follower_writes_nothing_and_both_read_once_per_res
         let warden = Warden::start_with_env(&lab, node, &policy, &[], &env);
         // One at a time, so the first is the holder.
         if wardens.is_empty() {
-            wait_for_event(
-                &warden,
-                "the lease",
-                "Took the lease: this replica acts",
-                None,
-            )
-            .await;
+            wait_for_event(&warden, "the lease", "lease-taken", None).await;
         }
         proxies.push(proxy);
         wardens.push(warden);
@@ -378,7 +393,7 @@ async fn on_an_idle_swarm_the_follower_writes_nothing_and_both_read_once_per_res
     let watched = idle_for();
     tokio::time::sleep(watched).await;
     let seen: Vec<Vec<Seen>> = proxies.iter().map(DockerProxy::take_requests).collect();
-    let logs: Vec<String> = wardens.into_iter().map(Warden::stop).collect();
+    let logs: Vec<Log> = wardens.into_iter().map(Warden::stop).collect();
 
     let (holder, follower) = (&seen[0], &seen[1]);
     let follower_writes: Vec<&Seen> = follower.iter().filter(|r| r.is_write()).collect();

@@ -177,7 +177,7 @@ async fn a_redeployed_stack_that_drops_the_constraint_is_reported_and_fixed_agai
         if api_constrained(&lab).await {
             Probe::Done(())
         } else {
-            Probe::Pending(warden.log())
+            Probe::Pending(warden.log().to_string())
         }
     })
     .await
@@ -186,10 +186,10 @@ async fn a_redeployed_stack_that_drops_the_constraint_is_reported_and_fixed_agai
         "the first fix to finish",
         Duration::from_secs(180),
         || async {
-            if warden.log().contains("Action done") {
+            if warden.log().count("action-done") > 0 {
                 Probe::Done(())
             } else {
-                Probe::Pending(warden.log())
+                Probe::Pending(warden.log().to_string())
             }
         },
     )
@@ -203,21 +203,27 @@ async fn a_redeployed_stack_that_drops_the_constraint_is_reported_and_fixed_agai
         Duration::from_secs(240),
         || async {
             let log = warden.log();
-            if log.contains("stack-drift")
-                && log.matches("Action done").count() >= 2
+            if log.finding("stack-drift")
+                && log.count("action-done") >= 2
                 && api_constrained(&lab).await
             {
                 Probe::Done(())
             } else {
-                Probe::Pending(log)
+                Probe::Pending(log.to_string())
             }
         },
     )
     .await
     .expect("drift fixed again");
     let log = warden.stop();
+    // The finding carries the compose snippet to put in the stack file.
     assert!(
-        log.contains("deploy:") && log.contains("node.role != manager"),
+        log.events("finding")
+            .iter()
+            .any(|f| f["fields"]["kind"] == "stack-drift"
+                && f["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("deploy:") && m.contains("node.role != manager"))),
         "compose snippet in the finding:\n{log}"
     );
     let on = running_on(&lab, "app_api").await;

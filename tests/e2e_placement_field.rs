@@ -436,7 +436,7 @@ async fn three_cycles_move_only_what_may_move_and_keep_jobs_and_data_where_they_
             if !records().is_empty() && has_constraint(&services(&lab).await["crashy"].1) {
                 swarm_chaos::Probe::Done(())
             } else {
-                swarm_chaos::Probe::Pending(warden.log())
+                swarm_chaos::Probe::Pending(warden.log().to_string())
             }
         },
     )

@@ -415,21 +415,22 @@ impl WardenProcess {
             self.offset += line.len() as u64;
             if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
                 let fields = &event["fields"];
-                let message = fields["message"].as_str().unwrap_or_default();
+                // The typed `event` field (see `swarm_warden::events`), not the wording.
+                let event = fields["event"].as_str().unwrap_or_default();
                 let action = fields["action"].as_str().unwrap_or_default();
-                match message {
-                    "Carrying out" => {
+                match event {
+                    "action-started" => {
                         self.started += 1;
                         out.push(action.to_owned());
                     }
-                    "Action done" => {
+                    "action-done" => {
                         self.done.push(action.to_owned());
                         out.push(format!(
                             "done: {}",
                             fields["detail"].as_str().unwrap_or(action)
                         ));
                     }
-                    "Action failed" => {
+                    "action-failed" | "action-unobserved" => {
                         self.failed += 1;
                         out.push(format!(
                             "FAILED {action}: {}",

@@ -17,7 +17,9 @@ use super::backoff::Backoffs;
 use super::error::ActError;
 use super::running::{Ended, Remember, Running, Task};
 use crate::config::Policy;
+use crate::events::Event;
 use crate::lease::{Claim, Handover};
+use crate::metrics::Metrics;
 use crate::model::Snapshot;
 use crate::observe::{Observer, Trigger};
 use crate::plan::constraint::NOT_ON_MANAGERS;
@@ -48,6 +50,8 @@ pub struct Executor {
     running: Running,
     /// Where a running action says it ended, so the loop looks at once.
     wake: Option<mpsc::UnboundedSender<Trigger>>,
+    /// Where events are counted.
+    metrics: Arc<Metrics>,
 }
 
 impl Executor {
@@ -70,7 +74,14 @@ impl Executor {
             backoffs: Backoffs::new(policy.controller.backoff_min, policy.controller.backoff_max),
             running: Running::default(),
             wake: None,
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// Counts its events in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Writes only under `claim` (checked right before every write); `handover` passes
@@ -103,11 +114,8 @@ impl Executor {
     pub fn sync_handover(&self, memory: &mut Memory) -> Option<u64> {
         let handover = self.handover.as_ref()?;
         if let Some((previous, taken_at)) = handover.take_incoming() {
-            tracing::info!(
-                raft_leader = ?previous.raft_leader,
-                last_membership_change = ?previous.last_membership_change,
-                "Took over from the previous lease holder: keeping its settle and stabilization times"
-            );
+            tracing::debug!(raft_leader = ?previous.raft_leader, last_membership_change = ?previous.last_membership_change, "Handover adopted");
+            Event::TookOver.emit(&self.metrics);
             memory.adopt(previous, taken_at);
         }
         Some(handover.publish(memory.handoff()))
@@ -165,7 +173,7 @@ impl Executor {
             let entry = &mut plan.actions[i];
             if self.dry_run {
                 entry.detail = Some(format!("Dry run: would {}.", describe(&entry.action)));
-                tracing::info!(action = %entry.action, reason = %entry.reason, "Dry run: not carrying out");
+                Event::DryRun(entry).emit(&self.metrics);
                 continue;
             }
             if !self.is_leader() {
@@ -215,19 +223,42 @@ impl Executor {
         match outcome {
             Ok(detail) => {
                 self.backoffs.succeeded(key);
-                tracing::info!(action = %entry.action, kind = entry.action.kind(), target = entry.action.target(), %detail, "Action done");
+                Event::ActionDone {
+                    action: &entry.action,
+                    detail: &detail,
+                }
+                .emit(&self.metrics);
                 entry.status = ActionStatus::Done;
                 entry.detail = Some(detail);
             }
             Err(e @ ActError::RolledBack { .. }) => {
                 // No backoff: the planner holds the service while its rollback stands.
-                tracing::warn!(action = %entry.action, kind = entry.action.kind(), target = entry.action.target(), error = %e, "Action rolled back");
+                Event::ActionRolledBack {
+                    action: &entry.action,
+                    error: &e.to_string(),
+                }
+                .emit(&self.metrics);
                 entry.status = ActionStatus::RolledBack;
                 entry.detail = Some(e.to_string());
             }
             Err(e) => {
                 let wait = self.backoffs.failed(key, Instant::now());
-                tracing::warn!(action = %entry.action, kind = entry.action.kind(), target = entry.action.target(), error = %e, retry_in = ?wait, "Action failed");
+                let error = e.to_string();
+                if matches!(e, ActError::Unobserved { .. }) {
+                    // Left for the next reconcile, which reads the record and judges it.
+                    Event::ActionUnobserved {
+                        action: &entry.action,
+                        error: &error,
+                    }
+                    .emit(&self.metrics);
+                } else {
+                    Event::ActionFailed {
+                        action: &entry.action,
+                        error: &error,
+                        retry_in: wait,
+                    }
+                    .emit(&self.metrics);
+                }
                 entry.status = ActionStatus::Failed;
                 entry.detail = Some(format!(
                     "{e}; next attempt in {} at the earliest",
@@ -405,7 +436,9 @@ impl Executor {
                 return actor.clear_record(config_id).await.map(Started::Done);
             }
         };
-        carrying_out(entry);
+        // The first write of the action is next (for a membership change: once the lease
+        // carries it). The nemesis checker and the lab tests read `kind` and `target`.
+        Event::ActionStarted(entry).emit(&self.metrics);
         let span = tracing::info_span!(
             "action",
             kind = entry.action.kind(),
@@ -430,14 +463,6 @@ impl Executor {
         });
         Ok(Started::Running)
     }
-}
-
-/// Logs the start of the first write of an action (after its re-check and, for a
-/// membership change, after the lease carries it). `kind` and `target` (a node ID or
-/// service name) are for machines: the nemesis checker and the lab tests read them from
-/// the JSON log.
-fn carrying_out(entry: &PlannedAction) {
-    tracing::info!(action = %entry.action, kind = entry.action.kind(), target = entry.action.target(), reason = %entry.reason, "Carrying out");
 }
 
 /// What the re-check right before the write found: the action is no longer needed.

@@ -76,7 +76,7 @@ impl Actor {
                 });
             }
             RolloutEnd::Unobserved(why) => {
-                tracing::warn!(service = %service.name, reason = %why, "Placement update not seen to its end: left for the next reconcile");
+                tracing::debug!(service = %service.name, reason = %why, "Placement update not seen to its end");
                 return Err(ActError::Unobserved {
                     service: service.name.clone(),
                     reason: why,

@@ -157,7 +157,8 @@ impl Claim {
             Some(refusal) => {
                 self.refused.inc();
                 if !self.logged.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(write = %what, reason = %refusal, "Write refused: not sent");
+                    // Typed like `crate::events`; counted by writes_refused_total above.
+                    tracing::warn!(event = "write-refused", write = %what, reason = %refusal, "Write refused: not sent");
                 }
                 Err(refusal)
             }

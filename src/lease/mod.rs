@@ -164,9 +164,10 @@ impl Lease {
         let was = *self.leader.borrow();
         if held != was {
             if held {
-                tracing::info!(identity = %self.identity, "Took the lease: this replica acts");
+                // Typed like `crate::events` (counted by the `leader` gauge).
+                tracing::info!(event = "lease-taken", identity = %self.identity, "Took the lease: this replica acts");
             } else {
-                tracing::warn!(identity = %self.identity, "Not holding the lease: observing only");
+                tracing::warn!(event = "lease-lost", identity = %self.identity, "Not holding the lease: observing only");
             }
         }
         set_leader(&self.leader, held);

@@ -2,9 +2,12 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
+mod log;
 mod services;
 mod tls;
 #[allow(unused_imports)] // not every test binary uses them
+pub use log::Log;
+#[allow(unused_imports)]
 pub use services::*;
 #[allow(unused_imports)]
 pub use tls::*;
@@ -79,6 +82,8 @@ impl Warden {
             // Any free port: wardens of parallel test runs must not fight over :8080.
             .env("SWARM_WARDEN_HTTP_LISTEN", "127.0.0.1:0")
             .env("NO_COLOR", "1")
+            // The tests read typed events (the `event` field), not wording.
+            .env("LOG_FORMAT", "json")
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("log"))
@@ -92,21 +97,15 @@ impl Warden {
     }
 
     /// What it logged so far.
-    pub fn log(&self) -> String {
-        strip_ansi(&std::fs::read_to_string(&self.log).unwrap_or_default())
+    pub fn log(&self) -> Log {
+        Log::parse(strip_ansi(
+            &std::fs::read_to_string(&self.log).unwrap_or_default(),
+        ))
     }
 
     /// How many actions it carried out (started) so far.
     pub fn actions_started(&self) -> usize {
-        self.log()
-            .lines()
-            .filter(|l| l.contains("Carrying out"))
-            .count()
-    }
-
-    /// Its JSON log lines (started with `LOG_FORMAT=json`) whose message is `message`.
-    pub fn events(&self, message: &str) -> Vec<serde_json::Value> {
-        json_events(&self.log(), message)
+        self.log().count("action-started")
     }
 
     /// Sends `signal` (SIGSTOP, SIGCONT, ...) to it.
@@ -126,7 +125,7 @@ impl Warden {
     }
 
     /// Stops it with SIGTERM and returns its log; fails if it does not stop in time.
-    pub fn stop(mut self) -> String {
+    pub fn stop(mut self) -> Log {
         self.terminate();
         self.log()
     }
@@ -159,14 +158,6 @@ impl Drop for Warden {
             let _ = child.wait();
         }
     }
-}
-
-/// The JSON log lines of `log` whose message is `message` (other lines are skipped).
-pub fn json_events(log: &str, message: &str) -> Vec<serde_json::Value> {
-    log.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["fields"]["message"] == message)
-        .collect()
 }
 
 /// When a JSON log line was written.

@@ -147,16 +147,18 @@ impl Drop for WardenProcess {
     }
 }
 
-/// An action event from one line of swarm-warden's JSON log (its `kind` and `target`
-/// fields), if the line is one.
+/// An action event from one line of swarm-warden's JSON log, if the line is one: its
+/// typed `event` field (`action-started`, ...; see `swarm_warden::events`) and its `kind`
+/// and `target` fields, never its wording.
 pub fn action_event(line: &str, on: &str) -> Option<Event> {
     let json: serde_json::Value = serde_json::from_str(line).ok()?;
     let fields = &json["fields"];
-    let phase = match fields["message"].as_str()? {
-        "Carrying out" => "started",
-        "Action done" => "done",
-        "Action failed" => "failed",
-        "Action rolled back" => "rolled-back",
+    let phase = match fields["event"].as_str()? {
+        "action-started" => "started",
+        "action-done" => "done",
+        // Not seen to its end: an ending the checker treats as a failure.
+        "action-failed" | "action-unobserved" => "failed",
+        "action-rolled-back" => "rolled-back",
         _ => return None,
     };
     let text = |key: &str| fields[key].as_str().unwrap_or_default().to_owned();
@@ -191,7 +193,7 @@ mod tests {
 
     #[test]
     fn action_lines_of_the_json_log_become_action_events() {
-        let line = r#"{"timestamp":"2026-11-30T09:00:00Z","level":"INFO","fields":{"message":"Carrying out","action":"promote w1","kind":"promote-worker","target":"abc123","reason":"below desired"}}"#;
+        let line = r#"{"timestamp":"2026-11-30T09:00:00Z","level":"INFO","fields":{"message":"Reworded","event":"action-started","action":"promote w1","kind":"promote-worker","target":"abc123","reason":"below desired"}}"#;
         assert_eq!(
             action_event(line, "m1"),
             Some(Event::Action {
@@ -203,7 +205,7 @@ mod tests {
             })
         );
         assert_eq!(
-            action_event(r#"{"fields":{"message":"Reconciled"}}"#, "m1"),
+            action_event(r#"{"fields":{"message":"Carrying out"}}"#, "m1"),
             None
         );
         assert_eq!(action_event("not json", "m1"), None);
