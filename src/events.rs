@@ -29,8 +29,9 @@ pub enum Event<'a> {
         /// Why.
         error: &'a str,
     },
-    /// An action's end was not seen (the reads failed while it converged): left for the
-    /// next reconcile to judge, never rolled back blind.
+    /// A running action could not see its own end (the reads failed while it converged):
+    /// it is left for the next reconcile to judge, never rolled back blind. Said when it
+    /// happens; the action's end (`action-failed`) follows once a reconcile observes again.
     ActionUnobserved {
         /// The action.
         action: &'a Action,

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::Metrics;
+use std::sync::Arc;
+
 use super::error::ActError;
 use crate::observe::Observer;
 use crate::writer::Writer;
@@ -20,6 +23,8 @@ pub(super) struct Actor {
     pub observer: Observer,
     pub writer: Writer,
     pub cancel: CancellationToken,
+    /// Where the events of running actions are counted.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Actor {

@@ -66,7 +66,9 @@ impl Executor {
             writer: Writer::new(observer.docker().clone(), Claim::unconditional()),
             observer,
             cancel,
+            metrics: Arc::new(Metrics::new()),
         };
+        let actor_metrics = actor.metrics.clone();
         Self {
             actor,
             dry_run,
@@ -74,12 +76,13 @@ impl Executor {
             backoffs: Backoffs::new(policy.controller.backoff_min, policy.controller.backoff_max),
             running: Running::default(),
             wake: None,
-            metrics: Arc::new(Metrics::new()),
+            metrics: actor_metrics,
         }
     }
 
     /// Counts its events in `metrics`.
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.actor.metrics = metrics.clone();
         self.metrics = metrics;
         self
     }
@@ -243,22 +246,12 @@ impl Executor {
             }
             Err(e) => {
                 let wait = self.backoffs.failed(key, Instant::now());
-                let error = e.to_string();
-                if matches!(e, ActError::Unobserved { .. }) {
-                    // Left for the next reconcile, which reads the record and judges it.
-                    Event::ActionUnobserved {
-                        action: &entry.action,
-                        error: &error,
-                    }
-                    .emit(&self.metrics);
-                } else {
-                    Event::ActionFailed {
-                        action: &entry.action,
-                        error: &error,
-                        retry_in: wait,
-                    }
-                    .emit(&self.metrics);
+                Event::ActionFailed {
+                    action: &entry.action,
+                    error: &e.to_string(),
+                    retry_in: wait,
                 }
+                .emit(&self.metrics);
                 entry.status = ActionStatus::Failed;
                 entry.detail = Some(format!(
                     "{e}; next attempt in {} at the earliest",

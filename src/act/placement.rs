@@ -76,7 +76,16 @@ impl Actor {
                 });
             }
             RolloutEnd::Unobserved(why) => {
-                tracing::debug!(service = %service.name, reason = %why, "Placement update not seen to its end");
+                // Said now, while the reads still fail: the action's end is collected only
+                // by a reconcile that can observe again.
+                crate::events::Event::ActionUnobserved {
+                    action: &crate::plan::Action::EnforcePlacement(crate::plan::ServiceRef {
+                        id: service.id.clone(),
+                        name: service.name.clone(),
+                    }),
+                    error: &why,
+                }
+                .emit(&self.metrics);
                 return Err(ActError::Unobserved {
                     service: service.name.clone(),
                     reason: why,

@@ -151,11 +151,17 @@ impl RunbookRunner {
         }
     }
 
-    /// Carries out `effects` in order; stops at the first that fails.
+    /// Carries out `effects` in order; stops at the first that fails — but a job that
+    /// could not be removed is only logged: the effects after it (a rollback's) still go.
     async fn carry_out(&self, effects: Vec<Effect>) -> Result<(), (Effect, WriteError)> {
         for effect in effects {
-            if let Err(e) = self.writer.carry_out(&effect).await {
-                return Err((effect, e));
+            match self.writer.carry_out(&effect).await {
+                Err(e @ WriteError::Refused { .. }) => return Err((effect, e)),
+                Err(e) if matches!(effect, Effect::RemoveJob { .. }) => {
+                    tracing::warn!(%effect, error = %e, "A runbook job could not be removed; it is tried again, or remove it by hand");
+                }
+                Err(e) => return Err((effect, e)),
+                Ok(()) => {}
             }
         }
         Ok(())

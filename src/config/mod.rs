@@ -13,8 +13,8 @@ mod values;
 pub use load::ConfigError;
 pub use prometheus::{Authorization, BasicAuth, PrometheusHttpConfig, TlsConfig};
 use values::{
-    humantime_serde, listen_addr, optional_size, positive_duration, positive_number, positive_size,
-    prometheus_url,
+    humantime_serde, listen_addr, non_empty, optional_size, positive_duration, positive_number,
+    positive_size, prometheus_url,
 };
 pub use values::{ByteSize, ManagerCount};
 
@@ -345,7 +345,8 @@ pub struct MigrationPolicy {
     pub driver: String,
     /// Driver options of the target (e.g. `backing: relocatable`, `size: 100`).
     pub options: std::collections::BTreeMap<String, String>,
-    /// The target volume is named after the source with this suffix.
+    /// The target volume is named after the source with this suffix (not empty).
+    #[serde(deserialize_with = "non_empty::deserialize")]
     pub volume_suffix: String,
     /// Image with the `swarm-warden copy` command.
     pub image: String,
@@ -685,6 +686,11 @@ mod tests {
             "volumes:\n  prometheus_url: https://warden:s3cret@prom:9090\n",
             2,
             &["must not carry credentials"],
+        );
+        refused_at(
+            "volumes:\n  migration:\n    volume_suffix: \"\"\n",
+            3,
+            &["must not be empty"],
         );
         refused_at("http:\n  listen: localhost\n", 2, &["IP:PORT"]);
         refused_at("http:\n  listen: 0.0.0.0:99999\n", 2, &["IP:PORT"]);

@@ -117,6 +117,23 @@ pub mod positive_size {
     }
 }
 
+/// A string that is not empty (`volumes.migration.volume_suffix`: an empty suffix would
+/// name the target after the source, and the copy would write onto its own source).
+pub mod non_empty {
+    use super::*;
+
+    /// Reads a non-empty string.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.is_empty() {
+            return Err(D::Error::custom(
+                "must not be empty (the target volume would be the source); write e.g. -ebs",
+            ));
+        }
+        Ok(text)
+    }
+}
+
 /// An optional byte size where an empty string means "not set" (the example policy writes
 /// `target_baseline: ""`).
 pub mod optional_size {

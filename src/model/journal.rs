@@ -37,16 +37,22 @@ pub enum RunStatus {
     AwaitingApproval,
     /// Every step done.
     Succeeded,
-    /// A step ran out of attempts (and, for a migration, was rolled back).
+    /// A step of a migration failed for good: putting the original mount and replica
+    /// count back, as far as the swarm shows it can (a run in flight: it is revisited
+    /// until done, after a crash too).
+    RollingBack,
+    /// A step ran out of attempts (and, for a migration, its rollback is over: the
+    /// `rollback` fact says what it left).
     Failed,
 }
 
 impl RunStatus {
     /// Every status, in the order reports list them.
-    pub const ALL: [RunStatus; 4] = [
+    pub const ALL: [RunStatus; 5] = [
         RunStatus::Running,
         RunStatus::AwaitingApproval,
         RunStatus::Succeeded,
+        RunStatus::RollingBack,
         RunStatus::Failed,
     ];
 
@@ -56,6 +62,7 @@ impl RunStatus {
             RunStatus::Running => "running",
             RunStatus::AwaitingApproval => "awaiting-approval",
             RunStatus::Succeeded => "succeeded",
+            RunStatus::RollingBack => "rolling-back",
             RunStatus::Failed => "failed",
         }
     }
@@ -215,7 +222,7 @@ impl Journal {
     pub fn is_active(&self) -> bool {
         matches!(
             self.status,
-            RunStatus::Running | RunStatus::AwaitingApproval
+            RunStatus::Running | RunStatus::AwaitingApproval | RunStatus::RollingBack
         )
     }
 

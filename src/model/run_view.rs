@@ -19,12 +19,16 @@ pub struct RunView {
 pub struct ServiceView {
     /// The replica count of its spec; `None` when it is not a replicated service.
     pub replicas: Option<u64>,
+    /// The SHA-256 of its spec (see `observe::spec_hash`): a change by anyone shows here.
+    pub spec_hash: String,
     /// Its tasks whose desired state is running and that run.
     pub running: usize,
-    /// Its tasks whose desired state is not running but whose container may still run
-    /// (state not yet `shutdown`, `complete`, `failed`, `rejected`, `orphaned` or `remove`):
-    /// a container still flushing through its `stop_grace_period`.
-    pub stopping: usize,
+    /// Its tasks that have not ended (state not `shutdown`, `complete`, `failed`,
+    /// `rejected`, `orphaned` or `remove`) and are not counted in `running`, whatever their
+    /// desired state: a container flushing through its `stop_grace_period`, a task on a
+    /// node that does not answer, one still being created or started. Its container may
+    /// run, or be about to.
+    pub unsettled: usize,
     /// The mounts of its containers, in spec order.
     pub mounts: Vec<ObservedMount>,
 }

@@ -86,15 +86,16 @@ impl Observer {
             |t: &&bollard::models::Task| t.desired_state == Some(TaskState::RUNNING);
         let state = |t: &bollard::models::Task| t.status.as_ref().and_then(|s| s.state);
         Ok(Some(ServiceView {
+            spec_hash: convert::spec_hash(&spec),
             replicas,
             running: tasks
                 .iter()
                 .filter(desired_running)
                 .filter(|t| state(t) == Some(TaskState::RUNNING))
                 .count(),
-            stopping: tasks
+            unsettled: tasks
                 .iter()
-                .filter(|t| !desired_running(t))
+                .filter(|t| !(desired_running(t) && state(t) == Some(TaskState::RUNNING)))
                 .filter(|t| !state(t).is_some_and(ended))
                 .count(),
             mounts,

@@ -20,16 +20,21 @@ pub enum Effect {
         name: String,
     },
     /// Set a replicated service's replica count: read, change only that, write back with
-    /// the version read.
+    /// the version read. With `expect`, nothing is written unless the count read is that
+    /// (a rollback never overrides a count someone else set).
     Scale {
         /// Service ID.
         service_id: String,
         /// The replica count wanted.
         replicas: u64,
+        /// The count it must have now, if any.
+        expect: Option<u64>,
     },
     /// Point the mount at `path` from volume `from` to volume `to`, defined with the
     /// target's driver and options (the `swarm-warden.*` volume labels dropped). Fails,
-    /// without writing, when the service has no mount of `from` at `path` at write time.
+    /// without writing, when at write time the service has no mount of `from` at `path`,
+    /// is not at 0 replicas, or its spec no longer hashes to `spec_hash` (what the run saw
+    /// when its copy was made).
     SwapMount {
         /// Service ID.
         service_id: String,
@@ -43,6 +48,8 @@ pub enum Effect {
         driver: String,
         /// Its driver options.
         options: BTreeMap<String, String>,
+        /// The spec's hash the copy was made under.
+        spec_hash: String,
     },
     /// Put back, whole, the mount at `path` that a swap replaced: `original` is the
     /// Engine's JSON of the mount, recorded in the journal before the swap was sent.
@@ -100,6 +107,7 @@ impl fmt::Display for Effect {
             Effect::Scale {
                 service_id,
                 replicas,
+                ..
             } => write!(f, "scale service {service_id} to {replicas}"),
             Effect::SwapMount {
                 service_id,

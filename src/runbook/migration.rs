@@ -3,9 +3,11 @@
 //! verify; and its rollback. Pure transitions (see `transition`).
 //!
 //! Guards each step re-reads from the run's view: the service still exists; from the
-//! copy on, it is still at 0 replicas with no task left (someone scaling it back means the
-//! copy would be stale: the run fails and rolls back); the mount swapped is the one
-//! recorded, and its original is recorded before the swap is sent.
+//! copy on, it is still at 0 replicas with no task left and its spec is the one it had
+//! when the scale-down was done (someone scaling it back, even up and down again, means
+//! the copy would be stale: the run fails and rolls back); the mount swapped is the one
+//! recorded, and its original is recorded before the swap is sent. The rollback itself is
+//! in `rollback`.
 
 use super::effect::{Effect, Job, JobMount};
 use super::journal::Journal;
@@ -40,64 +42,20 @@ pub(super) fn step(
             let replicas = j.fact("replicas").and_then(|r| r.parse().ok()).unwrap_or(1);
             scale(j, i, cx, effects, replicas)
         }
-        "verify" => verify(j, i, cx, effects),
+        "verify" => verify(j, i, cx),
         other => Some(give_up(
             j,
             i,
             cx,
-            effects,
             format!("step {other} of ebs-migration is not implemented in this version"),
         )),
     }
 }
 
-/// After the run failed for good: puts the original mount back (when one was recorded
-/// before a swap) and the replica count (when the run scaled the service down). The
-/// source volume was never written. Records what it undoes (fact `rollback`); returns the
-/// note. A padding run has nothing to undo.
-pub(super) fn roll_back(j: &mut Journal, effects: &mut Vec<Effect>) -> String {
-    if j.kind != super::RunbookKind::EbsMigration {
-        return "run failed".into();
-    }
-    let mut undo = Vec::new();
-    let path = j.fact("mount_target").unwrap_or_default().to_owned();
-    if let Some(original) = j.fact("original_mount") {
-        effects.push(Effect::RestoreMount {
-            service_id: j.service_id.clone(),
-            path: path.clone(),
-            current: j.fact("target_volume").unwrap_or_default().to_owned(),
-            original: original.to_owned(),
-        });
-        undo.push(format!("restore the original mount at {path}"));
-    } else if j.fact("swapped") == Some("true") {
-        // Never guessed: a source name with the target's driver would mount a new,
-        // empty volume.
-        undo.push(format!(
-            "the mount at {path} was swapped but its original is unknown: put it back by hand"
-        ));
-    }
-    if j.fact("downtime_from").is_some() {
-        if let Some(replicas) = j.fact("replicas").and_then(|r| r.parse::<u64>().ok()) {
-            effects.push(Effect::Scale {
-                service_id: j.service_id.clone(),
-                replicas,
-            });
-            undo.push(format!("scale back to {replicas}"));
-        }
-    }
-    let undo = if undo.is_empty() {
-        "nothing to undo".to_owned()
-    } else {
-        undo.join("; ")
-    };
-    j.record("rollback", &undo);
-    format!("run failed; rollback: {undo}")
-}
-
 /// Scales the service to `replicas`, then waits until that many tasks run — and, for a
-/// scale-down, until no container of it is still stopping (`stop_grace_period`) or
-/// unaccounted for (a task on a node that does not answer). The first scale-down records
-/// when the downtime began.
+/// scale-down, until no task of it has not ended (a container flushing through its
+/// `stop_grace_period`, one still starting, one on a node that does not answer). The first
+/// scale-down records when the downtime began, and the spec the copy is made under.
 fn scale(
     j: &mut Journal,
     i: usize,
@@ -113,6 +71,8 @@ fn scale(
         effects.push(Effect::Scale {
             service_id: j.service_id.clone(),
             replicas,
+            // Scaling up: only from the 0 this run set.
+            expect: (replicas > 0).then_some(0),
         });
         return Some(format!(
             "scaling {} to {replicas} (attempt {attempt})",
@@ -120,11 +80,19 @@ fn scale(
         ));
     }
     let Some(service) = &cx.view.service else {
-        return Some(give_up(j, i, cx, effects, "the service is gone"));
+        return Some(give_up(j, i, cx, "the service is gone"));
     };
-    let stopped = replicas > 0 || service.stopping == 0;
-    if service.running as u64 == replicas && stopped {
-        if replicas > 0 {
+    let settled = if replicas == 0 {
+        service.replicas == Some(0) && service.unsettled == 0
+    } else {
+        service.replicas == Some(replicas)
+    };
+    if service.running as u64 == replicas && settled {
+        if replicas == 0 {
+            // What the copy is made under: any change to the spec from here on (a scale
+            // up and down again included) means the copy may be stale.
+            j.record("scaled_down_spec", &service.spec_hash);
+        } else {
             j.record("back_at", super::journal::unix(cx.now));
         }
         j.complete(i, cx.now, format!("{} task(s) running", service.running));
@@ -132,25 +100,28 @@ fn scale(
     }
     if elapsed(j, i, cx.now) > cx.policy.volumes.migration.scale_timeout {
         let why = format!(
-            "{} of {replicas} task(s) running, {} still stopping, after the scale timeout",
-            service.running, service.stopping
+            "{} of {replicas} task(s) running, {} not ended (stopping, starting or on a node that does not answer), after the scale timeout",
+            service.running, service.unsettled
         );
-        return Some(attempt_failed(j, i, cx, effects, why));
+        return Some(attempt_failed(j, i, cx, why));
     }
     None
 }
 
 /// Why the service may not be copied or swapped now: it is no longer at 0 replicas with
-/// every container stopped.
-fn scaled_back(service: &ServiceView) -> Option<String> {
-    let at_zero = service.replicas == Some(0) && service.running == 0 && service.stopping == 0;
-    (!at_zero).then(|| {
-        format!(
-            "the service is no longer scaled down ({} replica(s) wanted, {} running, {} stopping): someone scaled it back during the migration, so the copy would be stale",
+/// every task ended, or its spec changed since the scale-down was done.
+fn scaled_back(j: &Journal, service: &ServiceView) -> Option<String> {
+    let at_zero = service.replicas == Some(0) && service.running == 0 && service.unsettled == 0;
+    if !at_zero {
+        return Some(format!(
+            "the service is no longer scaled down ({} replica(s) wanted, {} running, {} not ended): someone scaled it back during the migration, so the copy would be stale",
             service.replicas.map_or("?".to_owned(), |r| r.to_string()),
             service.running,
-            service.stopping
-        )
+            service.unsettled
+        ));
+    }
+    (j.fact("scaled_down_spec") != Some(service.spec_hash.as_str())).then(|| {
+        "the service's spec changed since it was scaled down (a scale up and down again, a stack deploy?): the copy may be stale".to_owned()
     })
 }
 
@@ -161,19 +132,17 @@ fn copy(j: &mut Journal, i: usize, cx: &Cx, effects: &mut Vec<Effect>) -> Option
         return Some(format!("copy: attempt {attempt} begins"));
     }
     let Some(service) = &cx.view.service else {
-        return Some(give_up(j, i, cx, effects, "the service is gone"));
+        return Some(give_up(j, i, cx, "the service is gone"));
     };
     let job = j.fact("copy_job").unwrap_or_default().to_owned();
-    if let Some(why) = scaled_back(service) {
-        if cx.view.job.is_some() {
-            effects.push(Effect::RemoveJob { name: job });
-        }
-        return Some(give_up(j, i, cx, effects, why));
+    if let Some(why) = scaled_back(j, service) {
+        // The rollback removes the copy job (still in the view).
+        return Some(give_up(j, i, cx, why));
     }
     let Some(tasks) = &cx.view.job else {
         let Some(mount) = service.mount_of(&j.volume) else {
             let why = format!("the service no longer mounts {}", j.volume);
-            return Some(give_up(j, i, cx, effects, why));
+            return Some(give_up(j, i, cx, why));
         };
         let target = j.fact("target_volume").unwrap_or_default().to_owned();
         effects.push(Effect::CreateJob(copy_job(
@@ -208,7 +177,7 @@ fn copy(j: &mut Journal, i: usize, cx: &Cx, effects: &mut Vec<Effect>) -> Option
         } else {
             "the copy job timed out"
         };
-        return Some(attempt_failed(j, i, cx, effects, why));
+        return Some(attempt_failed(j, i, cx, why));
     }
     None
 }
@@ -218,36 +187,41 @@ fn copy(j: &mut Journal, i: usize, cx: &Cx, effects: &mut Vec<Effect>) -> Option
 /// nor the target fails the run: the spec changed under the migration.
 fn swap_mount(j: &mut Journal, i: usize, cx: &Cx, effects: &mut Vec<Effect>) -> Option<String> {
     let Some(service) = &cx.view.service else {
-        return Some(give_up(j, i, cx, effects, "the service is gone"));
+        return Some(give_up(j, i, cx, "the service is gone"));
     };
-    if let Some(why) = scaled_back(service) {
-        return Some(give_up(j, i, cx, effects, why));
-    }
     let path = j.fact("mount_target").unwrap_or_default().to_owned();
     let target = j.fact("target_volume").unwrap_or_default().to_owned();
     let source = j.volume.clone();
     let at = service.mount_at(&path).map(|m| (m.mount.source.clone(), m));
     if pending(j, i) {
         return Some(match at {
-            Some((s, m)) if s == source => {
+            // A swap whose answer was lost (sent, then the attempt failed): done.
+            Some((s, _)) if s == target && j.fact("original_mount").is_some() => {
                 j.begin(i, cx.now);
-                j.record("original_mount", &m.spec);
-                format!("swap: original mount at {path} recorded")
+                j.record("swapped", "true");
+                j.complete(i, cx.now, format!("{path} now mounts {target}"));
+                format!("mount swapped to {target}")
             }
-            Some((s, _)) => give_up(
+            Some((s, _)) if s != source => give_up(
                 j,
                 i,
                 cx,
-                effects,
                 format!("the service mounts {s} at {path}, not {source}: its spec changed"),
             ),
             None => give_up(
                 j,
                 i,
                 cx,
-                effects,
                 format!("the service no longer mounts anything at {path}"),
             ),
+            Some((_, m)) => match scaled_back(j, service) {
+                Some(why) => give_up(j, i, cx, why),
+                None => {
+                    j.begin(i, cx.now);
+                    j.record("original_mount", &m.spec);
+                    format!("swap: original mount at {path} recorded")
+                }
+            },
         });
     }
     match at {
@@ -257,6 +231,9 @@ fn swap_mount(j: &mut Journal, i: usize, cx: &Cx, effects: &mut Vec<Effect>) -> 
             Some(format!("mount swapped to {target}"))
         }
         Some((s, _)) if s == source => {
+            if let Some(why) = scaled_back(j, service) {
+                return Some(give_up(j, i, cx, why));
+            }
             let m = &cx.policy.volumes.migration;
             effects.push(Effect::SwapMount {
                 service_id: j.service_id.clone(),
@@ -265,6 +242,7 @@ fn swap_mount(j: &mut Journal, i: usize, cx: &Cx, effects: &mut Vec<Effect>) -> 
                 to: target.clone(),
                 driver: m.driver.clone(),
                 options: m.options.clone(),
+                spec_hash: service.spec_hash.clone(),
             });
             Some(format!("swap: mounting {target} at {path}"))
         }
@@ -274,7 +252,6 @@ fn swap_mount(j: &mut Journal, i: usize, cx: &Cx, effects: &mut Vec<Effect>) -> 
                 j,
                 i,
                 cx,
-                effects,
                 format!("the service mounts {now} at {path} during the swap: its spec changed"),
             ))
         }
@@ -284,15 +261,27 @@ fn swap_mount(j: &mut Journal, i: usize, cx: &Cx, effects: &mut Vec<Effect>) -> 
 /// The service runs all its replicas on the new volume for `volumes.migration.verify_for`
 /// without a break; a break is recorded (`verify_breaks`) and restarts the clock. An
 /// attempt that does not get there within `scale_timeout` + `verify_for` fails.
-fn verify(j: &mut Journal, i: usize, cx: &Cx, effects: &mut Vec<Effect>) -> Option<String> {
+fn verify(j: &mut Journal, i: usize, cx: &Cx) -> Option<String> {
     let began = pending(j, i);
     if began {
         j.begin(i, cx.now);
     }
     let Some(service) = &cx.view.service else {
-        return Some(give_up(j, i, cx, effects, "the service is gone"));
+        return Some(give_up(j, i, cx, "the service is gone"));
     };
     let m = &cx.policy.volumes.migration;
+    let target = j.fact("target_volume").unwrap_or_default().to_owned();
+    let path = j.fact("mount_target").unwrap_or_default().to_owned();
+    let mounted = service.mount_at(&path).map(|m| m.mount.source.clone());
+    if mounted.as_deref() != Some(target.as_str()) {
+        // A stack deploy wrote the old mount back, say: writes made on the new volume
+        // are stranded there. Never swapped back blindly: the rollback reports it.
+        let why = format!(
+            "the service mounts {} at {path}, not {target}, during verify: its spec changed",
+            mounted.unwrap_or_else(|| "nothing".into())
+        );
+        return Some(give_up(j, i, cx, why));
+    }
     let replicas: usize = j.fact("replicas").and_then(|r| r.parse().ok()).unwrap_or(1);
     let now = super::journal::unix(cx.now);
     if service.running < replicas {
@@ -313,7 +302,7 @@ fn verify(j: &mut Journal, i: usize, cx: &Cx, effects: &mut Vec<Effect>) -> Opti
                 service.running,
                 crate::plan::human(m.verify_for)
             );
-            return Some(attempt_failed(j, i, cx, effects, why));
+            return Some(attempt_failed(j, i, cx, why));
         }
         return began.then(|| "verify: waiting for the tasks".to_owned());
     }

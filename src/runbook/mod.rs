@@ -10,6 +10,7 @@
 pub mod effect;
 mod migration;
 mod padding;
+mod rollback;
 mod transition;
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ pub(super) fn pad(j: &mut Journal, i: usize, cx: &Cx, effects: &mut Vec<Effect>)
     let Some(tasks) = &cx.view.job else {
         let Some(mount) = cx.view.service.as_ref().and_then(|s| s.mount_of(&j.volume)) else {
             let why = format!("the service no longer mounts {}", j.volume);
-            return Some(attempt_failed(j, i, cx, effects, why));
+            return Some(attempt_failed(j, i, cx, why));
         };
         effects.push(Effect::CreateJob(pad_job(
             &job,
@@ -61,7 +61,7 @@ pub(super) fn pad(j: &mut Journal, i: usize, cx: &Cx, effects: &mut Vec<Effect>)
         } else {
             "the padding job timed out"
         };
-        return Some(attempt_failed(j, i, cx, effects, why));
+        return Some(attempt_failed(j, i, cx, why));
     }
     None
 }

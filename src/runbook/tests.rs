@@ -59,13 +59,14 @@ fn journal(kind: RunbookKind) -> Journal {
     Journal::new(kind, "fs-1", "svc", "prom", "promdata", steps(kind), t(0))
 }
 
-/// The service as a view shows it: `replicas` wanted, `running`, `stopping`, mounting
+/// The service as a view shows it: `replicas` wanted, `running`, `unsettled`, mounting
 /// `source` at /prometheus.
-fn service(replicas: u64, running: usize, stopping: usize, source: &str) -> ServiceView {
+fn service(replicas: u64, running: usize, unsettled: usize, source: &str) -> ServiceView {
     ServiceView {
         replicas: Some(replicas),
+        spec_hash: "h0".into(),
         running,
-        stopping,
+        unsettled,
         mounts: vec![ObservedMount {
             mount: efs_mount(source),
             spec: if source == "promdata" {
@@ -150,7 +151,8 @@ fn a_migration_walks_every_step_recording_before_each_effect() {
         next.effects,
         vec![Effect::Scale {
             service_id: "svc".into(),
-            replicas: 0
+            replicas: 0,
+            expect: None,
         }]
     );
     j = next.journal;
@@ -207,6 +209,7 @@ fn a_migration_walks_every_step_recording_before_each_effect() {
             to: "promdata-ebs".into(),
             driver: p.volumes.migration.driver.clone(),
             options: p.volumes.migration.options.clone(),
+            spec_hash: "h0".into(),
         }]
     );
     let swapped = view(service(0, 0, 0, "promdata-ebs"), None);
@@ -221,7 +224,8 @@ fn a_migration_walks_every_step_recording_before_each_effect() {
         next.effects,
         vec![Effect::Scale {
             service_id: "svc".into(),
-            replicas: 1
+            replicas: 1,
+            expect: Some(0),
         }]
     );
     j = next.journal;
@@ -257,6 +261,7 @@ fn rollback_scale() -> Effect {
     Effect::Scale {
         service_id: "svc".into(),
         replicas: 1,
+        expect: Some(0),
     }
 }
 
@@ -275,6 +280,11 @@ fn exhausted(mut j: Journal) -> Journal {
     j
 }
 
+fn with_spec(mut s: ServiceView, hash: &str) -> ServiceView {
+    s.spec_hash = hash.into();
+    s
+}
+
 #[test]
 fn every_failure_path_gives_the_expected_journal_and_effects() {
     let copying = migration_at("copy");
@@ -286,13 +296,31 @@ fn every_failure_path_gives_the_expected_journal_and_effects() {
     swapped_unrecorded.record("swapped", "true");
     let verify = migration_at("verify");
     let verifying = step(&verify, &view(service(1, 0, 0, "promdata-ebs"), None), 50).journal;
+    let rolling = RunStatus::RollingBack;
     let rows = vec![
         Row {
-            what: "the service is scaled back during the copy: stop, remove the job, roll back",
+            what: "the service is scaled back during the copy: stop and roll back",
             journal: copy_running.clone(),
             view: view(service(2, 1, 0, "promdata"), Some(&[JobTaskState::Active])),
-            status: RunStatus::Failed,
-            effects: vec![Effect::RemoveJob { name: job.clone() }, rollback_scale()],
+            status: rolling,
+            effects: vec![],
+        },
+        Row {
+            what: "scaled up and down again during the copy: the spec changed, stop",
+            journal: copy_running.clone(),
+            view: view(
+                with_spec(service(0, 0, 0, "promdata"), "h1"),
+                Some(&[JobTaskState::Complete]),
+            ),
+            status: rolling,
+            effects: vec![],
+        },
+        Row {
+            what: "a task still starting while the copy runs: stop",
+            journal: copy_running.clone(),
+            view: view(service(0, 0, 1, "promdata"), Some(&[JobTaskState::Active])),
+            status: rolling,
+            effects: vec![],
         },
         Row {
             what: "a copy job that failed is removed and retried",
@@ -302,53 +330,67 @@ fn every_failure_path_gives_the_expected_journal_and_effects() {
             effects: vec![Effect::RemoveJob { name: job.clone() }],
         },
         Row {
-            what: "the last copy attempt failed: the run fails and scales back",
+            what: "the last copy attempt failed: its job removed, the run rolls back",
             journal: exhausted(copy_running.clone()),
             view: view(service(0, 0, 0, "promdata"), Some(&[JobTaskState::Failed])),
-            status: RunStatus::Failed,
-            effects: vec![Effect::RemoveJob { name: job }, rollback_scale()],
+            status: rolling,
+            effects: vec![Effect::RemoveJob { name: job }],
         },
         Row {
             what: "the service is gone during the copy",
             journal: copy_running,
             view: RunView::default(),
-            status: RunStatus::Failed,
-            effects: vec![rollback_scale()],
+            status: rolling,
+            effects: vec![],
         },
         Row {
             what: "the mount changed before the swap: nothing recorded, nothing swapped",
             journal: swap.clone(),
             view: view(service(0, 0, 0, "otherdata"), None),
-            status: RunStatus::Failed,
-            effects: vec![rollback_scale()],
+            status: rolling,
+            effects: vec![],
         },
         Row {
-            what: "the mount changed during the swap: the original is restored",
+            what: "the mount changed during the swap",
             journal: swap_recorded.clone(),
             view: view(service(0, 0, 0, "otherdata"), None),
-            status: RunStatus::Failed,
-            effects: vec![restore(), rollback_scale()],
+            status: rolling,
+            effects: vec![],
         },
         Row {
             what: "scaled back right before the swap",
-            journal: swap_recorded,
+            journal: swap_recorded.clone(),
             view: view(service(1, 1, 0, "promdata"), None),
-            status: RunStatus::Failed,
-            effects: vec![restore(), rollback_scale()],
+            status: rolling,
+            effects: vec![],
         },
         Row {
-            what: "swapped but the original was never recorded: never guessed",
+            what: "the spec changed right before the swap",
+            journal: swap_recorded,
+            view: view(with_spec(service(0, 0, 0, "promdata"), "h1"), None),
+            status: rolling,
+            effects: vec![],
+        },
+        Row {
+            what: "swapped but the original was never recorded (an older journal)",
             journal: exhausted(swapped_unrecorded),
             view: RunView::default(),
-            status: RunStatus::Failed,
-            effects: vec![rollback_scale()],
+            status: rolling,
+            effects: vec![],
         },
         Row {
-            what: "verify never gets its replicas: the last attempt rolls back whole",
-            journal: exhausted(verifying),
+            what: "verify never gets its replicas: the last attempt rolls back",
+            journal: exhausted(verifying.clone()),
             view: view(service(1, 0, 0, "promdata-ebs"), None),
-            status: RunStatus::Failed,
-            effects: vec![restore(), rollback_scale()],
+            status: rolling,
+            effects: vec![],
+        },
+        Row {
+            what: "a stack deploy wrote the old mount back during verify",
+            journal: verifying,
+            view: view(service(1, 1, 0, "promdata"), None),
+            status: rolling,
+            effects: vec![],
         },
     ];
     // Past every timeout of the step (from its start, or from 0), so waiting rows act.
@@ -369,10 +411,159 @@ fn every_failure_path_gives_the_expected_journal_and_effects() {
             row.what, next.note
         );
         assert_eq!(next.effects, row.effects, "{}: {}", row.what, next.note);
-        if row.status == RunStatus::Failed {
-            assert!(next.journal.fact("rollback").is_some(), "{}", row.what);
+    }
+}
+
+/// A failed migration's journal, rolling back from `step`.
+fn rolling_back_from(step_name: &str, view_at_failure: RunView) -> Journal {
+    let j = exhausted(migration_at(step_name));
+    let j = if j.steps[j.current().expect("step")].state == StepState::Pending {
+        step(&j, &view_at_failure, 50).journal
+    } else {
+        j
+    };
+    let next = step(&exhausted(j), &RunView::default(), 10_000);
+    assert_eq!(next.journal.status, RunStatus::RollingBack, "{}", next.note);
+    next.journal
+}
+
+#[test]
+fn a_rollback_restores_the_original_mount_then_the_replicas_and_says_what_it_left() {
+    // Failed in verify: the new volume is mounted and the service runs on it.
+    let j = rolling_back_from("verify", view(service(1, 1, 0, "promdata-ebs"), None));
+    let on_target = view(service(1, 1, 0, "promdata-ebs"), None);
+    let next = step(&j, &on_target, 10_001);
+    assert_eq!(next.effects, vec![restore()]);
+    assert_eq!(next.journal.status, RunStatus::RollingBack);
+    // A crash before the answer: the next turn asks for the same again.
+    assert_eq!(
+        step(&next.journal, &on_target, 10_002).effects,
+        vec![restore()]
+    );
+    let back = step(
+        &next.journal,
+        &view(service(1, 1, 0, "promdata"), None),
+        10_003,
+    );
+    assert_eq!(back.effects, vec![], "running already: no scale");
+    assert_eq!(back.journal.status, RunStatus::Failed);
+    assert!(
+        back.journal
+            .fact("rollback")
+            .is_some_and(|r| r.starts_with("done")),
+        "{:?}",
+        back.journal.fact("rollback")
+    );
+
+    // Failed in the copy: scaled back up from the 0 it set, onto the original mount.
+    let j = rolling_back_from("copy", view(service(0, 0, 0, "promdata"), None));
+    let job_left = view(service(0, 0, 0, "promdata"), Some(&[JobTaskState::Active]));
+    let next = step(&j, &job_left, 10_001);
+    assert!(
+        matches!(next.effects[..], [Effect::RemoveJob { .. }]),
+        "{:?}",
+        next.effects
+    );
+    let next = step(&j, &view(service(0, 0, 0, "promdata"), None), 10_002);
+    assert_eq!(next.effects, vec![rollback_scale()]);
+    let done = step(
+        &next.journal,
+        &view(service(1, 1, 0, "promdata"), None),
+        10_003,
+    );
+    assert_eq!(done.journal.status, RunStatus::Failed);
+
+    // Someone else set a replica count: theirs stays.
+    let theirs = step(&j, &view(service(3, 3, 0, "promdata"), None), 10_002);
+    assert_eq!(theirs.effects, vec![]);
+    assert_eq!(theirs.journal.status, RunStatus::Failed);
+
+    // A mount that is neither: never scaled up onto it; the rollback says what it left.
+    let neither = step(&j, &view(service(0, 0, 0, "otherdata"), None), 10_002);
+    assert_eq!(neither.effects, vec![]);
+    assert_eq!(neither.journal.status, RunStatus::Failed);
+    let said = neither.journal.fact("rollback").unwrap_or_default();
+    assert!(
+        said.contains("left at 0 replicas") && said.contains("otherdata"),
+        "{said}"
+    );
+}
+
+#[test]
+fn a_failed_rollback_write_is_tried_again_after_a_backoff_then_left_to_the_operator() {
+    let p = policy();
+    let snap = snapshot();
+    let mut j = rolling_back_from("verify", view(service(1, 1, 0, "promdata-ebs"), None));
+    let v = view(service(1, 1, 0, "promdata-ebs"), None);
+    for n in 1..=p.volumes.step_attempts {
+        let next = step(&j, &v, 20_000 * u64::from(n));
+        assert_eq!(next.effects, vec![restore()]);
+        let failed = effect_failed(
+            &next.journal,
+            &restore(),
+            "HTTP 500",
+            &v,
+            &snap,
+            &p,
+            t(20_000 * u64::from(n)),
+        )
+        .expect("a transition");
+        j = failed.journal;
+        if n < p.volumes.step_attempts {
+            assert_eq!(j.status, RunStatus::RollingBack);
+            assert!(
+                waits(&j, &v, 20_000 * u64::from(n)),
+                "not before the backoff"
+            );
         }
     }
+    assert_eq!(j.status, RunStatus::Failed);
+    assert!(
+        j.fact("rollback").is_some_and(|r| r.contains("by hand")),
+        "{j:#?}"
+    );
+}
+
+#[test]
+fn a_lost_answer_never_makes_a_second_job_or_undoes_a_swap() {
+    let p = policy();
+    let snap = snapshot();
+    // The copy job's create failed, maybe after it was created: same step, same job name.
+    let copying = migration_at("copy");
+    let down = view(service(0, 0, 0, "promdata"), None);
+    let running = step(&copying, &down, 50).journal;
+    let create = step(&running, &down, 51);
+    let Effect::CreateJob(job) = &create.effects[0] else {
+        panic!("{:?}", create.effects)
+    };
+    let failed = effect_failed(
+        &running,
+        &create.effects[0],
+        "timeout",
+        &down,
+        &snap,
+        &p,
+        t(52),
+    )
+    .expect("a transition");
+    assert_eq!(failed.journal.fact("copy_job"), Some(job.name.as_str()));
+    assert_eq!(current(&failed.journal), "copy");
+    assert_eq!(failed.journal.steps[4].state, StepState::Running);
+    let created = view(service(0, 0, 0, "promdata"), Some(&[JobTaskState::Active]));
+    assert!(waits(&failed.journal, &created, 52), "backs off first");
+    assert!(
+        waits(&failed.journal, &created, 10_000),
+        "the job it created after all runs: no second one"
+    );
+
+    // A swap sent, its answer lost, the attempt failed: the next attempt sees it done.
+    let swap = migration_at("swap-mount");
+    let recorded = step(&swap, &down, 50).journal;
+    let mut retry = recorded.clone();
+    retry.steps[5].state = StepState::Pending;
+    let done = step(&retry, &view(service(0, 0, 0, "promdata-ebs"), None), 60);
+    assert_eq!(done.journal.fact("swapped"), Some("true"));
+    assert_eq!(current(&done.journal), "scale-up");
 }
 
 #[test]
@@ -390,7 +581,7 @@ fn scale_down_waits_for_stopping_containers_and_fails_after_its_timeout() {
         next.journal.steps[i].retry_at.is_some(),
         "retried after a backoff"
     );
-    assert!(next.note.contains("1 still stopping"), "{}", next.note);
+    assert!(next.note.contains("1 not ended"), "{}", next.note);
     assert!(
         waits(&next.journal, &flushing, 52 + timeout),
         "not before retry_at"
@@ -411,7 +602,7 @@ fn a_verify_break_is_recorded_and_restarts_the_clock() {
 }
 
 #[test]
-fn a_failed_effect_is_an_attempt_with_backoff_and_a_failed_rollback_is_recorded() {
+fn a_failed_scale_is_an_attempt_with_backoff_and_a_failed_job_removal_changes_nothing() {
     let p = policy();
     let snap = snapshot();
     let j = migration_at("scale-down");
@@ -442,26 +633,8 @@ fn a_failed_effect_is_an_attempt_with_backoff_and_a_failed_rollback_is_recorded(
     );
     let last = exhausted(began.journal.clone());
     let failed = effect_failed(&last, &effect, "HTTP 500", &v, &snap, &p, t(52)).expect("t");
-    assert_eq!(failed.journal.status, RunStatus::Failed);
-    assert_eq!(failed.effects, vec![rollback_scale()]);
-    let rollback = effect_failed(
-        &failed.journal,
-        &failed.effects[0],
-        "HTTP 503",
-        &v,
-        &snap,
-        &p,
-        t(53),
-    )
-    .expect("t");
-    assert!(
-        rollback.effects.is_empty(),
-        "a rollback is not retried by a step"
-    );
-    assert!(rollback
-        .journal
-        .fact("rollback_failed")
-        .is_some_and(|f| f.contains("HTTP 503")));
+    assert_eq!(failed.journal.status, RunStatus::RollingBack);
+    assert_eq!(failed.effects, vec![], "the rollback reads the swarm first");
 }
 
 #[test]
@@ -546,8 +719,11 @@ fn arb_view() -> impl Strategy<Value = RunView> {
         0..3usize,
         0..2usize,
         prop::sample::select(vec!["promdata", "promdata-ebs", "otherdata"]),
+        prop::sample::select(vec!["h0", "h1"]),
     )
-        .prop_map(|(r, running, stopping, source)| service(r, running, stopping, source));
+        .prop_map(|(r, running, unsettled, source, hash)| {
+            with_spec(service(r, running, unsettled, source), hash)
+        });
     let job = prop::option::of(prop::collection::vec(
         prop::sample::select(vec![
             JobTaskState::Active,
@@ -563,12 +739,13 @@ fn arb_view() -> impl Strategy<Value = RunView> {
 }
 
 proptest! {
-    /// Whatever the swarm shows, a migration never copies or swaps while the service is
-    /// not scaled down with every container stopped, never swaps before the original
-    /// mount is in the journal saved before the swap, and never restores a mount it has
-    /// no record of.
+    /// Whatever the swarm shows, a migration never copies or swaps unless the view shows
+    /// the service at 0 replicas with every task ended and the spec it had when the
+    /// scale-down was seen done (tracked here from the views, apart from the code); never
+    /// swaps before the original mount is in the journal saved before the swap; never
+    /// scales up but from 0; restores a mount only while rolling back.
     #[test]
-    fn a_migration_never_copies_or_swaps_a_running_service(
+    fn a_migration_never_copies_or_swaps_a_running_or_changed_service(
         views in prop::collection::vec(arb_view(), 1..40),
         gaps in prop::collection::vec(0..400u64, 40),
     ) {
@@ -576,19 +753,34 @@ proptest! {
         let snap = snapshot();
         let mut j = journal(RunbookKind::EbsMigration);
         let mut secs = 1;
+        let mut hash_at_scale_down: Option<String> = None;
         for (v, gap) in views.iter().zip(gaps) {
             secs += gap;
             let Some(next) = advance(&j, v, &snap, &p, t(secs)) else { continue };
-            let at_zero = v.service.as_ref().is_some_and(|s| s.replicas == Some(0) && s.running == 0 && s.stopping == 0);
+            let scale_down_done = |j: &Journal| j.steps[3].state == StepState::Done;
+            if !scale_down_done(&j) && scale_down_done(&next.journal) {
+                hash_at_scale_down = v.service.as_ref().map(|s| s.spec_hash.clone());
+            }
+            let quiet = v.service.as_ref().is_some_and(|s| {
+                s.replicas == Some(0)
+                    && s.running == 0
+                    && s.unsettled == 0
+                    && Some(&s.spec_hash) == hash_at_scale_down.as_ref()
+            });
             for effect in &next.effects {
                 match effect {
-                    Effect::CreateJob(job) if job.args[0] == "copy" => prop_assert!(at_zero, "{effect} while {v:?}"),
-                    Effect::SwapMount { .. } => {
-                        prop_assert!(at_zero, "{effect} while {v:?}");
-                        prop_assert!(next.journal.fact("original_mount").is_some());
+                    Effect::CreateJob(job) if job.args[0] == "copy" => prop_assert!(quiet, "{effect} while {v:?}"),
+                    Effect::SwapMount { spec_hash, .. } => {
+                        prop_assert!(quiet, "{effect} while {v:?}");
+                        prop_assert!(j.fact("original_mount").is_some(), "original saved before");
+                        prop_assert_eq!(Some(spec_hash), hash_at_scale_down.as_ref());
+                    }
+                    Effect::Scale { replicas, expect, .. } if *replicas > 0 => {
+                        prop_assert_eq!(*expect, Some(0));
                     }
                     Effect::RestoreMount { original, .. } => {
-                        prop_assert_eq!(Some(original.as_str()), next.journal.fact("original_mount"));
+                        prop_assert_eq!(next.journal.status, RunStatus::RollingBack);
+                        prop_assert_eq!(Some(original.as_str()), j.fact("original_mount"));
                     }
                     _ => {}
                 }

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use super::effect::Effect;
 use super::journal::{unix, Journal, RunStatus, RunbookKind, StepState};
-use super::{migration, padding};
+use super::{migration, padding, rollback};
 use crate::config::{Mode, Policy};
 use crate::model::run_view::RunView;
 use crate::model::Snapshot;
@@ -48,11 +48,8 @@ pub fn advance(
     now: SystemTime,
 ) -> Option<Transition> {
     let i = journal.current()?;
-    if !journal.is_active() || journal.steps[i].retry_at.is_some_and(|at| unix(now) < at) {
-        return None;
-    }
     // `audit` and `off` pause runs in flight (the planner reports them `runbook-paused`).
-    if policy.volumes.mode != Mode::Enforce {
+    if !journal.is_active() || policy.volumes.mode != Mode::Enforce {
         return None;
     }
     let cx = Cx {
@@ -63,9 +60,20 @@ pub fn advance(
     };
     let mut j = journal.clone();
     let mut effects = Vec::new();
+    if j.status == RunStatus::RollingBack {
+        let note = rollback::advance(&mut j, &cx, &mut effects)?;
+        return Some(Transition {
+            journal: j,
+            effects,
+            note,
+        });
+    }
+    if journal.steps[i].retry_at.is_some_and(|at| unix(now) < at) {
+        return None;
+    }
     let name = j.steps[i].name.clone();
     let note = match (j.kind, name.as_str()) {
-        (_, "preflight") => Some(preflight(&mut j, i, &cx, &mut effects)),
+        (_, "preflight") => Some(preflight(&mut j, i, &cx)),
         (_, "approval") => approval(&mut j, i, &cx),
         (RunbookKind::EfsPadding, "pad") => padding::pad(&mut j, i, &cx, &mut effects),
         (RunbookKind::EfsPadding, "verify") => padding::verify(&mut j, i, &cx),
@@ -74,7 +82,6 @@ pub fn advance(
             &mut j,
             i,
             &cx,
-            &mut effects,
             format!(
                 "step {step} of {} is not implemented in this version",
                 kind.as_str()
@@ -89,10 +96,13 @@ pub fn advance(
 }
 
 /// What a failed `effect` makes of `journal` (the journal saved before the effect was
-/// sent). A job that could not be removed changes nothing (`None`: the runner logs it). A
-/// rollback's failure is recorded in the failed run (fact `rollback_failed`), never
-/// retried by a step. Any other failure is a failed attempt of the current step, with
-/// backoff; out of attempts, the run fails and a migration is rolled back.
+/// sent). A job that could not be removed changes nothing (`None`: the runner logs it and
+/// goes on). A rollback's write is tried again after a backoff (see `rollback`). A job
+/// or a swap that could not be written keeps its step and its job name (the write may
+/// have been carried out with its answer lost: the next turn sees it) and is tried again
+/// after a backoff, up to `volumes.step_attempts` times for the step; a scale that could
+/// not be written is a failed attempt. Out of attempts, the run fails and a migration is
+/// rolled back.
 pub fn effect_failed(
     journal: &Journal,
     effect: &Effect,
@@ -108,26 +118,25 @@ pub fn effect_failed(
     let mut j = journal.clone();
     let mut effects = Vec::new();
     let what = format!("{effect} failed: {error}");
-    if j.status == RunStatus::Failed {
-        let all = match j.fact("rollback_failed") {
-            Some(before) => format!("{before}; {what}"),
-            None => what.clone(),
-        };
-        j.record("rollback_failed", all);
-        return Some(Transition {
-            journal: j,
-            effects,
-            note: format!("rollback incomplete: {what}"),
-        });
-    }
-    let i = j.current()?;
     let cx = Cx {
         view,
         snapshot,
         policy,
         now,
     };
-    let note = attempt_failed(&mut j, i, &cx, &mut effects, what);
+    let note = match j.status {
+        RunStatus::RollingBack => rollback::effect_failed(&mut j, &cx, &what),
+        RunStatus::Running | RunStatus::AwaitingApproval => {
+            let i = j.current()?;
+            match effect {
+                Effect::CreateJob(_) | Effect::SwapMount { .. } => {
+                    write_failed(&mut j, i, &cx, &mut effects, effect, what)
+                }
+                _ => attempt_failed(&mut j, i, &cx, what),
+            }
+        }
+        RunStatus::Succeeded | RunStatus::Failed => return None,
+    };
     Some(Transition {
         journal: j,
         effects,
@@ -150,15 +159,42 @@ pub(super) fn elapsed(j: &Journal, i: usize, now: SystemTime) -> Duration {
     Duration::from_secs(unix(now).saturating_sub(j.steps[i].started_at.unwrap_or(0)))
 }
 
-/// A failed attempt of step `i`: retried after a backoff while attempts remain
-/// (`volumes.step_attempts`); otherwise the run fails and is rolled back. Returns the note.
-pub(super) fn attempt_failed(
+/// A job or swap write of step `i` that failed: the step keeps its state and its job
+/// name, and the write is tried again after a backoff; `volumes.step_attempts` such
+/// failures fail the attempt (removing the job, which may exist after all).
+fn write_failed(
     j: &mut Journal,
     i: usize,
     cx: &Cx,
     effects: &mut Vec<Effect>,
-    why: impl Into<String>,
+    effect: &Effect,
+    what: String,
 ) -> String {
+    let key = format!("{}_write_errors", j.steps[i].name);
+    let errors = j
+        .fact(&key)
+        .and_then(|e| e.parse::<u32>().ok())
+        .unwrap_or(0)
+        + 1;
+    if errors >= cx.policy.volumes.step_attempts {
+        j.facts.remove(&key);
+        if let Effect::CreateJob(job) = effect {
+            effects.push(Effect::RemoveJob {
+                name: job.name.clone(),
+            });
+        }
+        return attempt_failed(j, i, cx, what);
+    }
+    j.record(&key, errors);
+    let wait = delay(cx.policy, errors);
+    j.steps[i].retry_at = Some(unix(cx.now) + wait.as_secs());
+    j.steps[i].detail = what.clone();
+    format!("{what}; again in {}s", wait.as_secs())
+}
+
+/// A failed attempt of step `i`: retried after a backoff while attempts remain
+/// (`volumes.step_attempts`); otherwise the run fails and is rolled back. Returns the note.
+pub(super) fn attempt_failed(j: &mut Journal, i: usize, cx: &Cx, why: impl Into<String>) -> String {
     let why = why.into();
     let delay = delay(cx.policy, j.steps[i].attempts);
     if j.fail_attempt(
@@ -168,7 +204,7 @@ pub(super) fn attempt_failed(
         cx.policy.volumes.step_attempts,
         delay,
     ) {
-        format!("{why}; {}", migration::roll_back(j, effects))
+        format!("{why}; {}", rollback::begin(j))
     } else {
         format!("{why}; will retry in {}s", delay.as_secs())
     }
@@ -176,19 +212,13 @@ pub(super) fn attempt_failed(
 
 /// A failure no retry can mend (the service is gone, someone scaled it back during a
 /// migration): the run fails now and is rolled back. Returns the note.
-pub(super) fn give_up(
-    j: &mut Journal,
-    i: usize,
-    cx: &Cx,
-    effects: &mut Vec<Effect>,
-    why: impl Into<String>,
-) -> String {
+pub(super) fn give_up(j: &mut Journal, i: usize, cx: &Cx, why: impl Into<String>) -> String {
     let why = why.into();
     j.fail_attempt(i, cx.now, why.clone(), 0, Duration::ZERO);
-    format!("{why}; {}", migration::roll_back(j, effects))
+    format!("{why}; {}", rollback::begin(j))
 }
 
-fn preflight(j: &mut Journal, i: usize, cx: &Cx, effects: &mut Vec<Effect>) -> String {
+fn preflight(j: &mut Journal, i: usize, cx: &Cx) -> String {
     j.begin(i, cx.now);
     let watched = watched(&cx.snapshot.services, cx.policy);
     let Some(w) = watched
@@ -199,16 +229,15 @@ fn preflight(j: &mut Journal, i: usize, cx: &Cx, effects: &mut Vec<Effect>) -> S
             j,
             i,
             cx,
-            effects,
             "the volume is no longer watched or its service is gone",
         );
     };
     let Some(t) = cx.snapshot.telemetry.iter().find(|t| t.efs_id == j.efs_id) else {
-        return attempt_failed(j, i, cx, effects, "no telemetry for the volume");
+        return attempt_failed(j, i, cx, "no telemetry for the volume");
     };
     if j.kind == RunbookKind::EfsPadding {
         let Some(pad) = padding_plan(t, cx.policy) else {
-            return attempt_failed(j, i, cx, effects, "incomplete telemetry");
+            return attempt_failed(j, i, cx, "incomplete telemetry");
         };
         j.record("padding_bytes", pad.bytes);
         j.record("padding_metered", pad.metered as u64);
@@ -219,16 +248,10 @@ fn preflight(j: &mut Journal, i: usize, cx: &Cx, effects: &mut Vec<Effect>) -> S
     }
     if j.kind == RunbookKind::EbsMigration {
         let Some(service) = cx.snapshot.services.iter().find(|s| s.id == j.service_id) else {
-            return give_up(j, i, cx, effects, "the service is gone");
+            return give_up(j, i, cx, "the service is gone");
         };
         let crate::model::ServiceMode::Replicated { replicas } = service.mode else {
-            return give_up(
-                j,
-                i,
-                cx,
-                effects,
-                "only replicated services can be migrated",
-            );
+            return give_up(j, i, cx, "only replicated services can be migrated");
         };
         j.record("replicas", replicas);
         j.record("mount_target", &w.target);

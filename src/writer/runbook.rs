@@ -28,14 +28,19 @@ impl Writer {
             Effect::Scale {
                 service_id,
                 replicas,
+                expect,
             } => {
                 let replicas = i64::try_from(*replicas).unwrap_or(i64::MAX);
+                let expect = expect.map(|e| i64::try_from(e).unwrap_or(i64::MAX));
                 self.change_service(service_id, &what, |spec| {
                     let r = spec
                         .mode
                         .as_mut()
                         .and_then(|m| m.replicated.as_mut())
                         .ok_or("not a replicated service")?;
+                    if expect.is_some_and(|e| r.replicas.unwrap_or(1) != e) {
+                        return Err("its replica count changed since the run read it");
+                    }
                     r.replicas = Some(replicas);
                     Ok(())
                 })
@@ -48,8 +53,20 @@ impl Writer {
                 to,
                 driver,
                 options,
+                spec_hash,
             } => {
                 self.change_service(service_id, &what, |spec| {
+                    if crate::observe::spec_hash(spec) != *spec_hash {
+                        return Err("its spec changed since the copy was made");
+                    }
+                    let replicas = spec
+                        .mode
+                        .as_ref()
+                        .and_then(|m| m.replicated.as_ref())
+                        .and_then(|r| r.replicas);
+                    if replicas != Some(0) {
+                        return Err("it is not scaled down");
+                    }
                     let mount = mounts_mut(spec)
                         .find(|m| {
                             m.target.as_deref() == Some(path.as_str())

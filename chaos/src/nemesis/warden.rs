@@ -156,8 +156,8 @@ pub fn action_event(line: &str, on: &str) -> Option<Event> {
     let phase = match fields["event"].as_str()? {
         "action-started" => "started",
         "action-done" => "done",
-        // Not seen to its end: an ending the checker treats as a failure.
-        "action-failed" | "action-unobserved" => "failed",
+        // `action-unobserved` is no ending: `action-failed` follows it.
+        "action-failed" => "failed",
         "action-rolled-back" => "rolled-back",
         _ => return None,
     };
