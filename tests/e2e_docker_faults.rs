@@ -80,9 +80,11 @@ enum Says {
 fn count(log: &Log, says: Says) -> usize {
     match says {
         Says::Nothing => 0,
+        // A transient failure: a read that failed or hung (not "cannot work with it").
         Says::ObserveFailed(error) => log
             .events("observe-failed")
             .iter()
+            .filter(|e| e["fields"]["transient"] == true)
             .filter(|e| {
                 e["fields"]["error"]
                     .as_str()
@@ -202,6 +204,12 @@ async fn blind_during_a_rollout(lab: &Lab, proxy: &DockerProxy, warden: &Warden,
     proxy.heal();
     idle(warden).await;
     assert!(fixed(lab, &name).await, "{}", warden.log());
+    assert_eq!(
+        warden.log().count("action-rolled-back"),
+        0,
+        "rolled back blind:\n{}",
+        warden.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

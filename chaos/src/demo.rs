@@ -430,7 +430,7 @@ impl WardenProcess {
                             fields["detail"].as_str().unwrap_or(action)
                         ));
                     }
-                    "action-failed" => {
+                    "action-failed" | "action-rolled-back" => {
                         self.failed += 1;
                         out.push(format!(
                             "FAILED {action}: {}",

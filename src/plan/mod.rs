@@ -384,6 +384,8 @@ pub enum FindingKind {
     RunbookJournalUnreadable,
     /// A run in flight that does not advance because `volumes.mode` is not `enforce`.
     RunbookPaused,
+    /// A failed migration whose rollback left something for the operator.
+    RunbookRollbackIncomplete,
 }
 
 impl FindingKind {
@@ -420,6 +422,7 @@ impl FindingKind {
             FindingKind::VolumeTelemetryMissing => "volume-telemetry-missing",
             FindingKind::RunbookJournalUnreadable => "runbook-journal-unreadable",
             FindingKind::RunbookPaused => "runbook-paused",
+            FindingKind::RunbookRollbackIncomplete => "runbook-rollback-incomplete",
         }
     }
 }

@@ -117,8 +117,10 @@ pub(super) fn plan_volumes(
     plan: &mut Plan,
 ) {
     let p = &policy.volumes;
-    // Even with volumes off: a paused migration may hold a service at 0 replicas.
+    // Even with volumes off: a paused migration or an incomplete rollback may hold a
+    // service at 0 replicas.
     paused_runs(snapshot, policy, plan);
+    incomplete_rollbacks(snapshot, plan);
     if p.mode == Mode::Off {
         return;
     }
@@ -195,6 +197,35 @@ fn paused_runs(snapshot: &Snapshot, policy: &Policy, plan: &mut Plan) {
                 j.run_id,
                 j.kind.as_str(),
                 j.service
+            ),
+        ));
+    }
+}
+
+/// Whether a failed migration's rollback left something for the operator (its `rollback`
+/// fact says what).
+fn rollback_incomplete(j: &crate::model::journal::Journal) -> bool {
+    j.status == crate::model::journal::RunStatus::Failed
+        && j.fact("rollback")
+            .is_some_and(|r| r.starts_with("incomplete"))
+}
+
+/// Failed migrations whose rollback left something undone: critical, with what to put
+/// back and how to clear it; their volume gets no new run until the journal is removed.
+fn incomplete_rollbacks(snapshot: &Snapshot, plan: &mut Plan) {
+    for j in snapshot.runbooks.iter().filter(|j| rollback_incomplete(j)) {
+        plan.findings.push(Finding::new(
+            FindingKind::RunbookRollbackIncomplete,
+            Severity::Critical,
+            &j.run_id,
+            format!(
+                "Runbook {} ({} of {}) failed and its rollback is {}. Put the service right by hand, then remove the journal (docker config rm swarm-warden-runbook-{}): until then EFS {} gets no new run.",
+                j.run_id,
+                j.kind.as_str(),
+                j.service,
+                j.fact("rollback").unwrap_or_default(),
+                j.run_id,
+                j.efs_id
             ),
         ));
     }
@@ -315,6 +346,9 @@ fn plan_runbook(
         .collect();
     if runs.iter().any(|j| j.is_active()) {
         return; // its progress is reported with the runbooks
+    }
+    if runs.iter().any(|j| rollback_incomplete(j)) {
+        return; // reported (runbook-rollback-incomplete) until the operator clears it
     }
     let reason = match kind {
         RunbookKind::EfsPadding => match padding_plan(t, policy) {
@@ -758,6 +792,55 @@ mod tests {
                 .contains("docker service scale monitoring_prometheus=2"),
             "{}",
             f[0].message
+        );
+    }
+
+    #[test]
+    fn an_incomplete_rollback_is_critical_and_holds_new_runs_for_its_volume() {
+        use crate::model::journal::{Journal, RunStatus, RunbookKind};
+        let mut s = snap(0.0, 3.0 * MIB);
+        s.services[0].mounts[0]
+            .labels
+            .insert(REMEDIATION_LABEL.into(), "ebs-migration".into());
+        let mut run = Journal::new(
+            RunbookKind::EbsMigration,
+            "fs-1",
+            "prom",
+            "monitoring_prometheus",
+            "promdata",
+            &["preflight"],
+            t(0),
+        );
+        run.status = RunStatus::Failed;
+        run.record("rollback", "incomplete (1 replica(s)): decide by hand");
+        s.runbooks = vec![run];
+        let p = Policy {
+            volumes: crate::config::VolumesPolicy {
+                cooldown: Duration::from_secs(1),
+                ..Policy::default().volumes
+            },
+            ..Policy::default()
+        };
+        let plan = plan(
+            &s,
+            &p,
+            &Memory::default(),
+            s.observed_at + Duration::from_secs(3600),
+        );
+        let f = plan
+            .findings
+            .iter()
+            .find(|f| f.kind == FindingKind::RunbookRollbackIncomplete)
+            .expect("reported");
+        assert_eq!(f.severity, Severity::Critical);
+        assert!(f.message.contains("docker config rm"), "{}", f.message);
+        assert!(
+            !plan
+                .actions
+                .iter()
+                .any(|a| a.action.kind() == "ebs-migration"),
+            "no new run: {:#?}",
+            plan.actions
         );
     }
 

@@ -85,12 +85,12 @@ pub(super) fn render(r: &Report) -> String {
         for j in &r.runbooks {
             let _ = writeln!(
                 out,
-                "  {} {} {} ({}): {:?}",
+                "  {} {} {} ({}): {}",
                 j.run_id,
                 j.kind.as_str(),
                 j.efs_id,
                 j.service,
-                j.status
+                j.status.as_str()
             );
             for step in &j.steps {
                 let _ = writeln!(

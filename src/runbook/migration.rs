@@ -11,7 +11,9 @@
 
 use super::effect::{Effect, Job, JobMount};
 use super::journal::Journal;
-use super::transition::{attempt_failed, elapsed, give_up, job_name, pending, Cx};
+use super::transition::{
+    attempt_failed, elapsed, give_up, job_name, pending, previous_job_gone, Cx,
+};
 use crate::config::Policy;
 use crate::model::run_view::ServiceView;
 use crate::model::Mount;
@@ -127,6 +129,9 @@ fn scaled_back(j: &Journal, service: &ServiceView) -> Option<String> {
 
 fn copy(j: &mut Journal, i: usize, cx: &Cx, effects: &mut Vec<Effect>) -> Option<String> {
     if pending(j, i) {
+        if let Err(note) = previous_job_gone(j, i, cx, "copy_job", effects) {
+            return note;
+        }
         let attempt = j.begin(i, cx.now);
         j.record("copy_job", job_name(&format!("{}-copy", j.run_id), attempt));
         return Some(format!("copy: attempt {attempt} begins"));

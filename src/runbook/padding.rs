@@ -3,7 +3,7 @@
 
 use super::effect::{Effect, Job, JobMount};
 use super::journal::Journal;
-use super::transition::{attempt_failed, elapsed, job_name, pending, Cx};
+use super::transition::{attempt_failed, elapsed, job_name, pending, previous_job_gone, Cx};
 use crate::config::Policy;
 use crate::model::Mount;
 
@@ -23,6 +23,9 @@ pub(super) fn pad(j: &mut Journal, i: usize, cx: &Cx, effects: &mut Vec<Effect>)
         return Some("nothing to pad".into());
     }
     if pending(j, i) {
+        if let Err(note) = previous_job_gone(j, i, cx, "pad_job", effects) {
+            return note;
+        }
         // Recorded before the job is created: a restart then looks for this job instead
         // of starting another.
         let attempt = j.begin(i, cx.now);

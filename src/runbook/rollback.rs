@@ -37,17 +37,26 @@ pub(super) fn advance(j: &mut Journal, cx: &Cx, effects: &mut Vec<Effect>) -> Op
     let Some(service) = &cx.view.service else {
         return Some(finish(j, cx, vec!["the service is gone".into()]));
     };
+    // Removed alongside the rest (its failure is only logged: it must not hold the undo).
     if let (Some(_), Some(name)) = (&cx.view.job, j.fact("copy_job")) {
         effects.push(Effect::RemoveJob {
             name: name.to_owned(),
         });
-        return Some(format!("rollback: removing copy job {name}"));
     }
     let path = j.fact("mount_target").unwrap_or_default().to_owned();
     let target = j.fact("target_volume").unwrap_or_default().to_owned();
     let source = j.volume.clone();
     let mounted = service.mount_at(&path).map(|m| m.mount.source.clone());
     let mut left = Vec::new();
+    if j.fact("back_at").is_some() && mounted.as_deref() == Some(target.as_str()) {
+        // The service has run on the new volume since: its writes are there. Swapping
+        // back would strand them (stale data on the source): report, change nothing.
+        left.push(format!(
+            "{} has run on {target} since it was scaled back up: its newest data is there, and mounting {source} again would strand it; decide by hand which volume {path} mounts",
+            j.service
+        ));
+        return Some(finish(j, cx, left));
+    }
     let original_in_place = match (j.fact("original_mount"), mounted.as_deref()) {
         (Some(original), Some(m)) if m == target => {
             effects.push(Effect::RestoreMount {

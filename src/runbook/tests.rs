@@ -429,9 +429,9 @@ fn rolling_back_from(step_name: &str, view_at_failure: RunView) -> Journal {
 
 #[test]
 fn a_rollback_restores_the_original_mount_then_the_replicas_and_says_what_it_left() {
-    // Failed in verify: the new volume is mounted and the service runs on it.
-    let j = rolling_back_from("verify", view(service(1, 1, 0, "promdata-ebs"), None));
-    let on_target = view(service(1, 1, 0, "promdata-ebs"), None);
+    // Failed scaling back up: the new volume is mounted, the service is at 0.
+    let j = rolling_back_from("scale-up", view(service(0, 0, 0, "promdata-ebs"), None));
+    let on_target = view(service(0, 0, 0, "promdata-ebs"), None);
     let next = step(&j, &on_target, 10_001);
     assert_eq!(next.effects, vec![restore()]);
     assert_eq!(next.journal.status, RunStatus::RollingBack);
@@ -440,12 +440,22 @@ fn a_rollback_restores_the_original_mount_then_the_replicas_and_says_what_it_lef
         step(&next.journal, &on_target, 10_002).effects,
         vec![restore()]
     );
-    let back = step(
+    let restored = step(
         &next.journal,
-        &view(service(1, 1, 0, "promdata"), None),
+        &view(service(0, 0, 0, "promdata"), None),
         10_003,
     );
-    assert_eq!(back.effects, vec![], "running already: no scale");
+    assert_eq!(
+        restored.effects,
+        vec![rollback_scale()],
+        "then the replicas"
+    );
+    let back = step(
+        &restored.journal,
+        &view(service(1, 1, 0, "promdata"), None),
+        10_004,
+    );
+    assert_eq!(back.effects, vec![]);
     assert_eq!(back.journal.status, RunStatus::Failed);
     assert!(
         back.journal
@@ -455,12 +465,28 @@ fn a_rollback_restores_the_original_mount_then_the_replicas_and_says_what_it_lef
         back.journal.fact("rollback")
     );
 
-    // Failed in the copy: scaled back up from the 0 it set, onto the original mount.
+    // Failed in verify: the service has run on the new volume. Swapping back would
+    // strand its newest writes: nothing is changed, the operator is told.
+    let j = rolling_back_from("verify", view(service(1, 1, 0, "promdata-ebs"), None));
+    let stays = step(&j, &view(service(1, 1, 0, "promdata-ebs"), None), 10_001);
+    assert_eq!(stays.effects, vec![]);
+    assert_eq!(stays.journal.status, RunStatus::Failed);
+    let said = stays.journal.fact("rollback").unwrap_or_default();
+    assert!(
+        said.starts_with("incomplete") && said.contains("by hand"),
+        "{said}"
+    );
+
+    // Failed in the copy: the job removed with the rest, scaled back up from the 0 it
+    // set, onto the original mount.
     let j = rolling_back_from("copy", view(service(0, 0, 0, "promdata"), None));
     let job_left = view(service(0, 0, 0, "promdata"), Some(&[JobTaskState::Active]));
     let next = step(&j, &job_left, 10_001);
     assert!(
-        matches!(next.effects[..], [Effect::RemoveJob { .. }]),
+        matches!(
+            next.effects[..],
+            [Effect::RemoveJob { .. }, Effect::Scale { .. }]
+        ),
         "{:?}",
         next.effects
     );
@@ -490,11 +516,63 @@ fn a_rollback_restores_the_original_mount_then_the_replicas_and_says_what_it_lef
 }
 
 #[test]
+fn a_new_job_attempt_waits_until_the_previous_job_is_gone_and_its_container_stopped() {
+    let copying = migration_at("copy");
+    let down = view(service(0, 0, 0, "promdata"), None);
+    let running = step(&copying, &down, 50).journal;
+    let first = running.fact("copy_job").unwrap_or_default().to_owned();
+    let failed = step(
+        &running,
+        &view(service(0, 0, 0, "promdata"), Some(&[JobTaskState::Failed])),
+        60,
+    );
+    assert_eq!(
+        failed.effects,
+        vec![Effect::RemoveJob {
+            name: first.clone()
+        }]
+    );
+    let retry_at = 60 + policy().controller.backoff_min.as_secs();
+    // Its removal failed: removed again before anything else.
+    let still = view(service(0, 0, 0, "promdata"), Some(&[JobTaskState::Active]));
+    let again = step(&failed.journal, &still, retry_at);
+    assert_eq!(
+        again.effects,
+        vec![Effect::RemoveJob {
+            name: first.clone()
+        }]
+    );
+    assert_eq!(again.journal.fact("copy_job"), Some(first.as_str()));
+    // Gone: its container gets the grace period before the next job starts.
+    let gone = step(&failed.journal, &down, retry_at);
+    assert_eq!(gone.journal.fact("copy_job"), Some(first.as_str()));
+    assert!(waits(&gone.journal, &down, retry_at + 29));
+    let second = step(&gone.journal, &down, retry_at + 30);
+    assert_ne!(second.journal.fact("copy_job"), Some(first.as_str()));
+    assert_eq!(second.journal.steps[4].attempts, 2);
+}
+
+#[test]
+fn a_service_at_zero_replicas_is_never_migrated() {
+    let mut snap = snapshot();
+    snap.services[0].mode = ServiceMode::Replicated { replicas: 0 };
+    let next = advance(
+        &journal(RunbookKind::EbsMigration),
+        &view(service(0, 0, 0, "promdata"), None),
+        &snap,
+        &policy(),
+        t(1),
+    )
+    .expect("preflight");
+    assert_eq!(next.journal.status, RunStatus::Failed, "{}", next.note);
+}
+
+#[test]
 fn a_failed_rollback_write_is_tried_again_after_a_backoff_then_left_to_the_operator() {
     let p = policy();
     let snap = snapshot();
-    let mut j = rolling_back_from("verify", view(service(1, 1, 0, "promdata-ebs"), None));
-    let v = view(service(1, 1, 0, "promdata-ebs"), None);
+    let mut j = rolling_back_from("scale-up", view(service(0, 0, 0, "promdata-ebs"), None));
+    let v = view(service(0, 0, 0, "promdata-ebs"), None);
     for n in 1..=p.volumes.step_attempts {
         let next = step(&j, &v, 20_000 * u64::from(n));
         assert_eq!(next.effects, vec![restore()]);

@@ -253,6 +253,16 @@ fn preflight(j: &mut Journal, i: usize, cx: &Cx) -> String {
         let crate::model::ServiceMode::Replicated { replicas } = service.mode else {
             return give_up(j, i, cx, "only replicated services can be migrated");
         };
+        if replicas == 0 {
+            // Nothing would show the copy good, and "back" would be 0: maybe a service an
+            // earlier run left down.
+            return give_up(
+                j,
+                i,
+                cx,
+                "the service has 0 replicas: a migration needs it running to verify it",
+            );
+        }
         j.record("replicas", replicas);
         j.record("mount_target", &w.target);
         j.record(
@@ -305,6 +315,50 @@ pub(super) fn approval(j: &mut Journal, i: usize, cx: &Cx) -> Option<String> {
 /// Whether step `i` has not started its current attempt.
 pub(super) fn pending(j: &Journal, i: usize) -> bool {
     j.steps[i].state == StepState::Pending
+}
+
+/// How long a removed job's container gets to stop before the next attempt's job may
+/// start: above Docker's default `stop_grace_period` (10 s), which the jobs keep.
+pub(super) const JOB_STOP_GRACE: Duration = Duration::from_secs(30);
+
+/// Before a new attempt of a job step (`fact` names the job): the previous attempt's job
+/// must be gone — removed again if it is still there (its removal failed, or its create
+/// answer was lost) — and its container given [`JOB_STOP_GRACE`] to stop, so that two jobs
+/// never write the same volume. `Err` holds the note of a transition (or `None`: wait).
+pub(super) fn previous_job_gone(
+    j: &mut Journal,
+    i: usize,
+    cx: &Cx,
+    fact: &str,
+    effects: &mut Vec<Effect>,
+) -> Result<(), Option<String>> {
+    const GONE_AT: &str = "previous_job_gone_at";
+    let Some(name) = j
+        .fact(fact)
+        .filter(|_| j.steps[i].attempts > 0)
+        .map(str::to_owned)
+    else {
+        return Ok(());
+    };
+    if cx.view.job.is_some() {
+        let note = format!("removing the previous attempt's job {name} first");
+        effects.push(Effect::RemoveJob { name });
+        return Err(Some(note));
+    }
+    match j.fact(GONE_AT).and_then(|t| t.parse::<u64>().ok()) {
+        None => {
+            j.record(GONE_AT, unix(cx.now));
+            Err(Some(format!(
+                "the previous attempt's job {name} is gone; its container gets {}s to stop",
+                JOB_STOP_GRACE.as_secs()
+            )))
+        }
+        Some(at) if unix(cx.now) < at + JOB_STOP_GRACE.as_secs() => Err(None),
+        Some(_) => {
+            j.facts.remove(GONE_AT);
+            Ok(())
+        }
+    }
 }
 
 /// Job names stay under Docker's 63-character limit and say which run and attempt.

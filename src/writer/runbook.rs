@@ -38,6 +38,10 @@ impl Writer {
                         .as_mut()
                         .and_then(|m| m.replicated.as_mut())
                         .ok_or("not a replicated service")?;
+                    // Already there (a retry after a lost answer): nothing to write.
+                    if r.replicas.unwrap_or(1) == replicas {
+                        return Ok(());
+                    }
                     if expect.is_some_and(|e| r.replicas.unwrap_or(1) != e) {
                         return Err("its replica count changed since the run read it");
                     }
