@@ -345,6 +345,11 @@ pub struct MigrationPolicy {
     pub driver: String,
     /// Driver options of the target (e.g. `backing: relocatable`, `size: 100`).
     pub options: std::collections::BTreeMap<String, String>,
+    /// Whether the target driver attaches one volume to many nodes at once (an NFS-like
+    /// driver). `false` (EBS, `local`): a service with more than one replica is not
+    /// migrated — its replicas share the EFS volume, and a single-attach or node-local
+    /// target cannot serve them all.
+    pub shared_target: bool,
     /// The target volume is named after the source with this suffix (not empty).
     #[serde(deserialize_with = "non_empty::deserialize")]
     pub volume_suffix: String,
@@ -366,6 +371,7 @@ impl Default for MigrationPolicy {
         Self {
             driver: "local".into(),
             options: std::collections::BTreeMap::new(),
+            shared_target: false,
             volume_suffix: "-ebs".into(),
             image: "swarm-warden:latest".into(),
             copy_timeout: Duration::from_secs(6 * 3600),

@@ -553,6 +553,26 @@ fn a_new_job_attempt_waits_until_the_previous_job_is_gone_and_its_container_stop
 }
 
 #[test]
+fn a_service_with_replicas_sharing_the_volume_is_migrated_only_to_a_shared_target() {
+    let mut snap = snapshot();
+    snap.services[0].mode = ServiceMode::Replicated { replicas: 3 };
+    let v = view(service(3, 3, 0, "promdata"), None);
+    let j = journal(RunbookKind::EbsMigration);
+    let refused = advance(&j, &v, &snap, &policy(), t(1)).expect("preflight");
+    assert_eq!(
+        refused.journal.status,
+        RunStatus::Failed,
+        "{}",
+        refused.note
+    );
+    assert!(refused.note.contains("shared_target"), "{}", refused.note);
+    let mut p = policy();
+    p.volumes.migration.shared_target = true;
+    let allowed = advance(&j, &v, &snap, &p, t(1)).expect("preflight");
+    assert_eq!(allowed.journal.fact("replicas"), Some("3"));
+}
+
+#[test]
 fn a_service_at_zero_replicas_is_never_migrated() {
     let mut snap = snapshot();
     snap.services[0].mode = ServiceMode::Replicated { replicas: 0 };

@@ -263,6 +263,14 @@ fn preflight(j: &mut Journal, i: usize, cx: &Cx) -> String {
                 "the service has 0 replicas: a migration needs it running to verify it",
             );
         }
+        if replicas > 1 && !cx.policy.volumes.migration.shared_target {
+            return give_up(
+                j,
+                i,
+                cx,
+                format!("the service has {replicas} replicas sharing the volume, and the target driver {} attaches to one node (volumes.migration.shared_target is false): it cannot serve them all", cx.policy.volumes.migration.driver),
+            );
+        }
         j.record("replicas", replicas);
         j.record("mount_target", &w.target);
         j.record(
