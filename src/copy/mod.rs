@@ -1,0 +1,378 @@
+//! `swarm-warden copy`: copies a directory tree to another, writes a manifest and verifies
+//! every entry on the target against the source — the data move of the `ebs-migration`
+//! runbook, run inside a Swarm job with the source mounted read-only. Besides the bytes
+//! (SHA-256) it keeps owners, modes, times and extended attributes ([`meta`]), symbolic
+//! links, and hard links (as hard links). Resumable: a file already on the target with the
+//! source's checksum is not copied again.
+
+mod meta;
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+pub use meta::Meta;
+
+/// Name of the manifest written at the target's root.
+pub const MANIFEST: &str = ".swarm-warden-manifest.sha256";
+
+/// Why the copy failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// A file operation failed.
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A copied entry does not match its source (its bytes, its link, or its metadata).
+    #[error("{0} does not match its source: {1}")]
+    Mismatch(String, String),
+}
+
+/// What a copy did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CopyOutcome {
+    /// Files in the manifest.
+    pub files: u64,
+    /// Bytes in those files.
+    pub bytes: u64,
+    /// Files copied now (the rest were already there).
+    pub copied: u64,
+}
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CopyError {
+    let path = path.to_path_buf();
+    move |source| CopyError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// SHA-256 of a file, hex.
+pub fn checksum(path: &Path) -> Result<String, CopyError> {
+    let mut file = File::open(path).map_err(io("open", path))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(io("read", path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// One entry of the tree, as the manifest records it.
+#[derive(Debug)]
+enum Kind {
+    /// A regular file and its SHA-256.
+    File(String),
+    /// A second name of a file copied earlier (a hard link to that path).
+    HardLink(PathBuf),
+    /// A symbolic link and what it points to.
+    Link(PathBuf),
+    /// A directory.
+    Dir,
+}
+
+/// Copies `from` into `to` and verifies it; see the module docs.
+///
+/// # Errors
+/// A read or write failed, the target cannot hold what the source has (an owner, an
+/// extended attribute), or an entry on the target does not match its source.
+pub fn copy_tree(from: &Path, to: &Path) -> Result<CopyOutcome, CopyError> {
+    fs::create_dir_all(to).map_err(io("create", to))?;
+    let mut outcome = CopyOutcome::default();
+    let mut manifest: Vec<(PathBuf, Kind)> = vec![(PathBuf::new(), Kind::Dir)];
+    // Files with more than one name, by (device, inode): their first name.
+    let mut first_names: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let dir = from.join(&rel);
+        let mut entries: Vec<_> = fs::read_dir(&dir)
+            .map_err(io("read", &dir))?
+            .collect::<Result<_, _>>()
+            .map_err(io("read", &dir))?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let rel_path = rel.join(entry.file_name());
+            if rel.as_os_str().is_empty() && entry.file_name() == MANIFEST {
+                continue;
+            }
+            let source = from.join(&rel_path);
+            let target = to.join(&rel_path);
+            let md = fs::symlink_metadata(&source).map_err(io("stat", &source))?;
+            let kind = md.file_type();
+            if kind.is_dir() {
+                fs::create_dir_all(&target).map_err(io("create", &target))?;
+                stack.push(rel_path.clone());
+                manifest.push((rel_path, Kind::Dir));
+            } else if kind.is_symlink() {
+                let link = fs::read_link(&source).map_err(io("readlink", &source))?;
+                let _ = fs::remove_file(&target);
+                std::os::unix::fs::symlink(&link, &target).map_err(io("symlink", &target))?;
+                Meta::read(&source)?.apply(&target)?;
+                manifest.push((rel_path, Kind::Link(link)));
+            } else if kind.is_file() {
+                if md.nlink() > 1 {
+                    let key = (md.dev(), md.ino());
+                    if let Some(first) = first_names.get(&key) {
+                        let first_target = to.join(first);
+                        if !same_inode(&first_target, &target) {
+                            let _ = fs::remove_file(&target);
+                            fs::hard_link(&first_target, &target).map_err(io("link", &target))?;
+                        }
+                        manifest.push((rel_path, Kind::HardLink(first.clone())));
+                        continue;
+                    }
+                    first_names.insert(key, rel_path.clone());
+                }
+                let sum = checksum(&source)?;
+                let present = target.exists() && checksum(&target)? == sum;
+                if !present {
+                    copy_file(&source, &target)?;
+                    outcome.copied += 1;
+                }
+                Meta::read(&source)?.apply(&target)?;
+                outcome.files += 1;
+                outcome.bytes += md.len();
+                manifest.push((rel_path, Kind::File(sum)));
+            }
+        }
+    }
+    // Directories last, deepest first (writing into one moves its times), the root last
+    // of all: the service finds its volume's root as it left it (its owner above all).
+    let mut dirs: Vec<&PathBuf> = manifest
+        .iter()
+        .filter(|(_, kind)| matches!(kind, Kind::Dir))
+        .map(|(rel, _)| rel)
+        .collect();
+    dirs.sort_by_key(|rel| std::cmp::Reverse(rel.components().count()));
+    let mut lines = String::new();
+    for (rel, kind) in &manifest {
+        lines.push_str(&verify(from, to, rel, kind)?);
+    }
+    // Written before the root gets its times back (writing it would move them); its
+    // presence means the copy was verified.
+    let path = to.join(MANIFEST);
+    let mut file = File::create(&path).map_err(io("create", &path))?;
+    file.write_all(lines.as_bytes())
+        .map_err(io("write", &path))?;
+    file.sync_all().map_err(io("fsync", &path))?;
+    for rel in dirs {
+        Meta::read(&from.join(rel))?.apply(&to.join(rel))?;
+        if let Some(what) = Meta::read(&from.join(rel))?.differs(&Meta::read(&to.join(rel))?) {
+            return Err(CopyError::Mismatch(shown(rel), what));
+        }
+    }
+    Ok(outcome)
+}
+
+/// Checks one entry of the target against its source; returns its manifest line:
+/// `<sha256 | dir | link | hardlink>  <uid:gid mode mtime>  <path>`.
+fn verify(from: &Path, to: &Path, rel: &Path, kind: &Kind) -> Result<String, CopyError> {
+    let (source, target) = (from.join(rel), to.join(rel));
+    let mismatch = |what: String| CopyError::Mismatch(shown(rel), what);
+    let first = match kind {
+        Kind::File(sum) => {
+            if &checksum(&target)? != sum {
+                return Err(mismatch("its bytes (SHA-256)".into()));
+            }
+            sum.clone()
+        }
+        Kind::HardLink(first) => {
+            if !same_inode(&to.join(first), &target) {
+                return Err(mismatch(format!("not a hard link to {}", shown(first))));
+            }
+            format!("hardlink:{}", shown(first))
+        }
+        Kind::Link(link) => {
+            if &fs::read_link(&target).map_err(io("readlink", &target))? != link {
+                return Err(mismatch(format!("not a link to {}", link.display())));
+            }
+            "link".into()
+        }
+        Kind::Dir => "dir".into(),
+    };
+    let meta = Meta::read(&source)?;
+    // Directories get theirs at the end (their contents move their times until then).
+    if !matches!(kind, Kind::Dir) {
+        if let Some(what) = meta.differs(&Meta::read(&target)?) {
+            return Err(mismatch(what));
+        }
+    }
+    Ok(format!("{first}  {meta}  {}\n", shown(rel)))
+}
+
+/// A path as the manifest and errors show it (`.` for the root).
+fn shown(rel: &Path) -> String {
+    if rel.as_os_str().is_empty() {
+        ".".into()
+    } else {
+        rel.display().to_string()
+    }
+}
+
+/// Whether `a` and `b` both exist and are one file.
+fn same_inode(a: &Path, b: &Path) -> bool {
+    match (fs::symlink_metadata(a), fs::symlink_metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
+fn copy_file(source: &Path, target: &Path) -> Result<(), CopyError> {
+    let partial = target.with_extension("swarm-warden-partial");
+    {
+        let mut input = File::open(source).map_err(io("open", source))?;
+        let mut output = File::create(&partial).map_err(io("create", &partial))?;
+        std::io::copy(&mut input, &mut output).map_err(io("copy", source))?;
+        output.sync_all().map_err(io("fsync", &partial))?;
+        let mode = fs::metadata(source)
+            .map_err(io("stat", source))?
+            .permissions();
+        fs::set_permissions(&partial, mode).map_err(io("chmod", &partial))?;
+    }
+    fs::rename(&partial, target).map_err(io("rename", target))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("swarm-warden-copy-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn a_tree_is_copied_with_a_verified_manifest_and_a_rerun_copies_nothing() {
+        let (from, to) = (tmp("from"), tmp("to"));
+        fs::create_dir_all(from.join("chunks/01")).unwrap();
+        fs::write(from.join("wal"), vec![7u8; 300_000]).unwrap();
+        fs::write(from.join("chunks/01/index"), b"index").unwrap();
+        std::os::unix::fs::symlink("wal", from.join("latest")).unwrap();
+        let first = copy_tree(&from, &to).unwrap();
+        assert_eq!((first.files, first.copied, first.bytes), (2, 2, 300_005));
+        assert_eq!(fs::read(to.join("chunks/01/index")).unwrap(), b"index");
+        assert_eq!(
+            fs::read_link(to.join("latest")).unwrap(),
+            PathBuf::from("wal")
+        );
+        let manifest = fs::read_to_string(to.join(MANIFEST)).unwrap();
+        // The root, two directories, two files and a link.
+        assert_eq!(manifest.lines().count(), 6, "{manifest}");
+        assert!(manifest.contains(&checksum(&from.join("wal")).unwrap()));
+        let again = copy_tree(&from, &to).unwrap();
+        assert_eq!(again.copied, 0, "resumed: nothing copied twice");
+        fs::remove_dir_all(from).unwrap();
+        fs::remove_dir_all(to).unwrap();
+    }
+
+    /// Prometheus runs as nobody: on the new volume it must find its files, directories
+    /// and the volume's root as they were — owners, modes, times, extended attributes,
+    /// links and hard links. (Run as root, as the copy job is.)
+    #[test]
+    fn owners_modes_times_xattrs_symlinks_and_hard_links_are_kept_and_verified() {
+        use std::os::unix::fs::{lchown, PermissionsExt};
+        let (from, to) = (tmp("from3"), tmp("to3"));
+        fs::create_dir_all(from.join("wal/checkpoint")).unwrap();
+        fs::write(from.join("wal/00000001"), vec![1u8; 70_000]).unwrap();
+        fs::write(from.join("queries.active"), b"").unwrap();
+        fs::hard_link(
+            from.join("wal/00000001"),
+            from.join("wal/checkpoint/00000001"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("wal/00000001", from.join("head")).unwrap();
+        xattr::set(from.join("queries.active"), "user.origin", b"prometheus").unwrap();
+        let old = std::time::UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 123_456_789);
+        for (path, mode) in [
+            ("wal/00000001", 0o600),
+            ("queries.active", 0o640),
+            ("wal/checkpoint", 0o750),
+            ("wal", 0o750),
+            ("", 0o700),
+        ] {
+            let p = from.join(path);
+            lchown(&p, Some(65534), Some(65534)).unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+            File::open(&p)
+                .unwrap()
+                .set_times(fs::FileTimes::new().set_modified(old).set_accessed(old))
+                .unwrap();
+        }
+        lchown(from.join("head"), Some(65534), Some(65534)).unwrap();
+
+        copy_tree(&from, &to).unwrap();
+        for path in [
+            "",
+            "wal",
+            "wal/checkpoint",
+            "wal/00000001",
+            "wal/checkpoint/00000001",
+            "queries.active",
+            "head",
+        ] {
+            let (a, b) = (
+                Meta::read(&from.join(path)).unwrap(),
+                Meta::read(&to.join(path)).unwrap(),
+            );
+            assert_eq!(a.differs(&b), None, "{path:?}");
+            assert_eq!((b.uid, b.gid), (65534, 65534), "{path:?}");
+        }
+        assert_eq!(Meta::read(&to.join("wal")).unwrap().modified, Some(old));
+        assert_eq!(Meta::read(&to).unwrap().mode, 0o700);
+        assert!(same_inode(
+            &to.join("wal/00000001"),
+            &to.join("wal/checkpoint/00000001")
+        ));
+        assert_eq!(
+            xattr::get(to.join("queries.active"), "user.origin").unwrap(),
+            Some(b"prometheus".to_vec())
+        );
+        let manifest = fs::read_to_string(to.join(MANIFEST)).unwrap();
+        assert!(
+            manifest.contains("65534:65534 0600 1700000000.123456789  wal/00000001"),
+            "{manifest}"
+        );
+        assert!(manifest.contains("hardlink:wal/00000001"), "{manifest}");
+        // A target whose owner was changed is put right by a rerun, and verified.
+        lchown(to.join("wal/00000001"), Some(0), Some(0)).unwrap();
+        assert_eq!(copy_tree(&from, &to).unwrap().copied, 0);
+        assert_eq!(Meta::read(&to.join("wal/00000001")).unwrap().uid, 65534);
+        fs::remove_dir_all(from).unwrap();
+        fs::remove_dir_all(to).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_target_file_is_copied_again() {
+        let (from, to) = (tmp("from2"), tmp("to2"));
+        fs::create_dir_all(&from).unwrap();
+        fs::write(from.join("a"), b"hello").unwrap();
+        copy_tree(&from, &to).unwrap();
+        fs::write(to.join("a"), b"hellx").unwrap();
+        assert_eq!(copy_tree(&from, &to).unwrap().copied, 1);
+        assert_eq!(fs::read(to.join("a")).unwrap(), b"hello");
+        fs::remove_dir_all(from).unwrap();
+        fs::remove_dir_all(to).unwrap();
+    }
+}
