@@ -350,7 +350,8 @@ pub struct MigrationPolicy {
     /// migrated — its replicas share the EFS volume, and a single-attach or node-local
     /// target cannot serve them all.
     pub shared_target: bool,
-    /// The target volume is named after the source with this suffix (not empty).
+    /// The target volume is named after the source with this suffix (not empty), then
+    /// `-<the run's start, Unix seconds>`: a new volume per run.
     #[serde(deserialize_with = "non_empty::deserialize")]
     pub volume_suffix: String,
     /// Image with the `swarm-warden copy` command.

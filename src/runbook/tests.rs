@@ -13,6 +13,8 @@ use crate::model::{Mount, Service, ServiceMode, Snapshot, VolumeTelemetry};
 use crate::plan::quorum_test_support::{cluster, manager, t};
 use crate::plan::volumes::EFS_ID_LABEL;
 
+/// The run's target volume: the source's name, the suffix, the run's start (`t(0)`).
+const TARGET: &str = "promdata-ebs-1000000";
 const ORIGINAL: &str = r#"{"Target":"/prometheus","Source":"promdata","Type":"volume"}"#;
 
 fn policy() -> Policy {
@@ -116,8 +118,8 @@ fn migration_at(name: &str) -> Journal {
                 service(0, 0, 0, "promdata"),
                 Some(&[JobTaskState::Complete]),
             ),
-            "swap-mount" if running(5) => view(service(0, 0, 0, "promdata-ebs"), None),
-            "scale-up" if running(6) => view(service(1, 1, 0, "promdata-ebs"), None),
+            "swap-mount" if running(5) => view(service(0, 0, 0, TARGET), None),
+            "scale-up" if running(6) => view(service(1, 1, 0, TARGET), None),
             _ => down.clone(),
         };
         j = step(&j, &v, secs).journal;
@@ -141,7 +143,7 @@ fn a_migration_walks_every_step_recording_before_each_effect() {
         j = next.journal;
     }
     assert_eq!(j.fact("replicas"), Some("1"));
-    assert_eq!(j.fact("target_volume"), Some("promdata-ebs"));
+    assert_eq!(j.fact("target_volume"), Some(TARGET));
     assert_eq!(j.fact("mount_target"), Some("/prometheus"));
 
     // scale-down: the downtime is recorded with the scale, then it waits for every
@@ -181,7 +183,7 @@ fn a_migration_walks_every_step_recording_before_each_effect() {
             .iter()
             .map(|m| (m.target.as_str(), m.source.as_str(), m.read_only))
             .collect::<Vec<_>>(),
-        vec![("/src", "promdata", true), ("/dst", "promdata-ebs", false)]
+        vec![("/src", "promdata", true), ("/dst", TARGET, false)]
     );
     assert_eq!(created.mounts[1].driver, p.volumes.migration.driver);
     let running_job = view(service(0, 0, 0, "promdata"), Some(&[JobTaskState::Active]));
@@ -206,13 +208,13 @@ fn a_migration_walks_every_step_recording_before_each_effect() {
             service_id: "svc".into(),
             path: "/prometheus".into(),
             from: "promdata".into(),
-            to: "promdata-ebs".into(),
+            to: TARGET.into(),
             driver: p.volumes.migration.driver.clone(),
             options: p.volumes.migration.options.clone(),
             spec_hash: "h0".into(),
         }]
     );
-    let swapped = view(service(0, 0, 0, "promdata-ebs"), None);
+    let swapped = view(service(0, 0, 0, TARGET), None);
     let next = step(&j, &swapped, 19);
     assert_eq!(next.effects, vec![]);
     j = next.journal;
@@ -229,7 +231,7 @@ fn a_migration_walks_every_step_recording_before_each_effect() {
         }]
     );
     j = next.journal;
-    let back = view(service(1, 1, 0, "promdata-ebs"), None);
+    let back = view(service(1, 1, 0, TARGET), None);
     j = step(&j, &back, 30).journal;
     assert_eq!(current(&j), "verify");
     j = step(&j, &back, 31).journal;
@@ -269,7 +271,7 @@ fn restore() -> Effect {
     Effect::RestoreMount {
         service_id: "svc".into(),
         path: "/prometheus".into(),
-        current: "promdata-ebs".into(),
+        current: TARGET.into(),
         original: ORIGINAL.into(),
     }
 }
@@ -295,7 +297,7 @@ fn every_failure_path_gives_the_expected_journal_and_effects() {
     let mut swapped_unrecorded = swap.clone();
     swapped_unrecorded.record("swapped", "true");
     let verify = migration_at("verify");
-    let verifying = step(&verify, &view(service(1, 0, 0, "promdata-ebs"), None), 50).journal;
+    let verifying = step(&verify, &view(service(1, 0, 0, TARGET), None), 50).journal;
     let rolling = RunStatus::RollingBack;
     let rows = vec![
         Row {
@@ -381,7 +383,7 @@ fn every_failure_path_gives_the_expected_journal_and_effects() {
         Row {
             what: "verify never gets its replicas: the last attempt rolls back",
             journal: exhausted(verifying.clone()),
-            view: view(service(1, 0, 0, "promdata-ebs"), None),
+            view: view(service(1, 0, 0, TARGET), None),
             status: rolling,
             effects: vec![],
         },
@@ -430,8 +432,8 @@ fn rolling_back_from(step_name: &str, view_at_failure: RunView) -> Journal {
 #[test]
 fn a_rollback_restores_the_original_mount_then_the_replicas_and_says_what_it_left() {
     // Failed scaling back up: the new volume is mounted, the service is at 0.
-    let j = rolling_back_from("scale-up", view(service(0, 0, 0, "promdata-ebs"), None));
-    let on_target = view(service(0, 0, 0, "promdata-ebs"), None);
+    let j = rolling_back_from("scale-up", view(service(0, 0, 0, TARGET), None));
+    let on_target = view(service(0, 0, 0, TARGET), None);
     let next = step(&j, &on_target, 10_001);
     assert_eq!(next.effects, vec![restore()]);
     assert_eq!(next.journal.status, RunStatus::RollingBack);
@@ -467,8 +469,8 @@ fn a_rollback_restores_the_original_mount_then_the_replicas_and_says_what_it_lef
 
     // Failed in verify: the service has run on the new volume. Swapping back would
     // strand its newest writes: nothing is changed, the operator is told.
-    let j = rolling_back_from("verify", view(service(1, 1, 0, "promdata-ebs"), None));
-    let stays = step(&j, &view(service(1, 1, 0, "promdata-ebs"), None), 10_001);
+    let j = rolling_back_from("verify", view(service(1, 1, 0, TARGET), None));
+    let stays = step(&j, &view(service(1, 1, 0, TARGET), None), 10_001);
     assert_eq!(stays.effects, vec![]);
     assert_eq!(stays.journal.status, RunStatus::Failed);
     let said = stays.journal.fact("rollback").unwrap_or_default();
@@ -591,8 +593,8 @@ fn a_service_at_zero_replicas_is_never_migrated() {
 fn a_failed_rollback_write_is_tried_again_after_a_backoff_then_left_to_the_operator() {
     let p = policy();
     let snap = snapshot();
-    let mut j = rolling_back_from("scale-up", view(service(0, 0, 0, "promdata-ebs"), None));
-    let v = view(service(0, 0, 0, "promdata-ebs"), None);
+    let mut j = rolling_back_from("scale-up", view(service(0, 0, 0, TARGET), None));
+    let v = view(service(0, 0, 0, TARGET), None);
     for n in 1..=p.volumes.step_attempts {
         let next = step(&j, &v, 20_000 * u64::from(n));
         assert_eq!(next.effects, vec![restore()]);
@@ -659,7 +661,7 @@ fn a_lost_answer_never_makes_a_second_job_or_undoes_a_swap() {
     let recorded = step(&swap, &down, 50).journal;
     let mut retry = recorded.clone();
     retry.steps[5].state = StepState::Pending;
-    let done = step(&retry, &view(service(0, 0, 0, "promdata-ebs"), None), 60);
+    let done = step(&retry, &view(service(0, 0, 0, TARGET), None), 60);
     assert_eq!(done.journal.fact("swapped"), Some("true"));
     assert_eq!(current(&done.journal), "scale-up");
 }
@@ -689,10 +691,10 @@ fn scale_down_waits_for_stopping_containers_and_fails_after_its_timeout() {
 #[test]
 fn a_verify_break_is_recorded_and_restarts_the_clock() {
     let j = migration_at("verify");
-    let up = view(service(1, 1, 0, "promdata-ebs"), None);
+    let up = view(service(1, 1, 0, TARGET), None);
     let j = step(&j, &up, 50).journal;
     assert!(j.fact("verify_since").is_some());
-    let j = step(&j, &view(service(1, 0, 0, "promdata-ebs"), None), 60).journal;
+    let j = step(&j, &view(service(1, 0, 0, TARGET), None), 60).journal;
     assert_eq!(j.fact("verify_since"), None);
     assert_eq!(j.fact("verify_breaks"), Some("1"));
     let j = step(&j, &up, 70).journal;
@@ -816,7 +818,7 @@ fn arb_view() -> impl Strategy<Value = RunView> {
         0..3u64,
         0..3usize,
         0..2usize,
-        prop::sample::select(vec!["promdata", "promdata-ebs", "otherdata"]),
+        prop::sample::select(vec!["promdata", TARGET, "otherdata"]),
         prop::sample::select(vec!["h0", "h1"]),
     )
         .prop_map(|(r, running, unsettled, source, hash)| {

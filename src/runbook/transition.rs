@@ -273,9 +273,14 @@ fn preflight(j: &mut Journal, i: usize, cx: &Cx) -> String {
         }
         j.record("replicas", replicas);
         j.record("mount_target", &w.target);
+        // Named per run: a second run never merges into an earlier run's target (files
+        // the source deleted since would stay: stale WAL segments, blocks).
         j.record(
             "target_volume",
-            format!("{}{}", w.volume, cx.policy.volumes.migration.volume_suffix),
+            format!(
+                "{}{}-{}",
+                w.volume, cx.policy.volumes.migration.volume_suffix, j.started_at
+            ),
         );
     }
     j.record("volume", &w.volume);
