@@ -396,8 +396,37 @@ async fn three_cycles_move_only_what_may_move_and_keep_jobs_and_data_where_they_
         );
     }
 
-    // An update that is still rolling at placement.update_timeout is rolled back too.
-    create(&lab, "slow", &["--replicas", "2", "--update-delay", "40s"]);
+    // An update that is still rolling at placement.update_timeout is rolled back too. One
+    // task on a manager and one on a worker for certain (spread over a node label): left
+    // to the scheduler, both may land on workers, and the fix then converges at once.
+    for (node, side) in [
+        ("m1", "m"),
+        ("m2", "m"),
+        ("m3", "m"),
+        ("w1", "w"),
+        ("w2", "w"),
+    ] {
+        docker(
+            &lab,
+            &[
+                "node",
+                "update",
+                "--label-add",
+                &format!("side={side}"),
+                node,
+            ],
+        );
+    }
+    let spread = ["--placement-pref", "spread=node.labels.side"];
+    create(
+        &lab,
+        "slow",
+        &[
+            &["--replicas", "2", "--update-delay", "40s"][..],
+            &spread[..],
+        ]
+        .concat(),
+    );
     wait_running(&lab, "slow", 2).await;
     let impatient = policy_file(
         &lab,
@@ -420,7 +449,11 @@ async fn three_cycles_move_only_what_may_move_and_keep_jobs_and_data_where_they_
     create(
         &lab,
         "crashy",
-        &["--replicas", "2", "--update-delay", "90s"],
+        &[
+            &["--replicas", "2", "--update-delay", "90s"][..],
+            &spread[..],
+        ]
+        .concat(),
     );
     wait_running(&lab, "crashy", 2).await;
     let patient = policy_file(
