@@ -348,21 +348,25 @@ async fn a_promotion_that_would_strand_a_host_mode_port_is_not_made() {
 async fn a_promotion_never_separates_a_service_kept_off_managers_from_its_local_data() {
     init_tracing();
     let lab = Lab::start(LabSpec::new(3, 2)).await.expect("lab");
+    // Runs `script` in a container on w1 with the volume dbdata at /data.
+    let on_dbdata = |script: &str| {
+        docker_on(
+            &lab,
+            "w1",
+            &[
+                "run",
+                "--rm",
+                "-v",
+                "dbdata:/data",
+                "busybox",
+                "sh",
+                "-c",
+                script,
+            ],
+        )
+    };
     // The data is already there (4 MiB of WAL, owned by nobody) before the service starts.
-    docker_on(
-        &lab,
-        "w1",
-        &[
-            "run",
-            "--rm",
-            "-v",
-            "dbdata:/data",
-            "busybox",
-            "sh",
-            "-c",
-            "mkdir -p /data/wal && dd if=/dev/urandom of=/data/wal/00000001 bs=1M count=4 2>/dev/null && chown -R 65534:65534 /data",
-        ],
-    );
+    on_dbdata("mkdir -p /data/wal && dd if=/dev/urandom of=/data/wal/00000001 bs=1M count=4 2>/dev/null && chown -R 65534:65534 /data");
     // w2 drained while the service starts, so its task lands on w1, by its data.
     docker(&lab, &["node", "update", "--availability", "drain", "w2"]);
     create_running(
@@ -385,22 +389,7 @@ async fn a_promotion_never_separates_a_service_kept_off_managers_from_its_local_
     );
     assert_eq!(wait_running(&lab, "db", 1).await, vec!["w1".to_owned()]);
     docker(&lab, &["node", "update", "--availability", "active", "w2"]);
-    let data = || {
-        docker_on(
-            &lab,
-            "w1",
-            &[
-                "run",
-                "--rm",
-                "-v",
-                "dbdata:/data",
-                "busybox",
-                "sh",
-                "-c",
-                "cat /data/marker 2>/dev/null; md5sum /data/wal/00000001",
-            ],
-        )
-    };
+    let data = || on_dbdata("cat /data/marker 2>/dev/null; md5sum /data/wal/00000001");
     let before = swarm_chaos::wait_until("db's marker", Duration::from_secs(30), || async {
         match data() {
             d if d.lines().count() == 2 => swarm_chaos::Probe::Done(d),

@@ -176,8 +176,9 @@ pub fn copy_tree(from: &Path, to: &Path) -> Result<CopyOutcome, CopyError> {
         .map_err(io("write", &path))?;
     file.sync_all().map_err(io("fsync", &path))?;
     for rel in dirs {
-        Meta::read(&from.join(rel))?.apply(&to.join(rel))?;
-        if let Some(what) = Meta::read(&from.join(rel))?.differs(&Meta::read(&to.join(rel))?) {
+        let meta = Meta::read(&from.join(rel))?;
+        meta.apply(&to.join(rel))?;
+        if let Some(what) = meta.differs(&Meta::read(&to.join(rel))?) {
             return Err(CopyError::Mismatch(shown(rel), what));
         }
     }

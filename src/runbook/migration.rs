@@ -12,7 +12,7 @@
 use super::effect::{Effect, Job, JobMount};
 use super::journal::Journal;
 use super::transition::{
-    attempt_failed, elapsed, give_up, job_name, pending, previous_job_gone, Cx,
+    attempt_failed, elapsed, give_up, job_end, job_name, pending, previous_job_gone, Cx, JobEnd,
 };
 use crate::config::Policy;
 use crate::model::run_view::ServiceView;
@@ -163,28 +163,30 @@ fn copy(j: &mut Journal, i: usize, cx: &Cx, effects: &mut Vec<Effect>) -> Option
         ));
     };
     let took = elapsed(j, i, cx.now);
-    if tasks.completed() {
-        effects.push(Effect::RemoveJob { name: job.clone() });
-        j.complete(
-            i,
-            cx.now,
-            format!(
-                "job {job} copied and verified the data in {}s",
-                took.as_secs()
-            ),
-        );
-        return Some("copy: verified".into());
+    match job_end(
+        tasks,
+        took,
+        cx.policy.volumes.migration.copy_timeout,
+        "copy",
+    ) {
+        JobEnd::Completed => {
+            effects.push(Effect::RemoveJob { name: job.clone() });
+            j.complete(
+                i,
+                cx.now,
+                format!(
+                    "job {job} copied and verified the data in {}s",
+                    took.as_secs()
+                ),
+            );
+            Some("copy: verified".into())
+        }
+        JobEnd::Over(why) => {
+            effects.push(Effect::RemoveJob { name: job });
+            Some(attempt_failed(j, i, cx, why))
+        }
+        JobEnd::Running => None,
     }
-    if tasks.failed() || took > cx.policy.volumes.migration.copy_timeout {
-        effects.push(Effect::RemoveJob { name: job });
-        let why = if tasks.failed() {
-            "the copy job failed"
-        } else {
-            "the copy job timed out"
-        };
-        return Some(attempt_failed(j, i, cx, why));
-    }
-    None
 }
 
 /// Records the original mount (the Engine's definition, whole) before anything is sent,

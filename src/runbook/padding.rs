@@ -3,7 +3,9 @@
 
 use super::effect::{Effect, Job, JobMount};
 use super::journal::Journal;
-use super::transition::{attempt_failed, elapsed, job_name, pending, previous_job_gone, Cx};
+use super::transition::{
+    attempt_failed, elapsed, job_end, job_name, pending, previous_job_gone, Cx, JobEnd,
+};
 use crate::config::Policy;
 use crate::model::Mount;
 
@@ -48,25 +50,27 @@ pub(super) fn pad(j: &mut Journal, i: usize, cx: &Cx, effects: &mut Vec<Effect>)
         return Some(format!("pad: creating job {job} ({bytes} bytes)"));
     };
     let took = elapsed(j, i, cx.now);
-    if tasks.completed() {
-        effects.push(Effect::RemoveJob { name: job.clone() });
-        j.complete(
-            i,
-            cx.now,
-            format!("job {job} wrote {bytes} bytes in {}s", took.as_secs()),
-        );
-        return Some("pad: job complete".into());
+    match job_end(
+        tasks,
+        took,
+        cx.policy.volumes.padding.job_timeout,
+        "padding",
+    ) {
+        JobEnd::Completed => {
+            effects.push(Effect::RemoveJob { name: job.clone() });
+            j.complete(
+                i,
+                cx.now,
+                format!("job {job} wrote {bytes} bytes in {}s", took.as_secs()),
+            );
+            Some("pad: job complete".into())
+        }
+        JobEnd::Over(why) => {
+            effects.push(Effect::RemoveJob { name: job });
+            Some(attempt_failed(j, i, cx, why))
+        }
+        JobEnd::Running => None,
     }
-    if tasks.failed() || took > cx.policy.volumes.padding.job_timeout {
-        effects.push(Effect::RemoveJob { name: job });
-        let why = if tasks.failed() {
-            "the padding job failed"
-        } else {
-            "the padding job timed out"
-        };
-        return Some(attempt_failed(j, i, cx, why));
-    }
-    None
 }
 
 /// `verify`: the metered size (telemetry) grew by at least 90% of what was padded, within

@@ -11,7 +11,7 @@ use super::effect::Effect;
 use super::journal::{unix, Journal, RunStatus, RunbookKind, StepState};
 use super::{migration, padding, rollback};
 use crate::config::{Mode, Policy};
-use crate::model::run_view::RunView;
+use crate::model::run_view::{JobView, RunView};
 use crate::model::Snapshot;
 use crate::plan::volumes::{padding_plan, watched};
 
@@ -371,6 +371,29 @@ pub(super) fn previous_job_gone(
             j.facts.remove(GONE_AT);
             Ok(())
         }
+    }
+}
+
+/// How a runbook job stands, judged the same way for every job step.
+pub(super) enum JobEnd {
+    /// A task completed.
+    Completed,
+    /// It failed, or ran past its timeout: the attempt is over (why, for the note).
+    Over(String),
+    /// Still running within its timeout.
+    Running,
+}
+
+/// Judges a job (`padding`, `copy`: `what`) that has run for `took` against `timeout`.
+pub(super) fn job_end(tasks: &JobView, took: Duration, timeout: Duration, what: &str) -> JobEnd {
+    if tasks.completed() {
+        JobEnd::Completed
+    } else if tasks.failed() {
+        JobEnd::Over(format!("the {what} job failed"))
+    } else if took > timeout {
+        JobEnd::Over(format!("the {what} job timed out"))
+    } else {
+        JobEnd::Running
     }
 }
 
