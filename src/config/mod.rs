@@ -14,7 +14,7 @@ pub use load::ConfigError;
 pub use prometheus::{Authorization, BasicAuth, PrometheusHttpConfig, TlsConfig};
 use values::{
     humantime_serde, listen_addr, non_empty, optional_size, positive_duration, positive_number,
-    positive_size, prometheus_url,
+    positive_size, prometheus_url, zone_label,
 };
 pub use values::{ByteSize, ManagerCount};
 
@@ -350,6 +350,14 @@ pub struct MigrationPolicy {
     /// migrated — its replicas share the EFS volume, and a single-attach or node-local
     /// target cannot serve them all.
     pub shared_target: bool,
+    /// The node label that names a node's availability zone, as a placement constraint
+    /// writes it (`engine.labels.availability_zone` on Docker for AWS, or
+    /// `node.labels.<key>`); empty: none. A target that is neither `local` nor shared is
+    /// found by the service only in the zone the copy filled it in: with this label the
+    /// swap pins the service to that zone, without it to the copy's node (see
+    /// `runbook::pin`).
+    #[serde(deserialize_with = "zone_label::deserialize")]
+    pub zone_label: String,
     /// The target volume is named after the source with this suffix (not empty), then
     /// `-<the run's start, Unix seconds>`: a new volume per run.
     #[serde(deserialize_with = "non_empty::deserialize")]
@@ -373,6 +381,7 @@ impl Default for MigrationPolicy {
             driver: "local".into(),
             options: std::collections::BTreeMap::new(),
             shared_target: false,
+            zone_label: String::new(),
             volume_suffix: "-ebs".into(),
             image: "swarm-warden:latest".into(),
             copy_timeout: Duration::from_secs(6 * 3600),

@@ -134,6 +134,27 @@ pub mod non_empty {
     }
 }
 
+/// A node attribute naming a node's zone for placement constraints
+/// (`volumes.migration.zone_label`): empty (not set), `node.labels.<key>` or
+/// `engine.labels.<key>` — the two label kinds a Swarm constraint can compare.
+pub mod zone_label {
+    use super::*;
+
+    /// Reads an empty string or a `node.labels.`/`engine.labels.` attribute with a key.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        let text = String::deserialize(d)?;
+        let key = text
+            .strip_prefix("node.labels.")
+            .or_else(|| text.strip_prefix("engine.labels."));
+        if text.is_empty() || key.is_some_and(|k| !k.is_empty()) {
+            return Ok(text);
+        }
+        Err(D::Error::custom(
+            "must be empty or a label a placement constraint compares: node.labels.<key> or engine.labels.<key> (e.g. engine.labels.availability_zone)",
+        ))
+    }
+}
+
 /// An optional byte size where an empty string means "not set" (the example policy writes
 /// `target_baseline: ""`).
 pub mod optional_size {

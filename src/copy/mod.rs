@@ -37,6 +37,16 @@ pub enum CopyError {
     /// A copied entry does not match its source (its bytes, its link, or its metadata).
     #[error("{0} does not match its source: {1}")]
     Mismatch(String, String),
+    /// The source holds nothing. A service's data volume that is empty is most likely not
+    /// the service's volume: a volume defined outside the service spec, created empty by
+    /// Docker on the node the copy ran on. Nothing is migrated.
+    #[error("the source {} is empty: it is not the service's data (a volume defined outside the service spec is created empty on a node that never had it); nothing to migrate", .0.display())]
+    EmptySource(PathBuf),
+    /// The target holds an entry the source does not: it is not the new, empty volume a
+    /// run copies into (a volume of that name existed). Merging would keep files the
+    /// source deleted (stale WAL segments and blocks).
+    #[error("the target holds {0}, which the source does not have: it is not a new volume, and merging into it would keep stale files")]
+    Extraneous(String),
 }
 
 /// What a copy did.
@@ -95,8 +105,14 @@ enum Kind {
 ///
 /// # Errors
 /// A read or write failed, the target cannot hold what the source has (an owner, an
-/// extended attribute), or an entry on the target does not match its source.
+/// extended attribute), an entry on the target does not match its source, the source is
+/// empty ([`CopyError::EmptySource`]) or the target holds what the source does not
+/// ([`CopyError::Extraneous`]).
 pub fn copy_tree(from: &Path, to: &Path) -> Result<CopyOutcome, CopyError> {
+    let mut top = fs::read_dir(from).map_err(io("read", from))?;
+    if top.all(|e| e.is_ok_and(|e| e.file_name() == MANIFEST)) {
+        return Err(CopyError::EmptySource(from.to_path_buf()));
+    }
     fs::create_dir_all(to).map_err(io("create", to))?;
     let mut outcome = CopyOutcome::default();
     let mut manifest: Vec<(PathBuf, Kind)> = vec![(PathBuf::new(), Kind::Dir)];
@@ -168,6 +184,9 @@ pub fn copy_tree(from: &Path, to: &Path) -> Result<CopyOutcome, CopyError> {
     for (rel, kind) in &manifest {
         lines.push_str(&verify(from, to, rel, kind)?);
     }
+    let listed: std::collections::HashSet<&Path> =
+        manifest.iter().map(|(rel, _)| rel.as_path()).collect();
+    no_extraneous(to, Path::new(""), &listed)?;
     // Written before the root gets its times back (writing it would move them); its
     // presence means the copy was verified.
     let path = to.join(MANIFEST);
@@ -221,6 +240,38 @@ fn verify(from: &Path, to: &Path, rel: &Path, kind: &Kind) -> Result<String, Cop
     Ok(format!("{first}  {meta}  {}\n", shown(rel)))
 }
 
+/// Fails on the first entry under `to/rel` that the manifest does not list (the manifest
+/// itself aside). Partial files an interrupted attempt left (ours) are removed.
+fn no_extraneous(
+    to: &Path,
+    rel: &Path,
+    listed: &std::collections::HashSet<&Path>,
+) -> Result<(), CopyError> {
+    let dir = to.join(rel);
+    for entry in fs::read_dir(&dir).map_err(io("read", &dir))? {
+        let entry = entry.map_err(io("read", &dir))?;
+        let rel_path = rel.join(entry.file_name());
+        if rel.as_os_str().is_empty() && entry.file_name() == MANIFEST {
+            continue;
+        }
+        if !listed.contains(rel_path.as_path()) {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == PARTIAL) {
+                fs::remove_file(&path).map_err(io("remove", &path))?;
+                continue;
+            }
+            return Err(CopyError::Extraneous(shown(&rel_path)));
+        }
+        if entry.file_type().map_err(io("stat", &dir))?.is_dir() {
+            no_extraneous(to, &rel_path, listed)?;
+        }
+    }
+    Ok(())
+}
+
+/// The extension of a file being copied (renamed to its name once complete).
+const PARTIAL: &str = "swarm-warden-partial";
+
 /// A path as the manifest and errors show it (`.` for the root).
 fn shown(rel: &Path) -> String {
     if rel.as_os_str().is_empty() {
@@ -239,7 +290,7 @@ fn same_inode(a: &Path, b: &Path) -> bool {
 }
 
 fn copy_file(source: &Path, target: &Path) -> Result<(), CopyError> {
-    let partial = target.with_extension("swarm-warden-partial");
+    let partial = target.with_extension(PARTIAL);
     {
         let mut input = File::open(source).map_err(io("open", source))?;
         let mut output = File::create(&partial).map_err(io("create", &partial))?;
@@ -360,6 +411,40 @@ mod tests {
         lchown(to.join("wal/00000001"), Some(0), Some(0)).unwrap();
         assert_eq!(copy_tree(&from, &to).unwrap().copied, 0);
         assert_eq!(Meta::read(&to.join("wal/00000001")).unwrap().uid, 65534);
+        fs::remove_dir_all(from).unwrap();
+        fs::remove_dir_all(to).unwrap();
+    }
+
+    #[test]
+    fn an_empty_source_is_refused_and_nothing_is_written() {
+        let (from, to) = (tmp("from4"), tmp("to4"));
+        fs::create_dir_all(&from).unwrap();
+        assert!(matches!(
+            copy_tree(&from, &to),
+            Err(CopyError::EmptySource(_))
+        ));
+        assert!(!to.exists());
+        fs::remove_dir_all(from).unwrap();
+    }
+
+    /// A run's target must be new: files the source does not have (a volume of that name
+    /// existed, or the source deleted them since an earlier copy) fail the copy.
+    #[test]
+    fn a_target_holding_files_the_source_lacks_fails_the_copy() {
+        let (from, to) = (tmp("from5"), tmp("to5"));
+        fs::create_dir_all(from.join("wal")).unwrap();
+        fs::write(from.join("wal/00000002"), b"new").unwrap();
+        fs::create_dir_all(to.join("wal")).unwrap();
+        fs::write(to.join("wal/00000001"), b"stale").unwrap();
+        // Left by an interrupted attempt: ours, removed.
+        fs::write(to.join("wal/00000002.swarm-warden-partial"), b"ne").unwrap();
+        match copy_tree(&from, &to) {
+            Err(CopyError::Extraneous(path)) => assert_eq!(path, "wal/00000001"),
+            other => panic!("{other:?}"),
+        }
+        fs::remove_file(to.join("wal/00000001")).unwrap();
+        copy_tree(&from, &to).unwrap();
+        assert!(!to.join("wal/00000002.swarm-warden-partial").exists());
         fs::remove_dir_all(from).unwrap();
         fs::remove_dir_all(to).unwrap();
     }

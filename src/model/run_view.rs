@@ -31,6 +31,9 @@ pub struct ServiceView {
     pub unsettled: usize,
     /// The mounts of its containers, in spec order.
     pub mounts: Vec<ObservedMount>,
+    /// The IDs of the nodes its running tasks (counted in `running`) run on, sorted, each
+    /// once.
+    pub nodes: Vec<String>,
 }
 
 /// One mount of a service, with the Engine's own definition of it kept whole (JSON), so a

@@ -85,7 +85,16 @@ impl Observer {
         let desired_running =
             |t: &&bollard::models::Task| t.desired_state == Some(TaskState::RUNNING);
         let state = |t: &bollard::models::Task| t.status.as_ref().and_then(|s| s.state);
+        let mut nodes: Vec<String> = tasks
+            .iter()
+            .filter(desired_running)
+            .filter(|t| state(t) == Some(TaskState::RUNNING))
+            .filter_map(|t| t.node_id.clone())
+            .collect();
+        nodes.sort();
+        nodes.dedup();
         Ok(Some(ServiceView {
+            nodes,
             spec_hash: convert::spec_hash(&spec),
             replicas,
             running: tasks

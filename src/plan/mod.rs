@@ -4,7 +4,7 @@
 pub mod block;
 pub mod constraint;
 mod memory;
-mod placement;
+pub(crate) mod placement;
 mod quorum;
 pub mod readings;
 pub mod volumes;

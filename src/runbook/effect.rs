@@ -12,7 +12,8 @@ pub const RUN_LABEL: &str = "swarm-warden.runbook";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     /// Create a one-shot job: a replicated job of one completion, never restarted (its
-    /// attempts are the runbook's business), on a worker, labelled [`RUN_LABEL`].
+    /// attempts are the runbook's business), where its constraints say, labelled
+    /// [`RUN_LABEL`].
     CreateJob(Job),
     /// Remove a job; one already gone counts as removed.
     RemoveJob {
@@ -31,7 +32,8 @@ pub enum Effect {
         expect: Option<u64>,
     },
     /// Point the mount at `path` from volume `from` to volume `to`, defined with the
-    /// target's driver and options (the `swarm-warden.*` volume labels dropped). Fails,
+    /// target's driver and options (the `swarm-warden.*` volume labels dropped), and add
+    /// the placement constraint `pin` in the same write (see `runbook::pin`). Fails,
     /// without writing, when at write time the service has no mount of `from` at `path`,
     /// is not at 0 replicas, or its spec no longer hashes to `spec_hash` (what the run saw
     /// when its copy was made).
@@ -50,9 +52,13 @@ pub enum Effect {
         options: BTreeMap<String, String>,
         /// The spec's hash the copy was made under.
         spec_hash: String,
+        /// A placement constraint to add (`node.id==<id>`, `<zone label>==<zone>`): where
+        /// the service finds the target the copy filled.
+        pin: Option<String>,
     },
     /// Put back, whole, the mount at `path` that a swap replaced: `original` is the
-    /// Engine's JSON of the mount, recorded in the journal before the swap was sent.
+    /// Engine's JSON of the mount, recorded in the journal before the swap was sent; and
+    /// remove the constraint `unpin` the swap added, in the same write.
     /// Nothing is written when the mount at `path` is not of `current` (never swapped, or
     /// restored already); an `original` that is not a mount fails without writing.
     RestoreMount {
@@ -64,6 +70,8 @@ pub enum Effect {
         current: String,
         /// The original mount, Engine JSON.
         original: String,
+        /// The placement constraint the swap added, if any.
+        unpin: Option<String>,
     },
 }
 
@@ -80,6 +88,8 @@ pub struct Job {
     pub args: Vec<String>,
     /// Volumes it mounts.
     pub mounts: Vec<JobMount>,
+    /// Its placement constraints (`node.role==worker`, `node.id==<id>`).
+    pub constraints: Vec<String>,
 }
 
 /// A volume a job mounts.

@@ -66,6 +66,11 @@ fn scale(
     replicas: u64,
 ) -> Option<String> {
     if pending(j, i) {
+        if replicas == 0 && j.fact("source_node").is_none() {
+            if let Err(why) = record_source_node(j, cx) {
+                return Some(give_up(j, i, cx, why));
+            }
+        }
         let attempt = j.begin(i, cx.now);
         if replicas == 0 && j.fact("downtime_from").is_none() {
             j.record("downtime_from", super::journal::unix(cx.now));
@@ -110,6 +115,34 @@ fn scale(
     None
 }
 
+/// Before the first scale-down: the node the service runs on (where its source volume
+/// provably is, and where the copy will run) and the constraint the swap will pin the
+/// service with (see `pin`), both recorded — the plan says where the service will run.
+/// `Err` (nothing changed yet): no task runs, so where the data is cannot be told.
+fn record_source_node(j: &mut Journal, cx: &Cx) -> Result<(), String> {
+    let node = cx
+        .view
+        .service
+        .as_ref()
+        .and_then(|s| s.nodes.first())
+        .ok_or_else(|| {
+            format!(
+                "no task of {} runs: the node its data is on cannot be told, and a copy elsewhere could read an empty volume; nothing was changed",
+                j.service
+            )
+        })?
+        .clone();
+    let (pin, why) =
+        super::pin::service_pin(&cx.policy.volumes.migration, &node, &cx.snapshot.nodes);
+    j.record("source_node", &node);
+    j.record("pin", pin.unwrap_or_default());
+    j.record(
+        "placement",
+        format!("the copy runs on node {node}, where the service ran; {why}"),
+    );
+    Ok(())
+}
+
 /// Why the service may not be copied or swapped now: it is no longer at 0 replicas with
 /// every task ended, or its spec changed since the scale-down was done.
 fn scaled_back(j: &Journal, service: &ServiceView) -> Option<String> {
@@ -150,11 +183,20 @@ fn copy(j: &mut Journal, i: usize, cx: &Cx, effects: &mut Vec<Effect>) -> Option
             return Some(give_up(j, i, cx, why));
         };
         let target = j.fact("target_volume").unwrap_or_default().to_owned();
+        let Some(node) = j.fact("source_node").map(str::to_owned) else {
+            return Some(give_up(
+                j,
+                i,
+                cx,
+                "the node the service ran on was never recorded",
+            ));
+        };
         effects.push(Effect::CreateJob(copy_job(
             &job,
             &j.run_id,
             &mount.mount,
             &target,
+            &node,
             cx.policy,
         )));
         return Some(format!(
@@ -250,6 +292,7 @@ fn swap_mount(j: &mut Journal, i: usize, cx: &Cx, effects: &mut Vec<Effect>) -> 
                 driver: m.driver.clone(),
                 options: m.options.clone(),
                 spec_hash: service.spec_hash.clone(),
+                pin: j.fact("pin").filter(|p| !p.is_empty()).map(str::to_owned),
             });
             Some(format!("swap: mounting {target} at {path}"))
         }
@@ -343,12 +386,14 @@ fn verify(j: &mut Journal, i: usize, cx: &Cx) -> Option<String> {
 }
 
 /// The copy job: `swarm-warden copy` from the service's volume (read-only, mounted as the
-/// service mounts it) to the target volume (the policy's driver and options).
+/// service mounts it) to the target volume (the policy's driver and options), on `node`
+/// (where the service ran: see `pin`).
 pub(super) fn copy_job(
     name: &str,
     run_id: &str,
     source: &Mount,
     target: &str,
+    node: &str,
     policy: &Policy,
 ) -> Job {
     let m = &policy.volumes.migration;
@@ -377,5 +422,6 @@ pub(super) fn copy_job(
                 read_only: false,
             },
         ],
+        constraints: vec![super::pin::on_node(node)],
     }
 }

@@ -10,6 +10,7 @@
 pub mod effect;
 mod migration;
 mod padding;
+mod pin;
 mod rollback;
 mod transition;
 

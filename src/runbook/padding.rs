@@ -141,5 +141,7 @@ pub(super) fn pad_job(name: &str, run_id: &str, mount: &Mount, bytes: u64, polic
             labels: mount.labels.clone(),
             read_only: false,
         }],
+        // EFS reaches every node: any worker (never load a manager with it).
+        constraints: vec!["node.role==worker".into()],
     }
 }

@@ -64,6 +64,7 @@ pub(super) fn advance(j: &mut Journal, cx: &Cx, effects: &mut Vec<Effect>) -> Op
                 path: path.clone(),
                 current: target,
                 original: original.to_owned(),
+                unpin: j.fact("pin").filter(|p| !p.is_empty()).map(str::to_owned),
             });
             return Some(format!("rollback: restoring the original mount at {path}"));
         }

@@ -77,6 +77,11 @@ fn service(replicas: u64, running: usize, unsettled: usize, source: &str) -> Ser
                 format!(r#"{{"Target":"/prometheus","Source":"{source}"}}"#)
             },
         }],
+        nodes: if running > 0 {
+            vec!["w1".into()]
+        } else {
+            vec![]
+        },
     }
 }
 
@@ -159,6 +164,11 @@ fn a_migration_walks_every_step_recording_before_each_effect() {
     );
     j = next.journal;
     assert_eq!(j.fact("downtime_from"), Some(unix(10).as_str()));
+    // Where the data is, and where the service will run, are recorded before the scale:
+    // the default target (`local`) is on the copy's node's disk.
+    assert_eq!(j.fact("source_node"), Some("w1"));
+    assert_eq!(j.fact("pin"), Some("node.id==w1"));
+    assert!(j.fact("placement").unwrap().contains("pinned to that node"));
     assert!(waits(&j, &view(service(0, 0, 1, "promdata"), None), 11));
     let next = step(&j, &view(service(0, 0, 0, "promdata"), None), 12);
     assert_eq!(next.effects, vec![]);
@@ -186,6 +196,7 @@ fn a_migration_walks_every_step_recording_before_each_effect() {
         vec![("/src", "promdata", true), ("/dst", TARGET, false)]
     );
     assert_eq!(created.mounts[1].driver, p.volumes.migration.driver);
+    assert_eq!(created.constraints, vec!["node.id==w1".to_owned()]);
     let running_job = view(service(0, 0, 0, "promdata"), Some(&[JobTaskState::Active]));
     assert!(waits(&j, &running_job, 15));
     let done = view(
@@ -212,6 +223,7 @@ fn a_migration_walks_every_step_recording_before_each_effect() {
             driver: p.volumes.migration.driver.clone(),
             options: p.volumes.migration.options.clone(),
             spec_hash: "h0".into(),
+            pin: Some("node.id==w1".into()),
         }]
     );
     let swapped = view(service(0, 0, 0, TARGET), None);
@@ -273,6 +285,7 @@ fn restore() -> Effect {
         path: "/prometheus".into(),
         current: TARGET.into(),
         original: ORIGINAL.into(),
+        unpin: Some("node.id==w1".into()),
     }
 }
 
@@ -572,6 +585,43 @@ fn a_service_with_replicas_sharing_the_volume_is_migrated_only_to_a_shared_targe
     p.volumes.migration.shared_target = true;
     let allowed = advance(&j, &v, &snap, &p, t(1)).expect("preflight");
     assert_eq!(allowed.journal.fact("replicas"), Some("3"));
+}
+
+/// Issue 14 items 1 and 6: the copy runs where the service ran (its volume provably is
+/// there), and the service is pinned to where the copy filled the target.
+#[test]
+fn the_copy_runs_where_the_service_ran_and_a_service_nobody_can_place_is_not_touched() {
+    let mut j = migration_at("scale-down");
+    // No task runs (crash-looping, or between restarts): the data's node is unknown, and
+    // nothing is changed — no scale, nothing to roll back.
+    let next = step(&j, &view(service(1, 0, 1, "promdata"), None), 50);
+    assert_eq!(next.effects, vec![]);
+    assert_eq!(next.journal.status, RunStatus::Failed, "{}", next.note);
+    assert!(next.note.contains("cannot be told"), "{}", next.note);
+    assert_eq!(next.journal.fact("downtime_from"), None);
+    assert_eq!(
+        next.journal.fact("rollback"),
+        Some("nothing to undo: the service was not touched")
+    );
+
+    // A shared target pins nothing, but the copy still runs on the service's node.
+    let mut p = policy();
+    p.volumes.migration.shared_target = true;
+    let mut up = service(1, 1, 0, "promdata");
+    up.nodes = vec!["w3".into()];
+    j = advance(&j, &view(up, None), &snapshot(), &p, t(50))
+        .expect("scale-down")
+        .journal;
+    assert_eq!(j.fact("source_node"), Some("w3"));
+    assert_eq!(j.fact("pin"), Some(""));
+    let mut j = migration_at("copy");
+    j.record("source_node", "w3");
+    let down = view(service(0, 0, 0, "promdata"), None);
+    j = step(&j, &down, 60).journal;
+    let Effect::CreateJob(job) = &step(&j, &down, 61).effects[0] else {
+        panic!("no job")
+    };
+    assert_eq!(job.constraints, vec!["node.id==w3".to_owned()]);
 }
 
 #[test]

@@ -58,6 +58,7 @@ impl Writer {
                 driver,
                 options,
                 spec_hash,
+                pin,
             } => {
                 self.change_service(service_id, &what, |spec| {
                     if crate::observe::spec_hash(spec) != *spec_hash {
@@ -86,6 +87,12 @@ impl Writer {
                         name: Some(driver.clone()),
                         options: Some(options.clone().into_iter().collect()),
                     });
+                    if let Some(pin) = pin {
+                        let constraints = constraints_mut(spec);
+                        if !constraints.contains(pin) {
+                            constraints.push(pin.clone());
+                        }
+                    }
                     Ok(())
                 })
                 .await
@@ -95,6 +102,7 @@ impl Writer {
                 path,
                 current,
                 original,
+                unpin,
             } => {
                 let original: Mount =
                     serde_json::from_str(original).map_err(|e| WriteError::Unencodable {
@@ -104,11 +112,15 @@ impl Writer {
                 // Nothing to put back (never swapped, or restored already): the spec
                 // stays as it is and nothing is written.
                 self.change_service(service_id, &what, |spec| {
-                    if let Some(mount) = mounts_mut(spec).find(|m| {
+                    let Some(mount) = mounts_mut(spec).find(|m| {
                         m.target.as_deref() == Some(path.as_str())
                             && m.source.as_deref() == Some(current.as_str())
-                    }) {
-                        *mount = original;
+                    }) else {
+                        return Ok(());
+                    };
+                    *mount = original;
+                    if let Some(unpin) = unpin {
+                        constraints_mut(spec).retain(|c| c != unpin);
                     }
                     Ok(())
                 })
@@ -150,7 +162,17 @@ fn mounts_mut(spec: &mut ServiceSpec) -> impl Iterator<Item = &mut Mount> {
         .flatten()
 }
 
-/// A one-shot replicated job on a worker; its attempts are the runbook's business, so a
+/// The service's placement constraints, created empty if it has none.
+fn constraints_mut(spec: &mut ServiceSpec) -> &mut Vec<String> {
+    spec.task_template
+        .get_or_insert_with(Default::default)
+        .placement
+        .get_or_insert_with(Default::default)
+        .constraints
+        .get_or_insert_with(Default::default)
+}
+
+/// A one-shot replicated job where its constraints say; its attempts are the runbook's business, so a
 /// failed task stays failed.
 fn job_spec(job: &Job) -> ServiceSpec {
     ServiceSpec {
@@ -171,7 +193,7 @@ fn job_spec(job: &Job) -> ServiceSpec {
                 ..Default::default()
             }),
             placement: Some(TaskSpecPlacement {
-                constraints: Some(vec!["node.role==worker".into()]),
+                constraints: Some(job.constraints.clone()),
                 ..Default::default()
             }),
             restart_policy: Some(TaskSpecRestartPolicy {
@@ -221,6 +243,7 @@ mod tests {
                 labels: Default::default(),
                 read_only: false,
             }],
+            constraints: vec!["node.role==worker".into()],
         };
         let spec = job_spec(&job);
         assert_eq!(spec.labels.as_ref().unwrap()[RUN_LABEL], "x");

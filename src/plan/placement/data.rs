@@ -28,7 +28,8 @@ pub const DOCKER_SOCKETS: &[&str] = &["/var/run/docker.sock", "/run/docker.sock"
 
 /// Filesystem types the `local` driver mounts over the network (`--opt type=nfs`):
 /// every node that mounts the volume sees the same data.
-const NETWORK_FS_TYPES: &[&str] = &["nfs", "nfs4", "cifs", "smb", "smb3", "ceph", "glusterfs"];
+pub(crate) const NETWORK_FS_TYPES: &[&str] =
+    &["nfs", "nfs4", "cifs", "smb", "smb3", "ceph", "glusterfs"];
 
 /// Where one mount's data lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

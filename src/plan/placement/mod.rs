@@ -4,7 +4,7 @@
 //! job (an update runs it again) and never for a service whose data would stay behind.
 
 mod capacity;
-mod data;
+pub(crate) mod data;
 mod inflight;
 mod intent;
 mod verdict;
