@@ -354,13 +354,17 @@ async fn the_padding_runbook_raises_the_baseline_of_a_throttled_volume() {
     teardown_leaving_nothing(lab);
 }
 
-/// The migration runbook, killed in the middle of its copy step: a new swarm-warden
-/// resumes the same run, no step runs twice, the data arrives intact, and the service
-/// runs on the new volume.
+/// The migration runbook on a 3+3 lab, a Prometheus-like service running as nobody
+/// (uid 65534) that keeps writing a tree with nested directories, a symbolic link, a hard
+/// link and modes 0600/0750, a node-local target (`local`, no options: a directory on
+/// whichever worker the copy ran on), and swarm-warden killed in the middle of the copy:
+/// a new swarm-warden resumes the same run, no step runs twice, the data arrives intact
+/// with its owners, modes and times, and the service runs pinned to the worker that holds
+/// the target — read there, as the service sees it.
 #[tokio::test]
 async fn an_ebs_migration_killed_mid_copy_resumes_and_moves_the_data_intact() {
     init_tracing();
-    let lab = Lab::start(LabSpec::new(1, 1)).await.expect("lab");
+    let lab = Lab::start(LabSpec::new(3, 3)).await.expect("lab");
     lab.load_program_image(
         "swarm-warden:latest",
         std::path::Path::new(warden_bin()),
@@ -372,10 +376,8 @@ async fn an_ebs_migration_killed_mid_copy_resumes_and_moves_the_data_intact() {
     source_options.initial_credits = 24.0 * MIB;
     source_options.size = 1 << 30;
     let source = lab.create_efs(source_options).expect("source efs");
-    // The target stands in for EBS: its credits never run out.
-    let target = lab
-        .create_efs(EfsOptions::new("vol-ebs"))
-        .expect("target volume");
+    // The service runs as nobody: its volume's root is nobody's, as Prometheus' is.
+    std::os::unix::fs::chown(source.mount(), Some(65534), Some(65534)).expect("chown");
     let prometheus = lab
         .start_prometheus(
             &[Target {
@@ -393,12 +395,17 @@ async fn an_ebs_migration_killed_mid_copy_resumes_and_moves_the_data_intact() {
         .docker_cli("m1")
         .expect("cli")
         .args(["service", "create", "-d", "--no-resolve-image", "--name", "tsdb"])
+        .args(["--user", "65534:65534"])
         .args(["--constraint", "node.role==worker", "--mount", &mount])
         .args([
             "busybox",
             "sh",
             "-c",
-            "mkdir -p /data/chunks; i=0; while true; do t=$(date +%s); dd if=/dev/urandom of=/data/chunks/c$((i%40)) bs=1M count=2 conv=fsync 2>/dev/null; i=$((i+1)); [ $(date +%s) -le $((t+1)) ] && sleep 1; done",
+            // A WAL segment with a hard link in a checkpoint, a symbolic link to it, 0750
+            // directories, 0600 files; then chunks until stopped. Any write that fails
+            // (permission denied on a copy that lost its owners) ends the task: verify
+            // sees the break.
+            "umask 077; mkdir -p /data/wal/checkpoint /data/chunks && chmod 0750 /data/wal /data/wal/checkpoint /data/chunks || exit 1; [ -e /data/wal/00000001 ] || { echo segment > /data/wal/00000001 && ln /data/wal/00000001 /data/wal/checkpoint/00000001 && ln -s wal/00000001 /data/head; } || exit 1; i=0; while true; do t=$(date +%s); dd if=/dev/urandom of=/data/chunks/c$((i%40)) bs=1M count=2 conv=fsync 2>/dev/null || exit 1; i=$((i+1)); [ $(date +%s) -le $((t+1)) ] && sleep 1; done",
         ])
         .output()
         .expect("service create");
@@ -425,9 +432,9 @@ async fn an_ebs_migration_killed_mid_copy_resumes_and_moves_the_data_intact() {
     let policy = policy_file(
         &lab,
         &format!(
-            "placement:\n  mode: off\nvolumes:\n  prometheus_url: {}\n  throttled_for: 5s\n  migration:\n    driver: local\n    options:\n      type: ext4\n      device: {}\n    copy_timeout: 5m\n    scale_timeout: 2m\n    verify_for: 10s\ncontroller:\n  resync: 2s\n  backoff_min: 1s\n  backoff_max: 5s\n",
+            // The target: `local` with no options, a directory on the copy's worker.
+            "placement:\n  mode: off\nvolumes:\n  prometheus_url: {}\n  throttled_for: 5s\n  migration:\n    driver: local\n    copy_timeout: 5m\n    scale_timeout: 2m\n    verify_for: 10s\ncontroller:\n  resync: 2s\n  backoff_min: 1s\n  backoff_max: 5s\n",
             prometheus.url(),
-            target.device()
         ),
     );
     let policy_arg = policy.to_str().expect("path").to_owned();
@@ -484,11 +491,71 @@ async fn an_ebs_migration_killed_mid_copy_resumes_and_moves_the_data_intact() {
         run["facts"]["downtime_seconds"].as_str().unwrap_or("?")
     );
 
+    // The service runs on the new volume, pinned to the worker the copy filled it on
+    // (the one it ran on before), and only there: read the target there.
+    let docker = lab.client("m1").await.expect("client");
+    let spec = docker
+        .inspect_service(
+            "tsdb",
+            None::<bollard::query_parameters::InspectServiceOptions>,
+        )
+        .await
+        .expect("service")
+        .spec
+        .expect("spec");
+    let target_volume = run["facts"]["target_volume"].as_str().expect("target");
+    let node_id = run["facts"]["source_node"].as_str().expect("source node");
+    let task = spec.task_template.as_ref().expect("task template");
+    assert!(
+        task.placement
+            .as_ref()
+            .and_then(|p| p.constraints.as_ref())
+            .is_some_and(|c| c.contains(&format!("node.id=={node_id}"))),
+        "{task:?}"
+    );
+    let mounts = task
+        .container_spec
+        .as_ref()
+        .and_then(|c| c.mounts.clone())
+        .unwrap_or_default();
+    assert_eq!(
+        mounts[0].source.as_deref(),
+        Some(target_volume),
+        "{mounts:?}"
+    );
+    let tasks = docker
+        .list_tasks(Some(bollard::query_parameters::ListTasksOptions {
+            filters: Some(std::collections::HashMap::from([
+                ("service".to_owned(), vec!["tsdb".to_owned()]),
+                ("desired-state".to_owned(), vec!["running".to_owned()]),
+            ])),
+        }))
+        .await
+        .expect("tasks");
+    assert!(
+        tasks.iter().all(|t| t.node_id.as_deref() == Some(node_id)),
+        "{tasks:?}"
+    );
+    let hostname = docker
+        .inspect_node(node_id)
+        .await
+        .expect("node")
+        .description
+        .and_then(|d| d.hostname)
+        .expect("hostname");
+    let on_node = lab
+        .paths()
+        .node_data(&swarm_chaos::NodeName::new(&hostname).expect("node name"))
+        .join("volumes")
+        .join(target_volume)
+        .join("_data");
+
     // No data lost: every entry of the manifest has, on the source, the checksum, owner,
-    // mode and time the copy verified on the target (the service has written on the
-    // target since, so the target is not compared now).
-    let manifest = std::fs::read_to_string(target.mount().join(swarm_warden::copy::MANIFEST))
-        .expect("manifest");
+    // mode and time the copy verified on the target; the tree the service does not
+    // rewrite (its WAL, the link, the directories' owners and modes) is compared on the
+    // target as well.
+    let manifest =
+        std::fs::read_to_string(on_node.join(swarm_warden::copy::MANIFEST)).expect("manifest");
     assert!(manifest.lines().count() > 3, "{manifest}");
     let mut files = 0;
     for line in manifest.lines() {
@@ -506,33 +573,38 @@ async fn an_ebs_migration_killed_mid_copy_resumes_and_moves_the_data_intact() {
         }
     }
     assert!(files > 3, "{manifest}");
-    // The service runs on the new volume.
-    let spec = lab
-        .client("m1")
-        .await
-        .expect("client")
-        .inspect_service(
-            "tsdb",
-            None::<bollard::query_parameters::InspectServiceOptions>,
-        )
-        .await
-        .expect("service");
-    let mounts = spec
-        .spec
-        .and_then(|s| s.task_template)
-        .and_then(|t| t.container_spec)
-        .and_then(|c| c.mounts)
-        .unwrap_or_default();
-    assert!(
-        mounts[0]
-            .source
-            .as_deref()
-            .is_some_and(|s| s.starts_with("efsdata-ebs-")),
-        "{mounts:?}"
+    for (path, mode) in [
+        ("wal", 0o750),
+        ("wal/checkpoint", 0o750),
+        ("wal/00000001", 0o600),
+        ("wal/checkpoint/00000001", 0o600),
+        ("head", 0o777),
+    ] {
+        let meta = |root: &std::path::Path| {
+            swarm_warden::copy::Meta::read(&root.join(path)).expect("entry")
+        };
+        let (was, is) = (meta(source.mount()), meta(&on_node));
+        assert_eq!(was.differs(&is), None, "{path}");
+        assert_eq!(
+            (is.uid, is.gid, is.mode & 0o777),
+            (65534, 65534, mode),
+            "{path}"
+        );
+        assert!(
+            manifest.contains(&format!("  {path}\n")),
+            "{path}: {manifest}"
+        );
+    }
+    assert!(manifest.contains("hardlink:wal/00000001"), "{manifest}");
+    assert_eq!(
+        std::fs::read_link(on_node.join("head")).expect("link"),
+        std::path::Path::new("wal/00000001")
     );
+    // The service writes there as nobody: its chunks are newer than the copy.
+    let root = swarm_warden::copy::Meta::read(&on_node).expect("root");
+    assert_eq!((root.uid, root.gid), (65534, 65534));
 
     drop(prometheus);
     drop(source);
-    drop(target);
     teardown_leaving_nothing(lab);
 }

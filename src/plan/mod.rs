@@ -4,6 +4,7 @@
 pub mod block;
 pub mod constraint;
 mod memory;
+mod migrated;
 pub(crate) mod placement;
 mod quorum;
 pub mod readings;
@@ -386,6 +387,8 @@ pub enum FindingKind {
     RunbookPaused,
     /// A failed migration whose rollback left something for the operator.
     RunbookRollbackIncomplete,
+    /// A migrated service whose mount or pin is no longer what its migration left.
+    MigrationDrift,
 }
 
 impl FindingKind {
@@ -423,6 +426,7 @@ impl FindingKind {
             FindingKind::RunbookJournalUnreadable => "runbook-journal-unreadable",
             FindingKind::RunbookPaused => "runbook-paused",
             FindingKind::RunbookRollbackIncomplete => "runbook-rollback-incomplete",
+            FindingKind::MigrationDrift => "migration-drift",
         }
     }
 }

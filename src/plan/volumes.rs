@@ -121,6 +121,7 @@ pub(super) fn plan_volumes(
     // service at 0 replicas.
     paused_runs(snapshot, policy, plan);
     incomplete_rollbacks(snapshot, plan);
+    super::migrated::migration_drift(snapshot, plan);
     if p.mode == Mode::Off {
         return;
     }
@@ -349,6 +350,9 @@ fn plan_runbook(
     }
     if runs.iter().any(|j| rollback_incomplete(j)) {
         return; // reported (runbook-rollback-incomplete) until the operator clears it
+    }
+    if super::migrated::holds_runs(snapshot, &w.efs_id) {
+        return; // reported (migration-drift): a new run would copy the stale source
     }
     let reason = match kind {
         RunbookKind::EfsPadding => match padding_plan(t, policy) {
