@@ -76,6 +76,15 @@ enum Cmd {
         #[arg(long, value_parser = parse_size, default_value = "1GiB")]
         file_size: u64,
     },
+    /// Remove the padding `pad` wrote (files pad-NNNNNN.bin in DIR, then DIR if nothing
+    /// else is in it), giving the space back: run it where the EFS volume is mounted, e.g.
+    /// as a Swarm job mounting it.
+    Unpad {
+        /// The padding directory (the runbook pads `.swarm-warden-padding` at the volume's
+        /// root).
+        #[arg(long)]
+        dir: PathBuf,
+    },
     /// Copy a directory tree with a verified checksum manifest, resumably: the data move
     /// of the ebs-migration runbook, run inside a Swarm job.
     Copy {
@@ -202,6 +211,16 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             println!(
                 "copy complete: {} file(s), {} bytes, {} copied now, manifest verified",
                 outcome.files, outcome.bytes, outcome.copied
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Unpad { dir } => {
+            let outcome = swarm_warden::pad::unpad(&dir).map_err(|e| Failure::Runtime(e.into()))?;
+            println!(
+                "unpad: removed {} padding file(s), {} bytes, from {}",
+                outcome.files,
+                outcome.bytes,
+                dir.display()
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -2,6 +2,12 @@
 //! fsynced and renamed into place only once complete, so that a run interrupted at any
 //! point resumes by counting what exists. This is how an EFS file system is padded to
 //! raise its baseline throughput (50 KiB/s per GiB stored).
+//!
+//! Before it writes, it checks the filesystem's free space: on EFS it is practically
+//! unbounded, so a padding that would leave less than [`KEEP_FREE_PERCENT`] of the
+//! filesystem free is not on EFS (a node-local volume of the same name, say) and would
+//! fill a node's disk: it writes nothing. `swarm-warden unpad` ([`unpad`]) removes what
+//! padding wrote (files `pad-NNNNNN.bin` in the padding directory) to give the space back.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -24,7 +30,23 @@ pub enum PadError {
     /// Bad arguments.
     #[error("{0}")]
     Usage(String),
+    /// Writing the padding would leave less than [`KEEP_FREE_PERCENT`] of the filesystem
+    /// free: it is not EFS (whose free space is practically unbounded). Nothing written.
+    #[error("{} has {available} bytes free of {size}: padding {needed} more bytes would leave less than {KEEP_FREE_PERCENT}% free, so it is not an EFS file system (a node-local volume of the same name?); nothing written", dir.display())]
+    NoSpace {
+        /// The padding directory.
+        dir: PathBuf,
+        /// Bytes still to write.
+        needed: u64,
+        /// Bytes available to this user.
+        available: u64,
+        /// The filesystem's size, bytes.
+        size: u64,
+    },
 }
+
+/// The share of its filesystem (percent) padding always leaves free.
+pub const KEEP_FREE_PERCENT: u64 = 10;
 
 /// What a padding run did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +83,8 @@ pub fn pad(
     fs::create_dir_all(dir).map_err(io("create", dir))?;
     let wanted = total.div_ceil(file_size);
     let mut existing = 0;
+    // Complete files among the `wanted` (numbered below it): what is left to write.
+    let mut complete = 0;
     for entry in fs::read_dir(dir).map_err(io("read", dir))? {
         let entry = entry.map_err(io("read", dir))?;
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -71,9 +95,17 @@ pub fn pad(
             let size = entry.metadata().map_err(io("stat", &entry.path()))?.len();
             if size == file_size {
                 existing += 1;
+                let index = name
+                    .trim_start_matches("pad-")
+                    .trim_end_matches(".bin")
+                    .parse::<u64>();
+                if index.is_ok_and(|i| i < wanted) {
+                    complete += 1;
+                }
             }
         }
     }
+    check_space(dir, (wanted - complete).saturating_mul(file_size))?;
     let zeros = vec![0u8; CHUNK];
     let mut written = 0;
     for index in 0..wanted {
@@ -107,6 +139,88 @@ pub fn pad(
         written,
         total_files: wanted.max(existing),
     })
+}
+
+/// Fails with [`PadError::NoSpace`] when writing `needed` more bytes into `dir` would
+/// leave less than [`KEEP_FREE_PERCENT`] of its filesystem free.
+fn check_space(dir: &Path, needed: u64) -> Result<(), PadError> {
+    let stat = nix::sys::statvfs::statvfs(dir).map_err(|e| PadError::Io {
+        action: "statvfs",
+        path: dir.to_path_buf(),
+        source: std::io::Error::from(e),
+    })?;
+    let block = stat.fragment_size() as u64;
+    let available = (stat.blocks_available() as u64).saturating_mul(block);
+    let size = (stat.blocks() as u64).saturating_mul(block);
+    let keep = size / 100 * KEEP_FREE_PERCENT;
+    if needed.saturating_add(keep) > available {
+        return Err(PadError::NoSpace {
+            dir: dir.to_path_buf(),
+            needed,
+            available,
+            size,
+        });
+    }
+    Ok(())
+}
+
+/// What [`unpad`] removed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UnpadOutcome {
+    /// Padding files removed (complete and partial).
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// Removes the padding in `dir`: files `pad-NNNNNN.bin` and their `.partial`s, then the
+/// directory if nothing else is left in it. Anything else there is left alone. A missing
+/// `dir` is nothing to remove.
+///
+/// # Errors
+/// Listing or removing failed.
+pub fn unpad(dir: &Path) -> Result<UnpadOutcome, PadError> {
+    let mut outcome = UnpadOutcome::default();
+    let entries = match fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(outcome),
+        other => other.map_err(|source| PadError::Io {
+            action: "read",
+            path: dir.to_path_buf(),
+            source,
+        })?,
+    };
+    let mut others = 0;
+    for entry in entries {
+        let entry = entry.map_err(|source| PadError::Io {
+            action: "read",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let ours =
+            name.starts_with("pad-") && (name.ends_with(".bin") || name.ends_with(".bin.partial"));
+        if !ours {
+            others += 1;
+            continue;
+        }
+        let path = entry.path();
+        let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+        fs::remove_file(&path).map_err(|source| PadError::Io {
+            action: "remove",
+            path: path.clone(),
+            source,
+        })?;
+        outcome.files += 1;
+        outcome.bytes += len;
+    }
+    if others == 0 {
+        fs::remove_dir(dir).map_err(|source| PadError::Io {
+            action: "remove",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    Ok(outcome)
 }
 
 /// Parses a byte size: `1048576`, `512MiB`, `1GiB`, `200G`, `1.5TiB` (binary units; `k`,
@@ -191,6 +305,39 @@ mod tests {
         assert!(!dir.join("pad-000002.bin.partial").exists());
         let again = pad(&dir, 4 * 4096, 4096, |_, _| {}).unwrap();
         assert_eq!(again.written, 0, "nothing repeated");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Issue 14 item 14: a padding its filesystem cannot hold with 10% to spare is not
+    /// on EFS; it writes nothing.
+    #[test]
+    fn a_padding_that_would_fill_the_filesystem_writes_nothing() {
+        let dir = tmp("full");
+        let err = pad(&dir, u64::MAX / 2, 1 << 30, |_, _| {}).unwrap_err();
+        assert!(matches!(err, PadError::NoSpace { .. }), "{err}");
+        assert!(err.to_string().contains("not an EFS file system"), "{err}");
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn unpad_removes_the_padding_and_only_the_padding() {
+        let dir = tmp("unpad");
+        pad(&dir, 3 * 4096, 4096, |_, _| {}).unwrap();
+        fs::write(dir.join("pad-000003.bin.partial"), b"half").unwrap();
+        assert_eq!(
+            unpad(&dir).unwrap(),
+            UnpadOutcome {
+                files: 4,
+                bytes: 3 * 4096 + 4
+            }
+        );
+        assert!(!dir.exists(), "the empty padding directory is removed");
+        assert_eq!(unpad(&dir).unwrap(), UnpadOutcome::default());
+        pad(&dir, 4096, 4096, |_, _| {}).unwrap();
+        fs::write(dir.join("notes.txt"), b"someone's").unwrap();
+        assert_eq!(unpad(&dir).unwrap().files, 1);
+        assert!(dir.join("notes.txt").exists());
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -4,7 +4,7 @@
 use super::effect::{Effect, Job, JobMount};
 use super::journal::Journal;
 use super::transition::{
-    attempt_failed, elapsed, job_end, job_name, pending, previous_job_gone, Cx, JobEnd,
+    attempt_failed, elapsed, give_up, job_end, job_name, pending, previous_job_gone, Cx, JobEnd,
 };
 use crate::config::Policy;
 use crate::model::Mount;
@@ -40,6 +40,9 @@ pub(super) fn pad(j: &mut Journal, i: usize, cx: &Cx, effects: &mut Vec<Effect>)
             let why = format!("the service no longer mounts {}", j.volume);
             return Some(attempt_failed(j, i, cx, why));
         };
+        if let Some(why) = not_defined(&mount.mount) {
+            return Some(give_up(j, i, cx, why));
+        }
         effects.push(Effect::CreateJob(pad_job(
             &job,
             &j.run_id,
@@ -114,6 +117,22 @@ pub(super) fn verify(j: &mut Journal, i: usize, cx: &Cx) -> Option<String> {
         return Some(format!("verify failed: {why}"));
     }
     None
+}
+
+/// Why the pad job may not mount `mount`: a mount that does not define its volume (no
+/// driver options, and the `local` driver or none) names a volume created outside the
+/// service spec, or a plain local directory — on the job's node that is a node-local
+/// volume of the same name, and padding would fill that node's disk. (A defined volume
+/// that is still not EFS, a block device say, is caught by `swarm-warden pad`'s
+/// free-space check.)
+fn not_defined(mount: &Mount) -> Option<String> {
+    let local = mount.driver.is_empty() || mount.driver == "local";
+    (local && mount.driver_options.is_empty()).then(|| {
+        format!(
+            "the service's mount of {} does not define the volume (no driver options): on the job's node it would be a local volume of that name, and padding would fill that node's disk; define the EFS volume in the service (volume-driver and volume-opt) or pad by hand",
+            mount.source
+        )
+    })
 }
 
 /// The padding job: `swarm-warden pad` writing `bytes` into [`PAD_DIR`] on the service's

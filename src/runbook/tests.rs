@@ -853,6 +853,32 @@ fn the_padding_job_mounts_the_service_volume_as_the_service_does_and_runs_pad() 
         }]
     );
     assert_eq!(current(&next.journal), "verify");
+    assert_eq!(
+        j.fact("padding_dir"),
+        Some("/.swarm-warden-padding"),
+        "where the padding is, for unpad"
+    );
+}
+
+/// Issue 14 item 14: a mount that does not define its volume is a node-local volume of
+/// that name on the job's node: no padding job for it.
+#[test]
+fn no_padding_job_for_a_mount_that_does_not_define_its_volume() {
+    let j = journal(RunbookKind::EfsPadding);
+    let mut s = service(1, 1, 0, "promdata");
+    s.mounts[0].mount.driver_options.clear();
+    let v = view(s, None);
+    let mut j = step(&j, &v, 1).journal;
+    j = step(&j, &v, 2).journal;
+    j = step(&j, &v, 3).journal;
+    let refused = step(&j, &v, 4);
+    assert_eq!(refused.effects, vec![]);
+    assert_eq!(refused.journal.status, RunStatus::Failed);
+    assert!(
+        refused.note.contains("fill that node's disk"),
+        "{}",
+        refused.note
+    );
 }
 
 #[test]

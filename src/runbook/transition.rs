@@ -240,6 +240,8 @@ fn preflight(j: &mut Journal, i: usize, cx: &Cx) -> String {
             return attempt_failed(j, i, cx, "incomplete telemetry");
         };
         j.record("padding_bytes", pad.bytes);
+        // Where on the volume the padding goes: what `swarm-warden unpad` removes.
+        j.record("padding_dir", padding::PAD_DIR.trim_start_matches("/efs"));
         j.record("padding_metered", pad.metered as u64);
         j.record("metered_size_before", t.storage.unwrap_or(0.0) as u64);
         j.record("target_baseline", pad.target_baseline as u64);
