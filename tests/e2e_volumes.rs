@@ -604,6 +604,36 @@ async fn an_ebs_migration_killed_mid_copy_resumes_and_moves_the_data_intact() {
     let root = swarm_warden::copy::Meta::read(&on_node).expect("root");
     assert_eq!((root.uid, root.gid), (65534, 65534));
 
+    // A stack deploy of the old compose file writes the old mount back and drops the pin:
+    // critical, with the compose snippet that keeps the migration; nothing swapped back.
+    let out = lab
+        .docker_cli("m1")
+        .expect("cli")
+        .args(["service", "update", "-d", "--mount-rm", "/data"])
+        .args(["--mount-add", &mount])
+        .args(["--constraint-rm", &format!("node.id=={node_id}"), "tsdb"])
+        .output()
+        .expect("service update");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = warden_once(
+        &lab,
+        "m1",
+        &["report", "--config", &policy_arg, "--format", "json"],
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report");
+    let drift = finding(&report, "migration-drift").unwrap_or_else(|| panic!("{report:#}"));
+    assert_eq!(drift["severity"], "critical");
+    let message = drift["message"].as_str().unwrap_or_default();
+    assert!(message.contains("mounts efsdata again"), "{message}");
+    assert!(
+        message.contains(&format!("{target_volume}:\n    external: true")),
+        "{message}"
+    );
+
     drop(prometheus);
     drop(source);
     teardown_leaving_nothing(lab);

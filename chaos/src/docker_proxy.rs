@@ -37,6 +37,11 @@ pub enum DockerFault {
     DropEvents,
     /// Claim an Engine API version this old on `/version` and `/_ping`.
     OldVersion(String),
+    /// Forward everything until a write (not `GET`/`HEAD`) to a path starting with this one
+    /// has been answered; from then on, never answer the paths the fault is set on (a
+    /// process that stops right after one write: kill it then, and the writes it would
+    /// have made next are never made).
+    HangAfterWrite(String),
 }
 
 /// A fault and the paths it hits (empty: the cluster reads, see [`DockerFault`]).
@@ -62,6 +67,8 @@ struct Shared {
     fault: Arc<tokio::sync::watch::Sender<Injected>>,
     client: Client<UnixConnector, Body>,
     requests: Arc<std::sync::Mutex<Vec<Seen>>>,
+    /// A [`DockerFault::HangAfterWrite`]'s write has been answered.
+    tripped: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// One request the proxy saw.
@@ -86,6 +93,7 @@ pub struct DockerProxy {
     socket: PathBuf,
     fault: Arc<tokio::sync::watch::Sender<Injected>>,
     requests: Arc<std::sync::Mutex<Vec<Seen>>>,
+    tripped: Arc<std::sync::atomic::AtomicBool>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -105,11 +113,13 @@ impl DockerProxy {
             tokio::net::UnixListener::bind(socket).map_err(LabError::io("listen", socket))?;
         let fault = Arc::new(tokio::sync::watch::Sender::new(Injected::default()));
         let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let tripped = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let shared = Shared {
             upstream: upstream.to_owned(),
             fault: fault.clone(),
             client: Client::unix(),
             requests: requests.clone(),
+            tripped: tripped.clone(),
         };
         let app = axum::Router::new().fallback(handle).with_state(shared);
         let server = tokio::spawn(async move {
@@ -120,6 +130,7 @@ impl DockerProxy {
             socket: socket.to_owned(),
             fault,
             requests,
+            tripped,
             server,
         })
     }
@@ -138,6 +149,8 @@ impl DockerProxy {
     /// (without the API version: `/tasks`, `/configs`); empty: the cluster reads.
     pub fn set_on(&self, fault: DockerFault, only: &[&str]) {
         tracing::info!(?fault, ?only, "Docker fault proxy: fault");
+        self.tripped
+            .store(false, std::sync::atomic::Ordering::SeqCst);
         self.fault.send_replace(Injected {
             fault,
             only: only.iter().map(|p| (*p).to_owned()).collect(),
@@ -147,6 +160,12 @@ impl DockerProxy {
     /// Forward everything again.
     pub fn heal(&self) {
         self.set(DockerFault::None);
+    }
+
+    /// Whether a [`DockerFault::HangAfterWrite`]'s write has been answered (the paths it
+    /// is set on hang from then on).
+    pub fn tripped(&self) -> bool {
+        self.tripped.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Every request seen since the start or the last [`DockerProxy::take_requests`], and
@@ -202,7 +221,13 @@ async fn handle(State(shared): State<Shared>, request: Request) -> Response<Body
     }
     let hit = injected.hits(&path);
     let fault = injected.fault;
+    let write = !matches!(request.method().as_str(), "GET" | "HEAD");
     match &fault {
+        DockerFault::HangAfterWrite(_)
+            if hit && shared.tripped.load(std::sync::atomic::Ordering::SeqCst) =>
+        {
+            return std::future::pending::<Response<Body>>().await
+        }
         DockerFault::Hang if injected.only.is_empty() || hit => {
             return std::future::pending::<Response<Body>>().await
         }
@@ -240,6 +265,14 @@ async fn handle(State(shared): State<Shared>, request: Request) -> Response<Body
     };
     if fault == DockerFault::CutBody && hit {
         return cut(response).await;
+    }
+    if let DockerFault::HangAfterWrite(trigger) = &fault {
+        if write && path.starts_with(trigger.as_str()) && response.status().is_success() {
+            tracing::info!(%path, "Docker fault proxy: the write passed; hanging from now on");
+            shared
+                .tripped
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
     }
     if path.starts_with("/events") {
         // An event stream open before the fault ends when it comes.

@@ -1,0 +1,348 @@
+//! The `ebs-migration` runbook when the world interferes (issue 14), on one lab and one
+//! service running as nobody: someone scales the service back in the middle of the copy
+//! (the run stops and rolls back), `volumes.mode` is switched to `audit` mid-run (the run
+//! pauses, and the report says so), and swarm-warden is SIGKILLed right after the swap and
+//! before its journal write (the next process resumes without a second swap; the
+//! rollback that follows puts back the original mount whole and removes the pin).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use swarm_chaos::docker_proxy::{DockerFault, DockerProxy};
+use swarm_chaos::efs_model::MIB;
+use swarm_chaos::prometheus::Target;
+use swarm_chaos::{wait_until, EfsOptions, Lab, LabSpec, Probe};
+
+/// A policy in `mode` (`enforce`, `audit`) written to its own file.
+fn policy(lab: &Lab, prometheus: &str, mode: &str) -> std::path::PathBuf {
+    let path = lab.paths().dir().join(format!("policy-{mode}.yml"));
+    std::fs::write(
+        &path,
+        format!(
+            // One attempt per step: the first failure rolls back. The target is `local`
+            // with no options: a directory on the copy's worker.
+            "placement:\n  mode: off\nvolumes:\n  mode: {mode}\n  prometheus_url: {prometheus}\n  throttled_for: 5s\n  cooldown: 1s\n  step_attempts: 1\n  migration:\n    driver: local\n    copy_timeout: 5m\n    scale_timeout: 20s\n    verify_for: 10s\ncontroller:\n  resync: 2s\n  backoff_min: 1s\n  backoff_max: 5s\n"
+        ),
+    )
+    .expect("write policy");
+    path
+}
+
+/// The newest run the report shows (runs are listed oldest first).
+fn newest_run(lab: &Lab, policy: &std::path::Path) -> Option<serde_json::Value> {
+    let out = warden_once(
+        lab,
+        "m1",
+        &[
+            "report",
+            "--config",
+            policy.to_str().unwrap_or_default(),
+            "--format",
+            "json",
+        ],
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    json["runbooks"].as_array().and_then(|r| r.last()).cloned()
+}
+
+/// The service's spec, read now.
+async fn tsdb(lab: &Lab) -> bollard::models::ServiceSpec {
+    lab.client("m1")
+        .await
+        .expect("client")
+        .inspect_service(
+            "tsdb",
+            None::<bollard::query_parameters::InspectServiceOptions>,
+        )
+        .await
+        .expect("service")
+        .spec
+        .expect("spec")
+}
+
+fn data_mount(spec: &bollard::models::ServiceSpec) -> serde_json::Value {
+    let mounts = spec
+        .task_template
+        .as_ref()
+        .and_then(|t| t.container_spec.as_ref())
+        .and_then(|c| c.mounts.clone())
+        .unwrap_or_default();
+    serde_json::to_value(&mounts[0]).expect("mount")
+}
+
+fn constraints(spec: &bollard::models::ServiceSpec) -> Vec<String> {
+    spec.task_template
+        .as_ref()
+        .and_then(|t| t.placement.as_ref())
+        .and_then(|p| p.constraints.clone())
+        .unwrap_or_default()
+}
+
+/// Waits until the newest run other than `not` is at step `step` (index) in state `state`.
+async fn run_at(
+    lab: &Lab,
+    policy: &std::path::Path,
+    not: Option<&str>,
+    step: usize,
+    state: &str,
+    warden: &Warden,
+) -> serde_json::Value {
+    wait_until(
+        &format!("a run at step {step} {state}"),
+        Duration::from_secs(240),
+        || async {
+            match newest_run(lab, policy) {
+                Some(run)
+                    if Some(run["run_id"].as_str().unwrap_or_default()) != not
+                        && run["steps"][step]["state"] == state =>
+                {
+                    Probe::Done(run)
+                }
+                other => Probe::Pending(format!("{other:#?}\n{}", warden.log().text())),
+            }
+        },
+    )
+    .await
+    .expect("run at step")
+}
+
+#[tokio::test]
+async fn a_migration_interfered_with_pauses_rolls_back_and_resumes_without_losing_the_original_mount(
+) {
+    init_tracing();
+    let lab = Lab::start(LabSpec::new(1, 2)).await.expect("lab");
+    lab.load_program_image(
+        "swarm-warden:latest",
+        std::path::Path::new(warden_bin()),
+        "swarm-warden",
+    )
+    .await
+    .expect("swarm-warden image on every node");
+    let mut options = EfsOptions::new("fs-0ddba11");
+    options.initial_credits = 24.0 * MIB;
+    options.size = 1 << 30;
+    let source = lab.create_efs(options).expect("source efs");
+    std::os::unix::fs::chown(source.mount(), Some(65534), Some(65534)).expect("chown");
+    let prometheus = lab
+        .start_prometheus(
+            &[Target {
+                job: "efs".into(),
+                addr: source.metrics_addr(),
+            }],
+            Duration::from_secs(1),
+        )
+        .expect("prometheus");
+    let mount = format!(
+        "type=volume,source=efsdata,target=/data,volume-driver=local,volume-opt=type=ext4,volume-opt=device={},volume-label=swarm-warden.efs-id=fs-0ddba11,volume-label=swarm-warden.remediation=ebs-migration",
+        source.device()
+    );
+    let out = lab
+        .docker_cli("m1")
+        .expect("cli")
+        .args(["service", "create", "-d", "--no-resolve-image", "--name", "tsdb"])
+        .args(["--user", "65534:65534"])
+        .args(["--constraint", "node.role==worker", "--mount", &mount])
+        .args([
+            "busybox",
+            "sh",
+            "-c",
+            "umask 077; mkdir -p /data/chunks || exit 1; i=0; while true; do t=$(date +%s); dd if=/dev/urandom of=/data/chunks/c$((i%40)) bs=1M count=2 conv=fsync 2>/dev/null || exit 1; i=$((i+1)); [ $(date +%s) -le $((t+1)) ] && sleep 1; done",
+        ])
+        .output()
+        .expect("service create");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let original = tsdb(&lab).await;
+    wait_until(
+        "the source's credits to run out",
+        Duration::from_secs(120),
+        || async {
+            if source.model().credits < 8.0 * MIB {
+                Probe::Done(())
+            } else {
+                Probe::Pending(format!("{:.1} MiB left", source.model().credits / MIB))
+            }
+        },
+    )
+    .await
+    .expect("credits spent");
+    let enforce = policy(&lab, &prometheus.url(), "enforce");
+    let audit = policy(&lab, &prometheus.url(), "audit");
+
+    // 1. The copy is running; swarm-warden dies; a process in `audit` does not advance
+    //    the run and reports it paused (critical: it holds the service at 0).
+    let first = Warden::start(&lab, "m1", &enforce, &[]);
+    let run = run_at(&lab, &enforce, None, 4, "running", &first).await;
+    let run_id = run["run_id"].as_str().expect("run id").to_owned();
+    first.kill();
+    let paused = Warden::start(&lab, "m1", &audit, &[]);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let out = warden_once(
+        &lab,
+        "m1",
+        &[
+            "report",
+            "--config",
+            audit.to_str().expect("path"),
+            "--format",
+            "json",
+        ],
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report");
+    let finding = report["findings"]
+        .as_array()
+        .and_then(|f| f.iter().find(|f| f["kind"] == "runbook-paused"))
+        .unwrap_or_else(|| panic!("no runbook-paused: {report:#}"));
+    assert_eq!(finding["severity"], "critical", "{finding:#}");
+    let still = newest_run(&lab, &enforce).expect("run");
+    assert_eq!(still["steps"], run["steps"], "a paused run does not move");
+    let paused_log = paused.stop();
+    assert_eq!(paused_log.count("runbook"), 0, "{}", paused_log.text());
+
+    // 2. Someone scales the service back mid-copy: the copy would be stale. The run stops
+    //    and rolls back (the copy job removed; the mount was never swapped; the count
+    //    someone set stays).
+    let out = lab
+        .docker_cli("m1")
+        .expect("cli")
+        .args(["service", "scale", "-d", "tsdb=1"])
+        .output()
+        .expect("scale");
+    assert!(out.status.success());
+    // From here on through a proxy: step 3 stops its Docker API after the swap.
+    let socket = lab.paths().dir().join("proxy.sock");
+    let proxy = DockerProxy::start(&lab.socket("m1").expect("socket"), &socket)
+        .await
+        .expect("proxy");
+    let warden = Warden::start_with_env(
+        &lab,
+        "m1",
+        &enforce,
+        &[],
+        &[("DOCKER_HOST", proxy.docker_host())],
+    );
+    let failed = wait_until("the run to roll back", Duration::from_secs(180), || async {
+        match newest_run(&lab, &enforce) {
+            Some(run) if run["run_id"] == run_id.as_str() && run["status"] == "failed" => {
+                Probe::Done(run)
+            }
+            other => Probe::Pending(format!("{other:#?}\n{}", warden.log().text())),
+        }
+    })
+    .await
+    .expect("rolled back");
+    let rollback = failed["facts"]["rollback"].as_str().unwrap_or_default();
+    assert!(rollback.starts_with("done"), "{failed:#}");
+    assert!(
+        failed["steps"][4]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("someone scaled it back")),
+        "{failed:#}"
+    );
+    let spec = tsdb(&lab).await;
+    assert_eq!(data_mount(&spec), data_mount(&original));
+    assert_eq!(constraints(&spec), constraints(&original));
+
+    // 3. The next run (the volume is still throttled): swarm-warden's Docker API stops
+    //    answering journal writes right after the swap is sent, and it is SIGKILLed there.
+    let service_id = lab
+        .client("m1")
+        .await
+        .expect("client")
+        .inspect_service(
+            "tsdb",
+            None::<bollard::query_parameters::InspectServiceOptions>,
+        )
+        .await
+        .expect("service")
+        .id
+        .expect("id");
+    let second = run_at(&lab, &enforce, Some(&run_id), 4, "running", &warden).await;
+    let second_id = second["run_id"].as_str().expect("run id").to_owned();
+    proxy.set_on(
+        DockerFault::HangAfterWrite(format!("/services/{service_id}/update")),
+        &["/configs"],
+    );
+    wait_until("the swap to be sent", Duration::from_secs(180), || async {
+        if proxy.tripped() {
+            Probe::Done(())
+        } else {
+            Probe::Pending(warden.log().text().to_owned())
+        }
+    })
+    .await
+    .expect("swap sent");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    warden.kill();
+    let cut = newest_run(&lab, &enforce).expect("run");
+    assert_eq!(cut["run_id"], second_id.as_str());
+    assert_eq!(cut["steps"][5]["state"], "running", "{cut:#}");
+    assert!(cut["facts"]["swapped"].is_null(), "{cut:#}");
+    let target = cut["facts"]["target_volume"].as_str().expect("target");
+    let spec = tsdb(&lab).await;
+    assert_eq!(data_mount(&spec)["Source"], target, "the swap was made");
+    let pin = cut["facts"]["pin"].as_str().expect("pin").to_owned();
+    assert!(
+        constraints(&spec).contains(&pin),
+        "{:?}",
+        constraints(&spec)
+    );
+
+    // The worker the service is pinned to is drained: the next process resumes (the swap
+    // seen done, not sent again), the scale-up cannot place the task, and the rollback
+    // restores the original mount whole and removes the pin.
+    let node = cut["facts"]["source_node"].as_str().expect("node");
+    let out = lab
+        .docker_cli("m1")
+        .expect("cli")
+        .args(["node", "update", "--availability", "drain", node])
+        .output()
+        .expect("drain");
+    assert!(out.status.success());
+    let last = Warden::start(&lab, "m1", &enforce, &[]);
+    let failed = wait_until(
+        "the second run to roll back",
+        Duration::from_secs(240),
+        || async {
+            match newest_run(&lab, &enforce) {
+                Some(run) if run["run_id"] == second_id.as_str() && run["status"] == "failed" => {
+                    Probe::Done(run)
+                }
+                other => Probe::Pending(format!("{other:#?}\n{}", last.log().text())),
+            }
+        },
+    )
+    .await
+    .expect("rolled back");
+    let log = last.stop();
+    assert_eq!(failed["facts"]["swapped"], "true", "{failed:#}");
+    assert_eq!(failed["steps"][5]["attempts"], 1, "one swap: {failed:#}");
+    assert!(
+        failed["facts"]["rollback"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("done")),
+        "{failed:#}\n{}",
+        log.text()
+    );
+    let spec = tsdb(&lab).await;
+    assert_eq!(
+        data_mount(&spec),
+        data_mount(&original),
+        "the original mount, whole"
+    );
+    assert_eq!(
+        constraints(&spec),
+        constraints(&original),
+        "the pin removed"
+    );
+
+    drop(proxy);
+    drop(prometheus);
+    drop(source);
+    teardown_leaving_nothing(lab);
+}
