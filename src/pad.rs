@@ -3,10 +3,11 @@
 //! point resumes by counting what exists. This is how an EFS file system is padded to
 //! raise its baseline throughput (50 KiB/s per GiB stored).
 //!
-//! Before it writes, it checks the filesystem's free space: on EFS it is practically
-//! unbounded, so a padding that would leave less than [`KEEP_FREE_PERCENT`] of the
-//! filesystem free is not on EFS (a node-local volume of the same name, say) and would
-//! fill a node's disk: it writes nothing. `swarm-warden unpad` ([`unpad`]) removes what
+//! Before it writes padding, it checks the filesystem's free space: on EFS it is
+//! practically unbounded, so a padding that would leave less than [`KEEP_FREE_PERCENT`] of
+//! the filesystem free is not on EFS (a node-local volume of the same name, say) and would
+//! fill a node's disk: no padding is written. (A node-local disk that holds it with room to
+//! spare is not caught here: the runbook refuses mounts that do not define their volume.) `swarm-warden unpad` ([`unpad`]) removes what
 //! padding wrote (files `pad-NNNNNN.bin` in the padding directory) to give the space back.
 
 use std::fs::{self, File};

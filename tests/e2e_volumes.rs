@@ -609,8 +609,9 @@ async fn an_ebs_migration_killed_mid_copy_resumes_and_moves_the_data_intact() {
     let out = lab
         .docker_cli("m1")
         .expect("cli")
-        .args(["service", "update", "-d", "--mount-rm", "/data"])
-        .args(["--mount-add", &mount])
+        // `--mount-add` at the same target replaces the mount (a `--mount-rm` of it would
+        // be applied after the add and remove both).
+        .args(["service", "update", "-d", "--mount-add", &mount])
         .args(["--constraint-rm", &format!("node.id=={node_id}"), "tsdb"])
         .output()
         .expect("service update");

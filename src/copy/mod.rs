@@ -110,10 +110,13 @@ enum Kind {
 /// ([`CopyError::Extraneous`]).
 pub fn copy_tree(from: &Path, to: &Path) -> Result<CopyOutcome, CopyError> {
     let mut top = fs::read_dir(from).map_err(io("read", from))?;
-    if top.all(|e| e.is_ok_and(|e| e.file_name() == MANIFEST)) {
+    if top.all(|e| e.is_ok_and(|e| skipped_at_root(&e.file_name()))) {
         return Err(CopyError::EmptySource(from.to_path_buf()));
     }
     fs::create_dir_all(to).map_err(io("create", to))?;
+    // Before anything is written: a target that holds what the source does not is not
+    // this run's new volume.
+    no_extraneous(from, to, Path::new(""))?;
     let mut outcome = CopyOutcome::default();
     let mut manifest: Vec<(PathBuf, Kind)> = vec![(PathBuf::new(), Kind::Dir)];
     // Files with more than one name, by (device, inode): their first name.
@@ -128,7 +131,7 @@ pub fn copy_tree(from: &Path, to: &Path) -> Result<CopyOutcome, CopyError> {
         entries.sort_by_key(|e| e.file_name());
         for entry in entries {
             let rel_path = rel.join(entry.file_name());
-            if rel.as_os_str().is_empty() && entry.file_name() == MANIFEST {
+            if rel.as_os_str().is_empty() && skipped_at_root(&entry.file_name()) {
                 continue;
             }
             let source = from.join(&rel_path);
@@ -184,9 +187,6 @@ pub fn copy_tree(from: &Path, to: &Path) -> Result<CopyOutcome, CopyError> {
     for (rel, kind) in &manifest {
         lines.push_str(&verify(from, to, rel, kind)?);
     }
-    let listed: std::collections::HashSet<&Path> =
-        manifest.iter().map(|(rel, _)| rel.as_path()).collect();
-    no_extraneous(to, Path::new(""), &listed)?;
     // Written before the root gets its times back (writing it would move them); its
     // presence means the copy was verified.
     let path = to.join(MANIFEST);
@@ -240,30 +240,39 @@ fn verify(from: &Path, to: &Path, rel: &Path, kind: &Kind) -> Result<String, Cop
     Ok(format!("{first}  {meta}  {}\n", shown(rel)))
 }
 
-/// Fails on the first entry under `to/rel` that the manifest does not list (the manifest
-/// itself aside). Partial files an interrupted attempt left (ours) are removed.
-fn no_extraneous(
-    to: &Path,
-    rel: &Path,
-    listed: &std::collections::HashSet<&Path>,
-) -> Result<(), CopyError> {
+/// Entries at the root of a volume that are not its data: the manifest, and the padding
+/// the `efs-padding` runbook wrote (terabytes of zeros, maybe: never copied to a
+/// node-local target).
+fn skipped_at_root(name: &std::ffi::OsStr) -> bool {
+    name == MANIFEST || Some(name) == Path::new(crate::runbook::PAD_DIR).file_name()
+}
+
+/// Fails on the first entry under `to/rel` that `from` does not have (the manifest and an
+/// empty `lost+found` at the root aside: a freshly made ext4 filesystem has one). Partial
+/// files an interrupted attempt left (ours) are removed.
+fn no_extraneous(from: &Path, to: &Path, rel: &Path) -> Result<(), CopyError> {
     let dir = to.join(rel);
     for entry in fs::read_dir(&dir).map_err(io("read", &dir))? {
         let entry = entry.map_err(io("read", &dir))?;
         let rel_path = rel.join(entry.file_name());
-        if rel.as_os_str().is_empty() && entry.file_name() == MANIFEST {
+        let path = entry.path();
+        let at_root = rel.as_os_str().is_empty();
+        if at_root && entry.file_name() == MANIFEST {
             continue;
         }
-        if !listed.contains(rel_path.as_path()) {
-            let path = entry.path();
+        if fs::symlink_metadata(from.join(&rel_path)).is_err() {
             if path.extension().is_some_and(|e| e == PARTIAL) {
                 fs::remove_file(&path).map_err(io("remove", &path))?;
                 continue;
             }
+            let empty = || fs::read_dir(&path).is_ok_and(|mut d| d.next().is_none());
+            if at_root && entry.file_name() == "lost+found" && empty() {
+                continue;
+            }
             return Err(CopyError::Extraneous(shown(&rel_path)));
         }
-        if entry.file_type().map_err(io("stat", &dir))?.is_dir() {
-            no_extraneous(to, &rel_path, listed)?;
+        if entry.file_type().map_err(io("stat", &path))?.is_dir() {
+            no_extraneous(from, to, &rel_path)?;
         }
     }
     Ok(())
@@ -442,8 +451,14 @@ mod tests {
             Err(CopyError::Extraneous(path)) => assert_eq!(path, "wal/00000001"),
             other => panic!("{other:?}"),
         }
+        assert!(!to.join("wal/00000002").exists(), "refused before copying");
         fs::remove_file(to.join("wal/00000001")).unwrap();
+        // A new ext4 filesystem's empty lost+found is not data; the padding is not copied.
+        fs::create_dir_all(to.join("lost+found")).unwrap();
+        fs::create_dir_all(from.join(".swarm-warden-padding")).unwrap();
+        fs::write(from.join(".swarm-warden-padding/pad-000000.bin"), b"0").unwrap();
         copy_tree(&from, &to).unwrap();
+        assert!(!to.join(".swarm-warden-padding").exists());
         assert!(!to.join("wal/00000002.swarm-warden-partial").exists());
         fs::remove_dir_all(from).unwrap();
         fs::remove_dir_all(to).unwrap();

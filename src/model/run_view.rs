@@ -34,6 +34,8 @@ pub struct ServiceView {
     /// The IDs of the nodes its running tasks (counted in `running`) run on, sorted, each
     /// once.
     pub nodes: Vec<String>,
+    /// Its placement constraints, as written in its spec.
+    pub constraints: Vec<String>,
 }
 
 /// One mount of a service, with the Engine's own definition of it kept whole (JSON), so a

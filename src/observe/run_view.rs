@@ -93,8 +93,15 @@ impl Observer {
             .collect();
         nodes.sort();
         nodes.dedup();
+        let constraints = spec
+            .task_template
+            .as_ref()
+            .and_then(|t| t.placement.as_ref())
+            .and_then(|p| p.constraints.clone())
+            .unwrap_or_default();
         Ok(Some(ServiceView {
             nodes,
+            constraints,
             spec_hash: convert::spec_hash(&spec),
             replicas,
             running: tasks

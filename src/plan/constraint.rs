@@ -10,6 +10,16 @@ use crate::model::{Node, Platform};
 /// The constraint swarm-warden adds to keep a service off managers.
 pub const NOT_ON_MANAGERS: &str = "node.role != manager";
 
+/// Whether two constraint expressions say the same: parsed (spaces around the operator do
+/// not count) and compared without case, as SwarmKit compares keys and values; either
+/// one unparsable: only if the texts are equal.
+pub fn same(a: &str, b: &str) -> bool {
+    match (Constraint::parse(a), Constraint::parse(b)) {
+        (Ok(a), Ok(b)) => a.to_string().eq_ignore_ascii_case(&b.to_string()),
+        _ => a == b,
+    }
+}
+
 /// `==` or `!=`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {

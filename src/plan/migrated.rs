@@ -12,6 +12,9 @@ use crate::model::{Service, Snapshot};
 
 use super::{Finding, FindingKind, Plan, Severity};
 
+/// The label `docker stack deploy` puts on a stack's services: the stack's name.
+const STACK_LABEL: &str = "com.docker.stack.namespace";
+
 /// How a migrated service differs from what its migration left.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Drift {
@@ -39,7 +42,13 @@ pub fn drifted(snapshot: &Snapshot) -> Vec<(&Journal, &Service, Vec<Drift>)> {
                 && j.fact("swapped") == Some("true")
         })
         .filter_map(|j| {
-            let service = snapshot.services.iter().find(|s| s.id == j.service_id)?;
+            // By ID, else by name: `docker stack rm` and a deploy make a new service (a new
+            // ID) of the same name, on the old mount.
+            let service = snapshot
+                .services
+                .iter()
+                .find(|s| s.id == j.service_id)
+                .or_else(|| snapshot.services.iter().find(|s| s.name == j.service))?;
             let drift = drift(j, service);
             (!drift.is_empty()).then_some((j, service, drift))
         })
@@ -59,17 +68,15 @@ fn drift(j: &Journal, service: &Service) -> Vec<Drift> {
         out.push(Drift::MountReverted { now: now.into() });
     }
     if let Some(pin) = j.fact("pin").filter(|p| !p.is_empty()) {
-        if !service.constraints.iter().any(|c| same_constraint(c, pin)) {
+        if !service
+            .constraints
+            .iter()
+            .any(|c| super::constraint::same(c, pin))
+        {
             out.push(Drift::PinLost { pin: pin.into() });
         }
     }
     out
-}
-
-/// Constraints compare without the spaces a compose file may put around `==`.
-fn same_constraint(a: &str, b: &str) -> bool {
-    let squeeze = |s: &str| s.split_whitespace().collect::<String>();
-    squeeze(a) == squeeze(b)
 }
 
 /// Whether a migrated service of `efs_id` has drifted: no new run for that volume.
@@ -103,7 +110,7 @@ pub(super) fn migration_drift(snapshot: &Snapshot, plan: &mut Plan) {
                 service.name,
                 j.run_id,
                 what.join("; "),
-                compose_snippet(j, &service.name),
+                compose_snippet(j, service),
                 j.run_id,
                 j.efs_id
             ),
@@ -113,11 +120,15 @@ pub(super) fn migration_drift(snapshot: &Snapshot, plan: &mut Plan) {
 
 /// The compose lines that keep a migration: the target volume (external: the migration
 /// made it), the mount, and the pin.
-fn compose_snippet(j: &Journal, service: &str) -> String {
+fn compose_snippet(j: &Journal, service: &Service) -> String {
     let path = j.fact("mount_target").unwrap_or_default();
     let target = j.fact("target_volume").unwrap_or_default();
-    // A stack prefixes its service names (`<stack>_<service>`); the compose key is the rest.
-    let key = service.split_once('_').map_or(service, |(_, s)| s);
+    // A stack names its services `<stack>_<key>` and labels them with the stack.
+    let key = service
+        .labels
+        .get(STACK_LABEL)
+        .and_then(|stack| service.name.strip_prefix(&format!("{stack}_")))
+        .unwrap_or(&service.name);
     let mut out = format!("services:\n  {key}:\n    volumes:\n      - {target}:{path}\n");
     if let Some(pin) = j.fact("pin").filter(|p| !p.is_empty()) {
         out.push_str(&format!(
@@ -140,6 +151,7 @@ mod tests {
         s.services = vec![Service {
             id: "svc".into(),
             name: "mon_prom".into(),
+            labels: [(STACK_LABEL.to_owned(), "mon".to_owned())].into(),
             mode: ServiceMode::Replicated { replicas: 1 },
             constraints: constraints.iter().map(|c| c.to_string()).collect(),
             mounts: vec![Mount {
@@ -213,6 +225,20 @@ mod tests {
             holds_runs(&s, "fs-1"),
             "a new run would copy the stale source"
         );
+    }
+
+    #[test]
+    fn a_stack_removed_and_deployed_again_is_found_by_name() {
+        let mut s = migrated("promdata", &[]);
+        s.services[0].id = "new-id".into();
+        assert_eq!(findings(&s).len(), 1);
+        assert!(holds_runs(&s, "fs-1"));
+    }
+
+    #[test]
+    fn a_pin_written_differently_is_the_same_pin() {
+        let s = migrated("promdata-ebs-1", &["Node.ID == w1"]);
+        assert_eq!(findings(&s), vec![]);
     }
 
     #[test]

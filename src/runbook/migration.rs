@@ -118,7 +118,9 @@ fn scale(
 /// Before the first scale-down: the node the service runs on (where its source volume
 /// provably is, and where the copy will run) and the constraint the swap will pin the
 /// service with (see `pin`), both recorded — the plan says where the service will run.
-/// `Err` (nothing changed yet): no task runs, so where the data is cannot be told.
+/// `Err` (nothing changed yet): no task runs, so where the data is cannot be told; or it
+/// runs on a manager, where the copy would put the data and the pin would keep the
+/// service for good (placement moves it to a worker first, then a run starts again).
 fn record_source_node(j: &mut Journal, cx: &Cx) -> Result<(), String> {
     let node = cx
         .view
@@ -132,6 +134,9 @@ fn record_source_node(j: &mut Journal, cx: &Cx) -> Result<(), String> {
             )
         })?
         .clone();
+    if let Some(why) = unusable(&node, cx) {
+        return Err(format!("{why}; nothing was changed"));
+    }
     let (pin, why) =
         super::pin::service_pin(&cx.policy.volumes.migration, &node, &cx.snapshot.nodes);
     j.record("source_node", &node);
@@ -141,6 +146,31 @@ fn record_source_node(j: &mut Journal, cx: &Cx) -> Result<(), String> {
         format!("the copy runs on node {node}, where the service ran; {why}"),
     );
     Ok(())
+}
+
+/// Why the copy may not run on `node` (the node the service ran on): a manager (the copy
+/// would put the data there and the pin keep the service there), or a node that is gone,
+/// not ready or drained (the job would wait there for its whole timeout, with the service
+/// down).
+fn unusable(node: &str, cx: &Cx) -> Option<String> {
+    use crate::model::{Availability, NodeState};
+    let Some(n) = cx.snapshot.nodes.iter().find(|n| n.id == node) else {
+        return Some(format!(
+            "node {node}, where the service ran, is no longer in the swarm"
+        ));
+    };
+    if n.is_manager() {
+        return Some(format!(
+            "the service runs on manager {} ({node}): a migration would put its data there and pin it there for good; let placement move it to a worker first",
+            n.hostname
+        ));
+    }
+    (n.state != NodeState::Ready || n.availability != Availability::Active).then(|| {
+        format!(
+            "node {} ({node}), where the service's data is, is {:?} and {:?}: the copy cannot run there",
+            n.hostname, n.state, n.availability
+        )
+    })
 }
 
 /// Why the service may not be copied or swapped now: it is no longer at 0 replicas with
@@ -164,6 +194,9 @@ fn copy(j: &mut Journal, i: usize, cx: &Cx, effects: &mut Vec<Effect>) -> Option
     if pending(j, i) {
         if let Err(note) = previous_job_gone(j, i, cx, "copy_job", effects) {
             return note;
+        }
+        if let Some(why) = j.fact("source_node").and_then(|node| unusable(node, cx)) {
+            return Some(give_up(j, i, cx, why));
         }
         let attempt = j.begin(i, cx.now);
         j.record("copy_job", job_name(&format!("{}-copy", j.run_id), attempt));
@@ -268,6 +301,14 @@ fn swap_mount(j: &mut Journal, i: usize, cx: &Cx, effects: &mut Vec<Effect>) -> 
                 None => {
                     j.begin(i, cx.now);
                     j.record("original_mount", &m.spec);
+                    // Only a pin the swap adds is removed by a rollback: one the service
+                    // already had is the user's.
+                    let pin = j.fact("pin").unwrap_or_default().to_owned();
+                    let had = service
+                        .constraints
+                        .iter()
+                        .any(|c| crate::plan::constraint::same(c, &pin));
+                    j.record("pin_added", !pin.is_empty() && !had);
                     format!("swap: original mount at {path} recorded")
                 }
             },
@@ -292,7 +333,7 @@ fn swap_mount(j: &mut Journal, i: usize, cx: &Cx, effects: &mut Vec<Effect>) -> 
                 driver: m.driver.clone(),
                 options: m.options.clone(),
                 spec_hash: service.spec_hash.clone(),
-                pin: j.fact("pin").filter(|p| !p.is_empty()).map(str::to_owned),
+                pin: added_pin(j),
             });
             Some(format!("swap: mounting {target} at {path}"))
         }
@@ -306,6 +347,15 @@ fn swap_mount(j: &mut Journal, i: usize, cx: &Cx, effects: &mut Vec<Effect>) -> 
             ))
         }
     }
+}
+
+/// The constraint the swap adds (and a rollback removes): the run's pin, unless the
+/// service had it already.
+pub(super) fn added_pin(j: &Journal) -> Option<String> {
+    (j.fact("pin_added") == Some("true"))
+        .then(|| j.fact("pin").map(str::to_owned))
+        .flatten()
+        .filter(|p| !p.is_empty())
 }
 
 /// The service runs all its replicas on the new volume for `volumes.migration.verify_for`

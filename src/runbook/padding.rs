@@ -124,7 +124,7 @@ pub(super) fn verify(j: &mut Journal, i: usize, cx: &Cx) -> Option<String> {
 /// service spec, or a plain local directory — on the job's node that is a node-local
 /// volume of the same name, and padding would fill that node's disk. (A defined volume
 /// that is still not EFS, a block device say, is caught by `swarm-warden pad`'s
-/// free-space check.)
+/// free-space check when it cannot hold the padding with 10% to spare.)
 fn not_defined(mount: &Mount) -> Option<String> {
     let local = mount.driver.is_empty() || mount.driver == "local";
     (local && mount.driver_options.is_empty()).then(|| {

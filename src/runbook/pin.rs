@@ -60,14 +60,14 @@ pub(super) fn service_pin(
         Some(zone) => (
             Some(format!("{}=={zone}", policy.zone_label)),
             format!(
-                "the target ({driver} driver) attaches within one zone: the service is pinned to {}={zone}, the copy's node's",
+                "the target ({driver} driver) is not declared shared: the service is pinned to {}={zone}, the copy's node's zone",
                 policy.zone_label
             ),
         ),
         None => (
             Some(on_node(node_id)),
             format!(
-                "the target ({driver} driver) attaches within one zone, and {}: the service is pinned to the copy's node {node_id}",
+                "the target ({driver} driver) is not declared shared, and {}: the service is pinned to the copy's node {node_id}",
                 if policy.zone_label.is_empty() {
                     "no volumes.migration.zone_label names it".to_owned()
                 } else {

@@ -64,11 +64,27 @@ pub(super) fn advance(j: &mut Journal, cx: &Cx, effects: &mut Vec<Effect>) -> Op
                 path: path.clone(),
                 current: target,
                 original: original.to_owned(),
-                unpin: j.fact("pin").filter(|p| !p.is_empty()).map(str::to_owned),
+                unpin: super::migration::added_pin(j),
             });
             return Some(format!("rollback: restoring the original mount at {path}"));
         }
-        (_, Some(m)) if m == source => true,
+        (_, Some(m)) if m == source => {
+            // Someone put the mount back without the pin the swap added: said, not undone
+            // (the pin keeps the service where its source data was read; harmless there).
+            if let Some(pin) = super::migration::added_pin(j) {
+                if service
+                    .constraints
+                    .iter()
+                    .any(|c| crate::plan::constraint::same(c, &pin))
+                {
+                    left.push(format!(
+                        "the constraint {pin} the swap added is still there: remove it (docker service update --constraint-rm '{pin}' {})",
+                        j.service
+                    ));
+                }
+            }
+            true
+        }
         (None, Some(m)) if m == target => {
             // Never guessed: the source's name with the target's driver would mount a
             // new, empty volume.

@@ -10,7 +10,7 @@ use super::*;
 use crate::config::Policy;
 use crate::model::run_view::{JobTaskState, JobView, ObservedMount, RunView, ServiceView};
 use crate::model::{Mount, Service, ServiceMode, Snapshot, VolumeTelemetry};
-use crate::plan::quorum_test_support::{cluster, manager, t};
+use crate::plan::quorum_test_support::{cluster, manager, t, worker};
 use crate::plan::volumes::EFS_ID_LABEL;
 
 /// The run's target volume: the source's name, the suffix, the run's start (`t(0)`).
@@ -36,7 +36,8 @@ fn efs_mount(source: &str) -> Mount {
 }
 
 fn snapshot() -> Snapshot {
-    let mut s = cluster(vec![manager("m1", true)], t(0));
+    // The service runs on w1 (or w3); m1 is a manager.
+    let mut s = cluster(vec![manager("m1", true), worker("w1"), worker("w3")], t(0));
     s.services = vec![Service {
         id: "svc".into(),
         version: 1,
@@ -82,6 +83,7 @@ fn service(replicas: u64, running: usize, unsettled: usize, source: &str) -> Ser
         } else {
             vec![]
         },
+        constraints: vec![],
     }
 }
 
@@ -622,6 +624,71 @@ fn the_copy_runs_where_the_service_ran_and_a_service_nobody_can_place_is_not_tou
         panic!("no job")
     };
     assert_eq!(job.constraints, vec!["node.id==w3".to_owned()]);
+}
+
+/// A service on a manager is not migrated (its data and pin would stay there for good);
+/// a copy whose node is drained or gone gives up at once instead of waiting out its
+/// timeout with the service down.
+#[test]
+fn no_copy_on_a_manager_or_on_a_node_that_cannot_run_it() {
+    let j = migration_at("scale-down");
+    let mut on_manager = service(1, 1, 0, "promdata");
+    on_manager.nodes = vec!["m1".into()];
+    let next = step(&j, &view(on_manager, None), 50);
+    assert_eq!(next.effects, vec![]);
+    assert_eq!(next.journal.status, RunStatus::Failed);
+    assert!(next.note.contains("manager"), "{}", next.note);
+
+    let j = migration_at("copy");
+    let mut snap = snapshot();
+    snap.nodes
+        .iter_mut()
+        .filter(|n| n.id == "w1")
+        .for_each(|n| n.availability = crate::model::Availability::Drain);
+    let down = view(service(0, 0, 0, "promdata"), None);
+    let next = advance(&j, &down, &snap, &policy(), t(60)).expect("copy");
+    assert_eq!(next.journal.status, RunStatus::RollingBack, "{}", next.note);
+    assert!(next.note.contains("cannot run there"), "{}", next.note);
+}
+
+/// A pin the service already had (the user's) is not added by the swap, nor removed by a
+/// rollback.
+#[test]
+fn a_pin_the_service_already_had_is_never_removed() {
+    let j = migration_at("swap-mount");
+    let mut down = service(0, 0, 0, "promdata");
+    down.constraints = vec!["node.id == w1".into()];
+    let j = step(&j, &view(down.clone(), None), 60).journal;
+    assert_eq!(j.fact("pin_added"), Some("false"));
+    let swap = step(&j, &view(down, None), 61);
+    let Effect::SwapMount { pin, .. } = &swap.effects[0] else {
+        panic!("{:?}", swap.effects)
+    };
+    assert_eq!(pin, &None);
+    // The swap is seen; then the run fails before the service ran on the new volume.
+    let mut swapped = service(0, 0, 0, TARGET);
+    swapped.constraints = vec!["node.id == w1".into()];
+    let j = step(&j, &view(swapped.clone(), None), 62).journal;
+    let j = exhausted(j);
+    let mut failing = swapped.clone();
+    failing.replicas = Some(1);
+    let j = step(&j, &view(failing, None), 63).journal;
+    let mut stuck = swapped;
+    stuck.replicas = Some(1);
+    stuck.unsettled = 1;
+    let mut j = j;
+    let at = 63 + policy().volumes.migration.scale_timeout.as_secs() + 1;
+    j = step(&j, &view(stuck.clone(), None), at).journal;
+    assert_eq!(j.status, RunStatus::RollingBack);
+    let undo = step(&j, &view(stuck, None), at + 1);
+    let Some(Effect::RestoreMount { unpin, .. }) = undo
+        .effects
+        .iter()
+        .find(|e| matches!(e, Effect::RestoreMount { .. }))
+    else {
+        panic!("{:?}", undo.effects)
+    };
+    assert_eq!(unpin, &None);
 }
 
 #[test]
