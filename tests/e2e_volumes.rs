@@ -387,33 +387,56 @@ async fn an_ebs_migration_killed_mid_copy_resumes_and_moves_the_data_intact() {
             Duration::from_secs(1),
         )
         .expect("prometheus");
-    let mount = format!(
-        "type=volume,source=efsdata,target=/data,volume-driver=local,volume-opt=type=ext4,volume-opt=device={},volume-label=swarm-warden.efs-id=fs-0ddba11,volume-label=swarm-warden.remediation=ebs-migration",
+    // Deployed as a stack, as users do: the redeploy below writes the compose file's mount
+    // back. A WAL segment with a hard link in a checkpoint, a symbolic link to it, 0750
+    // directories, 0600 files; then chunks until stopped. Any write that fails (permission
+    // denied on a copy that lost its owners) ends the task: verify sees the break.
+    let compose = format!(
+        r#"version: "3.8"
+services:
+  tsdb:
+    image: busybox
+    user: "65534:65534"
+    command:
+      - sh
+      - -c
+      - "umask 077; mkdir -p /data/wal/checkpoint /data/chunks && chmod 0750 /data/wal /data/wal/checkpoint /data/chunks || exit 1; [ -e /data/wal/00000001 ] || {{ echo segment > /data/wal/00000001 && ln /data/wal/00000001 /data/wal/checkpoint/00000001 && ln -s wal/00000001 /data/head; }} || exit 1; i=0; while true; do t=$$(date +%s); dd if=/dev/urandom of=/data/chunks/c$$((i%40)) bs=1M count=2 conv=fsync 2>/dev/null || exit 1; i=$$((i+1)); [ $$(date +%s) -le $$((t+1)) ] && sleep 1; done"
+    volumes:
+      - efsdata:/data
+    deploy:
+      placement:
+        constraints: ["node.role==worker"]
+volumes:
+  efsdata:
+    name: efsdata
+    driver: local
+    driver_opts:
+      type: ext4
+      device: {}
+    labels:
+      swarm-warden.efs-id: fs-0ddba11
+      swarm-warden.remediation: ebs-migration
+"#,
         source.device()
     );
-    let out = lab
-        .docker_cli("m1")
-        .expect("cli")
-        .args(["service", "create", "-d", "--no-resolve-image", "--name", "tsdb"])
-        .args(["--user", "65534:65534"])
-        .args(["--constraint", "node.role==worker", "--mount", &mount])
-        .args([
-            "busybox",
-            "sh",
-            "-c",
-            // A WAL segment with a hard link in a checkpoint, a symbolic link to it, 0750
-            // directories, 0600 files; then chunks until stopped. Any write that fails
-            // (permission denied on a copy that lost its owners) ends the task: verify
-            // sees the break.
-            "umask 077; mkdir -p /data/wal/checkpoint /data/chunks && chmod 0750 /data/wal /data/wal/checkpoint /data/chunks || exit 1; [ -e /data/wal/00000001 ] || { echo segment > /data/wal/00000001 && ln /data/wal/00000001 /data/wal/checkpoint/00000001 && ln -s wal/00000001 /data/head; } || exit 1; i=0; while true; do t=$(date +%s); dd if=/dev/urandom of=/data/chunks/c$((i%40)) bs=1M count=2 conv=fsync 2>/dev/null || exit 1; i=$((i+1)); [ $(date +%s) -le $((t+1)) ] && sleep 1; done",
-        ])
-        .output()
-        .expect("service create");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let compose_file = lab.paths().dir().join("tsdb-stack.yml");
+    std::fs::write(&compose_file, compose).expect("compose file");
+    let deploy = || {
+        let out = lab
+            .docker_cli("m1")
+            .expect("cli")
+            .args(["stack", "deploy", "--resolve-image", "never", "-c"])
+            .arg(&compose_file)
+            .arg("mon")
+            .output()
+            .expect("docker stack deploy");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    deploy();
     // Out of credits as swarm-warden counts it: under a minute of baseline left.
     wait_until(
         "the source's credits to run out",
@@ -496,7 +519,7 @@ async fn an_ebs_migration_killed_mid_copy_resumes_and_moves_the_data_intact() {
     let docker = lab.client("m1").await.expect("client");
     let spec = docker
         .inspect_service(
-            "tsdb",
+            "mon_tsdb",
             None::<bollard::query_parameters::InspectServiceOptions>,
         )
         .await
@@ -526,7 +549,7 @@ async fn an_ebs_migration_killed_mid_copy_resumes_and_moves_the_data_intact() {
     let tasks = docker
         .list_tasks(Some(bollard::query_parameters::ListTasksOptions {
             filters: Some(std::collections::HashMap::from([
-                ("service".to_owned(), vec!["tsdb".to_owned()]),
+                ("service".to_owned(), vec!["mon_tsdb".to_owned()]),
                 ("desired-state".to_owned(), vec!["running".to_owned()]),
             ])),
         }))
@@ -606,20 +629,7 @@ async fn an_ebs_migration_killed_mid_copy_resumes_and_moves_the_data_intact() {
 
     // A stack deploy of the old compose file writes the old mount back and drops the pin:
     // critical, with the compose snippet that keeps the migration; nothing swapped back.
-    let out = lab
-        .docker_cli("m1")
-        .expect("cli")
-        // `--mount-add` at the same target replaces the mount (a `--mount-rm` of it would
-        // be applied after the add and remove both).
-        .args(["service", "update", "-d", "--mount-add", &mount])
-        .args(["--constraint-rm", &format!("node.id=={node_id}"), "tsdb"])
-        .output()
-        .expect("service update");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    deploy();
     let out = warden_once(
         &lab,
         "m1",
@@ -630,6 +640,7 @@ async fn an_ebs_migration_killed_mid_copy_resumes_and_moves_the_data_intact() {
     assert_eq!(drift["severity"], "critical");
     let message = drift["message"].as_str().unwrap_or_default();
     assert!(message.contains("mounts efsdata again"), "{message}");
+    assert!(message.contains("  tsdb:\n    volumes:"), "{message}");
     assert!(
         message.contains(&format!("{target_volume}:\n    external: true")),
         "{message}"
