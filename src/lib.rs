@@ -14,6 +14,7 @@
 //! [`controller`] runs that loop; `main.rs` is the CLI.
 
 pub mod act;
+pub mod cli_plugin;
 pub mod config;
 pub mod controller;
 pub mod copy;

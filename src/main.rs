@@ -141,7 +141,11 @@ impl From<ConnectError> for Failure {
 
 fn main() -> ExitCode {
     init_logging();
-    let cli = Cli::parse();
+    let cli = match plugin_call() {
+        Ok(Some(args)) => Cli::parse_from(args),
+        Ok(None) => Cli::parse(),
+        Err(code) => return code,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -161,6 +165,34 @@ fn main() -> ExitCode {
         Err(Failure::Runtime(e)) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// As a docker CLI plugin (`docker warden ...`, see `cli_plugin`): the metadata answer
+/// (`Err(SUCCESS)`: nothing else to do), or the arguments after `warden` with the docker
+/// CLI's Engine put in the environment. `Ok(None)`: started as swarm-warden itself.
+fn plugin_call() -> Result<Option<Vec<std::ffi::OsString>>, ExitCode> {
+    use swarm_warden::cli_plugin::{invocation, metadata, PluginCall};
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let env: std::collections::HashMap<String, String> = std::env::vars().collect();
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    match invocation(&argv, &env, home.as_deref()) {
+        Ok(None) => Ok(None),
+        Ok(Some(PluginCall::Metadata)) => {
+            println!("{}", metadata());
+            Err(ExitCode::SUCCESS)
+        }
+        Ok(Some(PluginCall::Run { args, env })) => {
+            // Before the runtime starts: one thread, nothing reads the environment yet.
+            for (key, value) in env {
+                std::env::set_var(key, value);
+            }
+            Ok(Some(args))
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(ExitCode::from(2))
         }
     }
 }
