@@ -83,6 +83,10 @@ pub fn metadata() -> String {
     .to_string()
 }
 
+/// The socket the docker CLI names for its plugin: it closes it instead of forwarding
+/// SIGINT/SIGTERM (an address starting with `@` is an abstract one).
+pub const PLUGIN_SOCKET_ENV: &str = "DOCKER_CLI_PLUGIN_SOCKET";
+
 /// The docker CLI's global options this reads (the rest are accepted and ignored).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct Globals {
@@ -91,6 +95,18 @@ struct Globals {
     host: Option<String>,
     tls_verify: bool,
     tls_files: [Option<PathBuf>; 3],
+    help: bool,
+}
+
+/// Short global options, as their long names; `D` takes no value.
+fn long_name(short: char) -> Option<&'static str> {
+    match short {
+        'c' => Some("--context"),
+        'H' => Some("--host"),
+        'l' => Some("--log-level"),
+        'D' => Some("--debug"),
+        _ => None,
+    }
 }
 
 /// Global options that take a value.
@@ -118,23 +134,38 @@ pub fn invocation(
     env: &HashMap<String, String>,
     home: Option<&Path>,
 ) -> Result<Option<PluginCall>, PluginError> {
+    let metadata = argv.get(1).is_some_and(|a| a == METADATA_COMMAND);
     let named = argv
         .first()
         .and_then(|a| Path::new(a).file_name())
         .is_some_and(|n| n == "docker-warden");
-    if argv.get(1).is_some_and(|a| a == METADATA_COMMAND) {
-        return Ok(Some(PluginCall::Metadata));
-    }
-    if !named && !env.contains_key(PLUGIN_ENV) {
+    if !(metadata || named || env.contains_key(PLUGIN_ENV)) {
         return Ok(None);
+    }
+    plugin_invocation(argv, env, home).map(Some)
+}
+
+fn plugin_invocation(
+    argv: &[OsString],
+    env: &HashMap<String, String>,
+    home: Option<&Path>,
+) -> Result<PluginCall, PluginError> {
+    if argv.get(1).is_some_and(|a| a == METADATA_COMMAND) {
+        return Ok(PluginCall::Metadata);
     }
     let (globals, rest) = split(&argv[1..])?;
     let mut args = vec![OsString::from("swarm-warden")];
-    args.extend(rest.iter().cloned());
-    Ok(Some(PluginCall::Run {
+    // `docker help warden [COMMAND]` runs the plugin as `help warden [COMMAND]`.
+    if globals.help {
+        args.extend(rest.iter().cloned());
+        args.push("--help".into());
+    } else {
+        args.extend(rest.iter().cloned());
+    }
+    Ok(PluginCall::Run {
         args,
         env: endpoint(&globals, env, home)?,
-    }))
+    })
 }
 
 /// The global options before `warden`, and the arguments after it.
@@ -146,10 +177,32 @@ fn split(args: &[OsString]) -> Result<(Globals, &[OsString]), PluginError> {
         if arg == PLUGIN_NAME {
             return Ok((g, &args[i + 1..]));
         }
-        // `--name=value` and, as pflag reads it, `-H=value`.
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) if n.starts_with('-') => (n.to_owned(), Some(v.to_owned())),
-            _ => (arg.clone(), None),
+        if arg == "help" {
+            g.help = true;
+            i += 1;
+            continue;
+        }
+        // `--name=value`; short options as pflag reads them: `-H value`, `-Hvalue`,
+        // `-H=value`, and run together (`-DH value`, `-Dclab`).
+        let (name, inline) = match arg.strip_prefix('-') {
+            Some(short) if !short.starts_with('-') && !short.is_empty() => {
+                let mut found = (String::new(), None);
+                for (at, c) in short.char_indices() {
+                    let Some(long) = long_name(c) else { continue };
+                    found = (long.to_owned(), None);
+                    if VALUED.contains(&long) {
+                        let rest = &short[at + c.len_utf8()..];
+                        let rest = rest.strip_prefix('=').unwrap_or(rest);
+                        found.1 = (!rest.is_empty()).then(|| rest.to_owned());
+                        break;
+                    }
+                }
+                found
+            }
+            _ => match arg.split_once('=') {
+                Some((n, v)) if n.starts_with("--") => (n.to_owned(), Some(v.to_owned())),
+                _ => (arg.clone(), None),
+            },
         };
         let value = if VALUED.contains(&name.as_str()) {
             match inline {
@@ -215,8 +268,14 @@ fn endpoint(
             .or_else(|| current_context(&config)),
     };
     match context.filter(|c| c != "default") {
-        // The default context: DOCKER_HOST (inherited) or the local socket.
-        None => Ok(out),
+        // The default context: DOCKER_HOST (inherited) or the local socket, with the TLS
+        // options given.
+        None => {
+            if g.tls_verify {
+                out.extend(tls_dir(&g.tls_files)?);
+            }
+            Ok(out)
+        }
         Some(name) => context_endpoint(&config, &name),
     }
 }
@@ -253,17 +312,22 @@ fn context_endpoint(config: &Path, name: &str) -> Result<Vec<(String, String)>, 
         .as_str()
         .filter(|h| !h.is_empty())
         .ok_or_else(|| bad(format!("{} has no Endpoints.docker.Host", path.display())))?;
-    let mut out = vec![("DOCKER_HOST".to_owned(), host.to_owned())];
-    let tls = config.join("contexts/tls").join(&id).join("docker");
-    if tls.is_dir() {
-        if docker["SkipTLSVerify"].as_bool() == Some(true) {
-            return Err(PluginError::Tls(format!(
-                "docker context {name:?} skips TLS verification; swarm-warden always verifies: use a context with its CA"
-            )));
-        }
-        out.push(("DOCKER_CERT_PATH".to_owned(), tls.display().to_string()));
-        out.push(("DOCKER_TLS_VERIFY".to_owned(), "1".to_owned()));
+    if docker["SkipTLSVerify"].as_bool() == Some(true) {
+        return Err(PluginError::Tls(format!(
+            "docker context {name:?} skips TLS verification; swarm-warden always verifies: use a context with its CA"
+        )));
     }
+    let mut out = vec![("DOCKER_HOST".to_owned(), host.to_owned())];
+    // A named context's TLS is its own files only: the environment's settings are not
+    // carried over (the docker CLI ignores them too).
+    let tls = config.join("contexts/tls").join(&id).join("docker");
+    let (cert_path, verify) = if tls.is_dir() {
+        (tls.display().to_string(), "1")
+    } else {
+        (String::new(), "")
+    };
+    out.push(("DOCKER_CERT_PATH".to_owned(), cert_path));
+    out.push(("DOCKER_TLS_VERIFY".to_owned(), verify.to_owned()));
     Ok(out)
 }
 
@@ -332,11 +396,7 @@ mod tests {
 
     #[test]
     fn outside_the_docker_cli_the_arguments_are_swarm_wardens_own() {
-        let call = invocation(
-            &argv(&["swarm-warden", "report"]),
-            &HashMap::new(),
-            None,
-        );
+        let call = invocation(&argv(&["swarm-warden", "report"]), &HashMap::new(), None);
         assert_eq!(call, Ok(None));
     }
 
@@ -379,7 +439,11 @@ mod tests {
         .unwrap();
         std::fs::write(dir.join("config.json"), r#"{"currentContext":"lab"}"#).unwrap();
         let config = dir.to_string_lossy().into_owned();
-        let lab = [("DOCKER_HOST".to_owned(), "unix:///run/lab.sock".to_owned())];
+        let lab = [
+            ("DOCKER_HOST".to_owned(), "unix:///run/lab.sock".to_owned()),
+            ("DOCKER_CERT_PATH".to_owned(), String::new()),
+            ("DOCKER_TLS_VERIFY".to_owned(), String::new()),
+        ];
 
         let args = argv(&["docker-warden", "--config", &config, "warden", "report"]);
         assert_eq!(run(invocation(&args, &plugin_env(), None).unwrap()).1, lab);
@@ -399,12 +463,43 @@ mod tests {
             "report",
         ]);
         assert_eq!(run(invocation(&flagged, &with_host, None).unwrap()).1, lab);
+        // Short options run together, as pflag reads them.
+        for together in [["-Dclab", "warden"], ["-Dc", "lab"]] {
+            let mut a = argv(&["docker-warden", "--config", &config]);
+            a.extend(argv(&together));
+            if together[1] == "lab" {
+                a.push("warden".into());
+            }
+            assert_eq!(
+                run(invocation(&a, &with_host, None).unwrap()).1,
+                lab,
+                "{together:?}"
+            );
+        }
         let unknown = argv(&["docker-warden", "--config", &config, "-c", "nope", "warden"]);
         assert!(matches!(
             invocation(&unknown, &plugin_env(), None),
             Err(PluginError::UnknownContext { .. })
         ));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn docker_help_warden_is_swarm_wardens_help() {
+        let (args, _) = run(invocation(
+            &argv(&["docker-warden", "help", "warden", "report"]),
+            &plugin_env(),
+            None,
+        )
+        .unwrap());
+        assert_eq!(args, ["swarm-warden", "report", "--help"]);
+        let (_, env) = run(invocation(
+            &argv(&["docker-warden", "-DHtcp://m1:2375", "warden"]),
+            &plugin_env(),
+            None,
+        )
+        .unwrap());
+        assert_eq!(env, [("DOCKER_HOST".into(), "tcp://m1:2375".into())]);
     }
 
     #[test]
@@ -455,7 +550,7 @@ mod tests {
         ));
         assert_eq!(
             invocation(&argv(&["docker-warden", "-H"]), &plugin_env(), None),
-            Err(PluginError::MissingValue("-H".into()))
+            Err(PluginError::MissingValue("--host".into()))
         );
     }
 }

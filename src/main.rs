@@ -175,7 +175,10 @@ fn main() -> ExitCode {
 fn plugin_call() -> Result<Option<Vec<std::ffi::OsString>>, ExitCode> {
     use swarm_warden::cli_plugin::{invocation, metadata, PluginCall};
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let env: std::collections::HashMap<String, String> = std::env::vars().collect();
+    // Variables that are not UTF-8 are no docker setting: skipped, never a panic.
+    let env: std::collections::HashMap<String, String> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
     let home = std::env::var_os("HOME").map(PathBuf::from);
     match invocation(&argv, &env, home.as_deref()) {
         Ok(None) => Ok(None),
@@ -448,6 +451,7 @@ fn spawn_signal_handler(cancel: CancellationToken) {
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
             _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            _ = plugin_socket_closed() => tracing::info!("The docker CLI asked its plugin to stop: shutting down"),
         }
         cancel.cancel();
         tokio::select! {
@@ -457,6 +461,35 @@ fn spawn_signal_handler(cancel: CancellationToken) {
         tracing::warn!("Second signal: exiting now");
         std::process::exit(130);
     });
+}
+
+/// Run as a docker CLI plugin, the CLI closes the socket it names in
+/// `DOCKER_CLI_PLUGIN_SOCKET` instead of forwarding SIGINT/SIGTERM: returns when it is
+/// closed; never when there is none.
+async fn plugin_socket_closed() {
+    use tokio::io::AsyncReadExt;
+    let Some(name) = std::env::var(swarm_warden::cli_plugin::PLUGIN_SOCKET_ENV)
+        .ok()
+        .filter(|n| !n.is_empty())
+    else {
+        return std::future::pending().await;
+    };
+    let connected = match name.strip_prefix('@') {
+        Some(abstract_name) => {
+            use std::os::linux::net::SocketAddrExt;
+            std::os::unix::net::SocketAddr::from_abstract_name(abstract_name)
+                .and_then(|addr| std::os::unix::net::UnixStream::connect_addr(&addr))
+        }
+        None => std::os::unix::net::UnixStream::connect(&name),
+    }
+    .and_then(|s| s.set_nonblocking(true).map(|()| s))
+    .and_then(tokio::net::UnixStream::from_std);
+    let Ok(mut stream) = connected else {
+        tracing::warn!(socket = %name, "Cannot connect to the docker CLI's plugin socket: stop with SIGTERM");
+        return std::future::pending().await;
+    };
+    let mut buf = [0u8; 64];
+    while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
 }
 
 #[cfg(test)]

@@ -14,7 +14,15 @@ use swarm_chaos::{Lab, LabSpec};
 fn docker(config: &std::path::Path, host: Option<&str>, args: &[&str]) -> Output {
     let mut cmd = Command::new("docker");
     cmd.arg("--config").arg(config).args(args);
-    cmd.env_remove("DOCKER_HOST").env_remove("DOCKER_CONTEXT");
+    for var in [
+        "DOCKER_HOST",
+        "DOCKER_CONTEXT",
+        "DOCKER_CONFIG",
+        "DOCKER_TLS_VERIFY",
+        "DOCKER_CERT_PATH",
+    ] {
+        cmd.env_remove(var);
+    }
     if let Some(host) = host {
         cmd.env("DOCKER_HOST", host);
     }
@@ -47,18 +55,38 @@ async fn docker_warden_reports_on_the_engine_the_docker_cli_would_use() {
     let help = docker(&config, None, &["--help"]);
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(help.contains("warden*"), "{help}");
+    let help = docker(&config, None, &["help", "warden"]);
+    assert!(help.status.success(), "{help:?}");
+    assert!(
+        String::from_utf8_lossy(&help.stdout).contains("report"),
+        "{help:?}"
+    );
 
     // DOCKER_HOST, as the CLI passes it on.
-    let out = docker(&config, Some(&host), &["warden", "report", "--format", "json"]);
+    let out = docker(
+        &config,
+        Some(&host),
+        &["warden", "report", "--format", "json"],
+    );
     assert_eq!(managers(&out), 1);
 
     // A context: named with --context, then in use.
     let out = docker(
         &config,
         None,
-        &["context", "create", "lab", "--docker", &format!("host={host}")],
+        &[
+            "context",
+            "create",
+            "lab",
+            "--docker",
+            &format!("host={host}"),
+        ],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = docker(
         &config,
         None,
@@ -66,7 +94,11 @@ async fn docker_warden_reports_on_the_engine_the_docker_cli_would_use() {
     );
     assert_eq!(managers(&out), 1);
     let out = docker(&config, None, &["context", "use", "lab"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = docker(
         &config,
         None,
@@ -80,7 +112,12 @@ async fn docker_warden_reports_on_the_engine_the_docker_cli_would_use() {
     let out = docker(
         &config,
         None,
-        &["warden", "report", "--config", policy.to_str().expect("path")],
+        &[
+            "warden",
+            "report",
+            "--config",
+            policy.to_str().expect("path"),
+        ],
     );
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
