@@ -11,9 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use swarm_chaos::docker_proxy::{DockerFault, DockerProxy};
-use swarm_chaos::efs_model::MIB;
-use swarm_chaos::prometheus::Target;
-use swarm_chaos::{wait_until, EfsOptions, Lab, LabSpec, Probe};
+use swarm_chaos::{wait_until, Lab, LabSpec, Probe};
 
 /// A policy in `mode` (`enforce`, `audit`) written to its own file.
 fn policy(lab: &Lab, prometheus: &str, mode: &str) -> std::path::PathBuf {
@@ -45,39 +43,6 @@ fn newest_run(lab: &Lab, policy: &std::path::Path) -> Option<serde_json::Value> 
     );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     json["runbooks"].as_array().and_then(|r| r.last()).cloned()
-}
-
-/// The service's spec, read now.
-async fn tsdb(lab: &Lab) -> bollard::models::ServiceSpec {
-    lab.client("m1")
-        .await
-        .expect("client")
-        .inspect_service(
-            "tsdb",
-            None::<bollard::query_parameters::InspectServiceOptions>,
-        )
-        .await
-        .expect("service")
-        .spec
-        .expect("spec")
-}
-
-fn data_mount(spec: &bollard::models::ServiceSpec) -> serde_json::Value {
-    let mounts = spec
-        .task_template
-        .as_ref()
-        .and_then(|t| t.container_spec.as_ref())
-        .and_then(|c| c.mounts.clone())
-        .unwrap_or_default();
-    serde_json::to_value(&mounts[0]).expect("mount")
-}
-
-fn constraints(spec: &bollard::models::ServiceSpec) -> Vec<String> {
-    spec.task_template
-        .as_ref()
-        .and_then(|t| t.placement.as_ref())
-        .and_then(|p| p.constraints.clone())
-        .unwrap_or_default()
 }
 
 /// Waits until the newest run other than `not` is at step `step` (index) in state `state`.
@@ -113,64 +78,24 @@ async fn a_migration_interfered_with_pauses_rolls_back_and_resumes_without_losin
 ) {
     init_tracing();
     let lab = Lab::start(LabSpec::new(1, 2)).await.expect("lab");
-    lab.load_program_image(
-        "swarm-warden:latest",
-        std::path::Path::new(warden_bin()),
-        "swarm-warden",
-    )
-    .await
-    .expect("swarm-warden image on every node");
-    let mut options = EfsOptions::new("fs-0ddba11");
-    options.initial_credits = 24.0 * MIB;
-    options.size = 1 << 30;
-    let source = lab.create_efs(options).expect("source efs");
-    std::os::unix::fs::chown(source.mount(), Some(65534), Some(65534)).expect("chown");
-    let prometheus = lab
-        .start_prometheus(
-            &[Target {
-                job: "efs".into(),
-                addr: source.metrics_addr(),
-            }],
-            Duration::from_secs(1),
-        )
-        .expect("prometheus");
+    let (source, prometheus) = migration_source(&lab).await;
     let mount = format!(
-        "type=volume,source=efsdata,target=/data,volume-driver=local,volume-opt=type=ext4,volume-opt=device={},volume-label=swarm-warden.efs-id=fs-0ddba11,volume-label=swarm-warden.remediation=ebs-migration",
+        "type=volume,source=efsdata,target=/data,volume-driver=local,volume-opt=type=ext4,volume-opt=device={},volume-label=swarm-warden.efs-id={SOURCE_EFS},volume-label=swarm-warden.remediation=ebs-migration",
         source.device()
     );
-    let out = lab
-        .docker_cli("m1")
-        .expect("cli")
-        .args(["service", "create", "-d", "--no-resolve-image", "--name", "tsdb"])
-        .args(["--user", "65534:65534"])
-        .args(["--constraint", "node.role==worker", "--mount", &mount])
-        .args([
-            "busybox",
-            "sh",
-            "-c",
+    docker_on(
+        &lab,
+        "m1",
+        &[
+            "service", "create", "-d", "--no-resolve-image", "--name", "tsdb",
+            "--user", "65534:65534",
+            "--constraint", "node.role==worker", "--mount", &mount,
+            "busybox", "sh", "-c",
             "umask 077; mkdir -p /data/chunks || exit 1; i=0; while true; do t=$(date +%s); dd if=/dev/urandom of=/data/chunks/c$((i%40)) bs=1M count=2 conv=fsync 2>/dev/null || exit 1; i=$((i+1)); [ $(date +%s) -le $((t+1)) ] && sleep 1; done",
-        ])
-        .output()
-        .expect("service create");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
-    let original = tsdb(&lab).await;
-    wait_until(
-        "the source's credits to run out",
-        Duration::from_secs(120),
-        || async {
-            if source.model().credits < 8.0 * MIB {
-                Probe::Done(())
-            } else {
-                Probe::Pending(format!("{:.1} MiB left", source.model().credits / MIB))
-            }
-        },
-    )
-    .await
-    .expect("credits spent");
+    let original = service_spec(&lab, "tsdb").await;
+    wait_credits_spent(&source).await;
     let enforce = policy(&lab, &prometheus.url(), "enforce");
     let audit = policy(&lab, &prometheus.url(), "audit");
 
@@ -207,13 +132,7 @@ async fn a_migration_interfered_with_pauses_rolls_back_and_resumes_without_losin
     // 2. Someone scales the service back mid-copy: the copy would be stale. The run stops
     //    and rolls back (the copy job removed; the mount was never swapped; the count
     //    someone set stays).
-    let out = lab
-        .docker_cli("m1")
-        .expect("cli")
-        .args(["service", "scale", "-d", "tsdb=1"])
-        .output()
-        .expect("scale");
-    assert!(out.status.success());
+    docker_on(&lab, "m1", &["service", "scale", "-d", "tsdb=1"]);
     // From here on through a proxy: step 3 stops its Docker API after the swap.
     let socket = lab.paths().dir().join("proxy.sock");
     let proxy = DockerProxy::start(&lab.socket("m1").expect("socket"), &socket)
@@ -244,24 +163,19 @@ async fn a_migration_interfered_with_pauses_rolls_back_and_resumes_without_losin
             .is_some_and(|d| d.contains("someone scaled it back")),
         "{failed:#}"
     );
-    let spec = tsdb(&lab).await;
-    assert_eq!(data_mount(&spec), data_mount(&original));
+    let spec = service_spec(&lab, "tsdb").await;
+    assert_eq!(first_mount(&spec), first_mount(&original));
     assert_eq!(constraints(&spec), constraints(&original));
 
     // 3. The next run (the volume is still throttled): swarm-warden's Docker API stops
     //    answering journal writes right after the swap is sent, and it is SIGKILLed there.
-    let service_id = lab
-        .client("m1")
-        .await
-        .expect("client")
-        .inspect_service(
-            "tsdb",
-            None::<bollard::query_parameters::InspectServiceOptions>,
-        )
-        .await
-        .expect("service")
-        .id
-        .expect("id");
+    let service_id = docker_on(
+        &lab,
+        "m1",
+        &["service", "inspect", "--format", "{{.ID}}", "tsdb"],
+    )
+    .trim()
+    .to_owned();
     let second = run_at(&lab, &enforce, Some(&run_id), 4, "running", &warden).await;
     let second_id = second["run_id"].as_str().expect("run id").to_owned();
     proxy.set_on(
@@ -284,8 +198,8 @@ async fn a_migration_interfered_with_pauses_rolls_back_and_resumes_without_losin
     assert_eq!(cut["steps"][5]["state"], "running", "{cut:#}");
     assert!(cut["facts"]["swapped"].is_null(), "{cut:#}");
     let target = cut["facts"]["target_volume"].as_str().expect("target");
-    let spec = tsdb(&lab).await;
-    assert_eq!(data_mount(&spec)["Source"], target, "the swap was made");
+    let spec = service_spec(&lab, "tsdb").await;
+    assert_eq!(first_mount(&spec)["Source"], target, "the swap was made");
     let pin = cut["facts"]["pin"].as_str().expect("pin").to_owned();
     assert!(
         constraints(&spec).contains(&pin),
@@ -297,13 +211,11 @@ async fn a_migration_interfered_with_pauses_rolls_back_and_resumes_without_losin
     // seen done, not sent again), the scale-up cannot place the task, and the rollback
     // restores the original mount whole and removes the pin.
     let node = cut["facts"]["source_node"].as_str().expect("node");
-    let out = lab
-        .docker_cli("m1")
-        .expect("cli")
-        .args(["node", "update", "--availability", "drain", node])
-        .output()
-        .expect("drain");
-    assert!(out.status.success());
+    docker_on(
+        &lab,
+        "m1",
+        &["node", "update", "--availability", "drain", node],
+    );
     let last = Warden::start(&lab, "m1", &enforce, &[]);
     let failed = wait_until(
         "the second run to roll back",
@@ -329,10 +241,10 @@ async fn a_migration_interfered_with_pauses_rolls_back_and_resumes_without_losin
         "{failed:#}\n{}",
         log.text()
     );
-    let spec = tsdb(&lab).await;
+    let spec = service_spec(&lab, "tsdb").await;
     assert_eq!(
-        data_mount(&spec),
-        data_mount(&original),
+        first_mount(&spec),
+        first_mount(&original),
         "the original mount, whole"
     );
     assert_eq!(

@@ -365,28 +365,7 @@ async fn the_padding_runbook_raises_the_baseline_of_a_throttled_volume() {
 async fn an_ebs_migration_killed_mid_copy_resumes_and_moves_the_data_intact() {
     init_tracing();
     let lab = Lab::start(LabSpec::new(3, 3)).await.expect("lab");
-    lab.load_program_image(
-        "swarm-warden:latest",
-        std::path::Path::new(warden_bin()),
-        "swarm-warden",
-    )
-    .await
-    .expect("swarm-warden image on every node");
-    let mut source_options = EfsOptions::new("fs-0ddba11");
-    source_options.initial_credits = 24.0 * MIB;
-    source_options.size = 1 << 30;
-    let source = lab.create_efs(source_options).expect("source efs");
-    // The service runs as nobody: its volume's root is nobody's, as Prometheus' is.
-    std::os::unix::fs::chown(source.mount(), Some(65534), Some(65534)).expect("chown");
-    let prometheus = lab
-        .start_prometheus(
-            &[Target {
-                job: "efs".into(),
-                addr: source.metrics_addr(),
-            }],
-            Duration::from_secs(1),
-        )
-        .expect("prometheus");
+    let (source, prometheus) = migration_source(&lab).await;
     // Deployed as a stack, as users do: the redeploy below writes the compose file's mount
     // back. A WAL segment with a hard link in a checkpoint, a symbolic link to it, 0750
     // directories, 0600 files; then chunks until stopped. Any write that fails (permission
@@ -437,20 +416,7 @@ volumes:
         );
     };
     deploy();
-    // Out of credits as swarm-warden counts it: under a minute of baseline left.
-    wait_until(
-        "the source's credits to run out",
-        Duration::from_secs(120),
-        || async {
-            if source.model().credits < 8.0 * MIB {
-                Probe::Done(())
-            } else {
-                Probe::Pending(format!("{:.1} MiB left", source.model().credits / MIB))
-            }
-        },
-    )
-    .await
-    .expect("credits spent");
+    wait_credits_spent(&source).await;
 
     let policy = policy_file(
         &lab,
@@ -516,56 +482,28 @@ volumes:
 
     // The service runs on the new volume, pinned to the worker the copy filled it on
     // (the one it ran on before), and only there: read the target there.
-    let docker = lab.client("m1").await.expect("client");
-    let spec = docker
-        .inspect_service(
-            "mon_tsdb",
-            None::<bollard::query_parameters::InspectServiceOptions>,
-        )
-        .await
-        .expect("service")
-        .spec
-        .expect("spec");
+    let spec = service_spec(&lab, "mon_tsdb").await;
     let target_volume = run["facts"]["target_volume"].as_str().expect("target");
     let node_id = run["facts"]["source_node"].as_str().expect("source node");
-    let task = spec.task_template.as_ref().expect("task template");
+    let pinned = constraints(&spec);
     assert!(
-        task.placement
-            .as_ref()
-            .and_then(|p| p.constraints.as_ref())
-            .is_some_and(|c| c.contains(&format!("node.id=={node_id}"))),
-        "{task:?}"
+        pinned.contains(&format!("node.id=={node_id}")),
+        "{pinned:?}"
     );
-    let mounts = task
-        .container_spec
-        .as_ref()
-        .and_then(|c| c.mounts.clone())
-        .unwrap_or_default();
-    assert_eq!(
-        mounts[0].source.as_deref(),
-        Some(target_volume),
-        "{mounts:?}"
-    );
-    let tasks = docker
-        .list_tasks(Some(bollard::query_parameters::ListTasksOptions {
-            filters: Some(std::collections::HashMap::from([
-                ("service".to_owned(), vec!["mon_tsdb".to_owned()]),
-                ("desired-state".to_owned(), vec!["running".to_owned()]),
-            ])),
-        }))
-        .await
-        .expect("tasks");
+    assert_eq!(first_mount(&spec)["Source"], target_volume, "{spec:?}");
+    let table = lab.node_table().await.expect("node table");
+    let hostname = table
+        .rows
+        .iter()
+        .find(|r| r.id == node_id)
+        .expect("the pinned node")
+        .hostname
+        .clone();
+    let hosts = running_on(&lab, "mon_tsdb").await;
     assert!(
-        tasks.iter().all(|t| t.node_id.as_deref() == Some(node_id)),
-        "{tasks:?}"
+        !hosts.is_empty() && hosts.iter().all(|h| *h == hostname),
+        "{hosts:?} not only on {hostname}"
     );
-    let hostname = docker
-        .inspect_node(node_id)
-        .await
-        .expect("node")
-        .description
-        .and_then(|d| d.hostname)
-        .expect("hostname");
     let on_node = lab
         .paths()
         .node_data(&swarm_chaos::NodeName::new(&hostname).expect("node name"))

@@ -85,12 +85,10 @@ impl Observer {
         let desired_running =
             |t: &&bollard::models::Task| t.desired_state == Some(TaskState::RUNNING);
         let state = |t: &bollard::models::Task| t.status.as_ref().and_then(|s| s.state);
-        let mut nodes: Vec<String> = tasks
-            .iter()
-            .filter(desired_running)
-            .filter(|t| state(t) == Some(TaskState::RUNNING))
-            .filter_map(|t| t.node_id.clone())
-            .collect();
+        let is_running =
+            |t: &&bollard::models::Task| desired_running(t) && state(t) == Some(TaskState::RUNNING);
+        let running: Vec<&bollard::models::Task> = tasks.iter().filter(is_running).collect();
+        let mut nodes: Vec<String> = running.iter().filter_map(|t| t.node_id.clone()).collect();
         nodes.sort();
         nodes.dedup();
         let constraints = spec
@@ -104,14 +102,10 @@ impl Observer {
             constraints,
             spec_hash: convert::spec_hash(&spec),
             replicas,
-            running: tasks
-                .iter()
-                .filter(desired_running)
-                .filter(|t| state(t) == Some(TaskState::RUNNING))
-                .count(),
+            running: running.len(),
             unsettled: tasks
                 .iter()
-                .filter(|t| !(desired_running(t) && state(t) == Some(TaskState::RUNNING)))
+                .filter(|t| !is_running(t))
                 .filter(|t| !state(t).is_some_and(ended))
                 .count(),
             mounts,

@@ -3,10 +3,13 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 mod log;
+mod migration;
 mod services;
 mod tls;
 #[allow(unused_imports)] // not every test binary uses them
 pub use log::Log;
+#[allow(unused_imports)]
+pub use migration::*;
 #[allow(unused_imports)]
 pub use services::*;
 #[allow(unused_imports)]
