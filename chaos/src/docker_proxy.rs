@@ -1,14 +1,15 @@
 //! A faulty Docker API: a unix socket in front of a node's real one that forwards every
 //! request, or answers as a sick Engine would. Point a client's `DOCKER_HOST` at
 //! [`DockerProxy::docker_host`], then [`DockerProxy::set`] a [`DockerFault`] and
-//! [`DockerProxy::heal`] it. It also counts what passes ([`DockerProxy::requests`]), to
-//! check how much a client asks of the Engine.
+//! [`DockerProxy::heal`] it. It also records what passes ([`DockerProxy::take_requests`])
+//! and meters it by endpoint ([`DockerProxy::meter`]: requests, bytes, latency), to check
+//! and measure how much a client asks of the Engine.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use axum::body::Body;
+use axum::body::{Body, HttpBody};
 use axum::extract::{Request, State};
 use axum::http::{header, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -16,6 +17,7 @@ use hyper_util::client::legacy::Client;
 use hyperlocal::{UnixClientExt, UnixConnector};
 
 use crate::error::{LabError, Result};
+use crate::meter::{self, Meter};
 
 /// What the proxy does to the calls it affects: the cluster reads (`/nodes`, `/services`,
 /// `/tasks`, `/configs`, `/info`). `/_ping`, `/version` and `/events` pass, except where a
@@ -69,6 +71,7 @@ struct Shared {
     requests: Arc<std::sync::Mutex<Vec<Seen>>>,
     /// A [`DockerFault::HangAfterWrite`]'s write has been answered.
     tripped: Arc<std::sync::atomic::AtomicBool>,
+    meter: Meter,
 }
 
 /// One request the proxy saw.
@@ -94,6 +97,7 @@ pub struct DockerProxy {
     fault: Arc<tokio::sync::watch::Sender<Injected>>,
     requests: Arc<std::sync::Mutex<Vec<Seen>>>,
     tripped: Arc<std::sync::atomic::AtomicBool>,
+    meter: Meter,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -114,12 +118,14 @@ impl DockerProxy {
         let fault = Arc::new(tokio::sync::watch::Sender::new(Injected::default()));
         let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
         let tripped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let meter = Meter::default();
         let shared = Shared {
             upstream: upstream.to_owned(),
             fault: fault.clone(),
             client: Client::unix(),
             requests: requests.clone(),
             tripped: tripped.clone(),
+            meter: meter.clone(),
         };
         let app = axum::Router::new().fallback(handle).with_state(shared);
         let server = tokio::spawn(async move {
@@ -131,6 +137,7 @@ impl DockerProxy {
             fault,
             requests,
             tripped,
+            meter,
             server,
         })
     }
@@ -166,6 +173,11 @@ impl DockerProxy {
     /// is set on hang from then on).
     pub fn tripped(&self) -> bool {
         self.tripped.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The request meter: every request answered, by endpoint (requests, bytes, latency).
+    pub fn meter(&self) -> &Meter {
+        &self.meter
     }
 
     /// Every request seen since the start or the last [`DockerProxy::take_requests`], and
@@ -210,7 +222,22 @@ fn engine_error(status: StatusCode, message: &str) -> Response<Body> {
         .unwrap_or_default()
 }
 
+/// Answers `request` (see [`answer`]) and meters it: its body bytes, the response's body
+/// bytes and the time until the response's last byte.
 async fn handle(State(shared): State<Shared>, request: Request) -> Response<Body> {
+    let since = Instant::now();
+    let endpoint = meter::endpoint(
+        request.method().as_str(),
+        unversioned(request.uri().path()),
+    );
+    let bytes_in = HttpBody::size_hint(request.body()).exact().unwrap_or(0);
+    let meter = shared.meter.clone();
+    let (parts, body) = answer(shared, request).await.into_parts();
+    let counted = meter.counting(endpoint, bytes_in, since, body.into_data_stream());
+    Response::from_parts(parts, Body::from_stream(counted))
+}
+
+async fn answer(shared: Shared, request: Request) -> Response<Body> {
     let injected = shared.fault.borrow().clone();
     let path = unversioned(request.uri().path()).to_owned();
     if let Ok(mut seen) = shared.requests.lock() {

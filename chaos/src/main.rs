@@ -52,6 +52,62 @@ enum Cmd {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Meter one node's Docker API: a socket in front of it that counts every request by
+    /// endpoint (requests, bytes, latency); point a client's DOCKER_HOST at it. Prints the
+    /// counts every --every and when stopped (Ctrl-C) or after --for.
+    Meter {
+        #[arg(long)]
+        name: Option<String>,
+        node: String,
+        /// The socket to listen on.
+        #[arg(long)]
+        socket: PathBuf,
+        /// How often to print the counts so far (`30s`, `5m`).
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+        every: std::time::Duration,
+        /// Stop after this long (default: at Ctrl-C).
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        duration: Option<std::time::Duration>,
+    },
+    /// Task load without containers: services whose tasks stay Pending (a constraint no
+    /// node satisfies), so a lab's task count grows without running anything.
+    Pending {
+        #[arg(long)]
+        name: Option<String>,
+        /// How many services (`pending-1`..).
+        #[arg(long, default_value_t = 1)]
+        services: usize,
+        /// Tasks per service.
+        #[arg(long, default_value_t = 1000)]
+        replicas: u64,
+    },
+    /// Capture what a real Engine answers to swarm-warden's reads: starts a small lab
+    /// (3 managers, 2 workers), deploys a field-shaped workload, writes one JSON file per
+    /// endpoint into --dir, tears the lab down. The replay scales these up.
+    Capture {
+        /// Folder to write the answers into.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Serve a generated swarm (from a capture) on a unix socket as a manager's Engine
+    /// would, reads only, until Ctrl-C: `--nodes 2400 --services 10000 --tasks 100000`
+    /// is Swarm2k's size (the default).
+    Replay {
+        /// A capture folder (`swarm-chaos capture`).
+        #[arg(long, default_value = "benches/fixtures/engine")]
+        fixture: PathBuf,
+        /// The socket to listen on.
+        #[arg(long)]
+        socket: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        managers: usize,
+        #[arg(long, default_value_t = 2_400)]
+        nodes: usize,
+        #[arg(long, default_value_t = 10_000)]
+        services: usize,
+        #[arg(long, default_value_t = 100_000)]
+        tasks: usize,
+    },
     /// Tear a lab down (or, with --all, every lab and whatever crashed runs left).
     Down {
         #[arg(long, conflicts_with = "all")]
@@ -212,8 +268,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let mut spec = LabSpec::new(managers, workers).named(LabName::new(&name)?);
             spec.root = root.clone();
+            let started = std::time::Instant::now();
             let lab = Lab::start(spec).await?;
+            let formed = started.elapsed();
             print_lab(&lab).await;
+            let sizes: Vec<u64> = lab
+                .state()
+                .nodes
+                .iter()
+                .filter_map(|n| lab.memory(n.name.as_str()).ok())
+                .collect();
+            let (median, total) = swarm_chaos::footprint::median_and_total(&sizes);
+            println!(
+                "{} nodes formed and Ready in {:.1} s; memory (PSS) {} MiB per node (median), {} MiB in all.",
+                sizes.len(),
+                formed.as_secs_f64(),
+                median >> 20,
+                total >> 20
+            );
             lab.detach()?;
         }
         Cmd::Demo { warden } => {
@@ -262,6 +334,87 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 anyhow::bail!("{} lab object(s) left on this host", left.len());
             }
+        }
+        Cmd::Meter {
+            name,
+            node,
+            socket,
+            every,
+            duration,
+        } => {
+            let lab = open(&name)?;
+            let proxy =
+                swarm_chaos::docker_proxy::DockerProxy::start(&lab.socket(&node)?, &socket).await?;
+            println!("Metering {node}: DOCKER_HOST={}", proxy.docker_host());
+            let stopped = async {
+                match duration {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => {
+                        let _ = tokio::signal::ctrl_c().await;
+                    }
+                }
+            };
+            tokio::pin!(stopped);
+            let started = std::time::Instant::now();
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    _ = ticks.tick() => {
+                        println!("\nAfter {:.0} s:\n{}", started.elapsed().as_secs_f64(), proxy.meter().read());
+                    }
+                }
+            }
+            println!(
+                "\nIn {:.0} s:\n{}",
+                started.elapsed().as_secs_f64(),
+                proxy.meter().read()
+            );
+        }
+        Cmd::Pending {
+            name,
+            services,
+            replicas,
+        } => {
+            let (client, _) = open(&name)?.manager_client().await?;
+            for i in 1..=services {
+                let service = format!("pending-{i}");
+                swarm_chaos::pending::create_pending_service(&client, &service, replicas).await?;
+            }
+            println!("Created {services} service(s) of {replicas} Pending task(s) each.");
+        }
+        Cmd::Capture { dir } => {
+            let mut spec = LabSpec::new(3, 2).named(LabName::unique("cap"));
+            spec.root = root.clone();
+            let lab = Lab::start(spec).await?;
+            swarm_chaos::replay::capture::capture(&lab, &dir).await?;
+            lab.teardown()?;
+            println!("Captured into {}.", dir.display());
+        }
+        Cmd::Replay {
+            fixture,
+            socket,
+            managers,
+            nodes,
+            services,
+            tasks,
+        } => {
+            use swarm_chaos::replay::{Fixture, Replay, Size, Swarm};
+            let swarm = Swarm::generate(
+                &Fixture::load(&fixture)?,
+                Size {
+                    managers,
+                    nodes,
+                    services,
+                    tasks,
+                },
+            )?;
+            let replay = Replay::start(swarm, &socket).await?;
+            println!(
+                "Replaying {nodes} nodes, {services} services, {tasks} tasks: DOCKER_HOST={}",
+                replay.docker_host()
+            );
+            let _ = tokio::signal::ctrl_c().await;
         }
         Cmd::Sock { name, node } => println!("{}", open(&name)?.socket(&node)?.display()),
         Cmd::Docker { name, node, args } => {
@@ -372,8 +525,8 @@ async fn print_lab(lab: &Lab) {
         println!("Partition in force: {spec}");
     }
     println!(
-        "{:<6} {:<8} {:<15} {:<8} SOCKET",
-        "NODE", "JOINED", "ADDRESS", "PROCESS"
+        "{:<6} {:<8} {:<15} {:<8} {:>10} SOCKET",
+        "NODE", "JOINED", "ADDRESS", "PROCESS", "MEMORY"
     );
     for node in &state.nodes {
         let process = lab
@@ -381,12 +534,17 @@ async fn print_lab(lab: &Lab) {
             .map(|s| s.to_string())
             .unwrap_or_else(|e| e.to_string());
         let socket = lab.paths().socket(&node.name);
+        let memory = lab
+            .memory(node.name.as_str())
+            .map(|b| format!("{} MiB", b >> 20))
+            .unwrap_or_default();
         println!(
-            "{:<6} {:<8} {:<15} {:<8} {}",
+            "{:<6} {:<8} {:<15} {:<8} {:>10} {}",
             node.name,
             node.role,
             node.addr,
             process,
+            memory,
             socket.display()
         );
     }
