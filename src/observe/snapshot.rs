@@ -218,11 +218,9 @@ impl Observer {
         reserving.dedup();
         let mut tasks = Vec::new();
         for (key, values) in [("node", manager_ids.clone()), ("service", reserving)] {
-            if values.is_empty() {
-                continue;
-            }
-            let filters = HashMap::from([("desired-state", vec!["running"]), (key, values)]);
-            let listed = self.list_tasks(&filters).await?;
+            let listed = self
+                .list_tasks_by(&[("desired-state", vec!["running"])], key, &values)
+                .await?;
             tasks.extend(listed.iter().map(convert::task));
         }
         // A job's tasks have desired state `complete`, which the Engine's filter cannot
@@ -235,8 +233,9 @@ impl Observer {
             .map(|s| s.id.as_str())
             .collect();
         if !jobs.is_empty() && !manager_ids.is_empty() {
-            let filters = HashMap::from([("service", jobs), ("node", manager_ids)]);
-            let listed = self.list_tasks(&filters).await?;
+            let listed = self
+                .list_tasks_by(&[("node", manager_ids)], "service", &jobs)
+                .await?;
             tasks.extend(
                 listed
                     .iter()
@@ -412,7 +411,30 @@ impl Observer {
     }
 }
 
+/// Most values one filter key carries in one task list call. A request URI may be at most
+/// 64 KiB (the `http` crate refuses longer ones before sending), and a swarm can have
+/// thousands of services whose tasks the planner needs: 100 IDs of 25 characters, quoted
+/// and percent-encoded, take ~4 KB.
+pub(super) const FILTER_VALUES_PER_CALL: usize = 100;
+
 impl Observer {
+    /// The tasks `fixed` and `key` (any of `values`) select, `values` split over as many
+    /// calls as [`FILTER_VALUES_PER_CALL`] needs (none when `values` is empty).
+    pub(super) async fn list_tasks_by(
+        &self,
+        fixed: &[(&str, Vec<&str>)],
+        key: &str,
+        values: &[&str],
+    ) -> Result<Vec<bollard::models::Task>, ObserveError> {
+        let mut tasks = Vec::new();
+        for chunk in values.chunks(FILTER_VALUES_PER_CALL) {
+            let mut filters: HashMap<&str, Vec<&str>> = fixed.iter().cloned().collect();
+            filters.insert(key, chunk.to_vec());
+            tasks.extend(self.list_tasks(&filters).await?);
+        }
+        Ok(tasks)
+    }
+
     /// One task list call with `filters`.
     pub(super) async fn list_tasks(
         &self,

@@ -206,16 +206,23 @@ impl Served {
         let services = Index::resolve(&self.index.service, f.get("service"));
         let nodes = Index::resolve(&self.index.node, f.get("node"));
         let ids = f.get("id");
-        json_list(
-            self.swarm
-                .tasks
-                .iter()
-                .enumerate()
-                .filter(|(_, row)| services.as_ref().is_none_or(|s| s.contains(&row.service)))
-                .filter(|(_, row)| nodes.as_ref().is_none_or(|n| n.contains(&row.node)))
-                .map(|(i, row)| self.swarm.render_task(i, *row))
-                .filter(|t| any_prefix(ids, t["ID"].as_str().unwrap_or_default())),
-        )
+        let mut body = vec![b'['];
+        let selected = self
+            .swarm
+            .tasks
+            .iter()
+            .enumerate()
+            .filter(|(_, row)| services.as_ref().is_none_or(|s| s.contains(&row.service)))
+            .filter(|(_, row)| nodes.as_ref().is_none_or(|n| n.contains(&row.node)))
+            .filter(|(i, _)| ids.is_none() || any_prefix(ids, &Swarm::task_id(*i)));
+        for (n, (i, _)) in selected.enumerate() {
+            if n > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(&self.swarm.task_json[i]);
+        }
+        body.push(b']');
+        Ok(Bytes::from(body))
     }
 
     fn configs(&self, f: &Filters) -> Answer {
