@@ -103,23 +103,33 @@ async fn in_process(host: &str, proxy: &DockerProxy, n: usize) {
     println!("{counted}");
 }
 
-/// Peak RSS of one `swarm-warden report` (observe, plan, render) against `host`.
-fn report_peak(host: &str) {
+/// Peak RSS of one `swarm-warden report` (observe, plan, render) against `host`, by GNU
+/// time (`/usr/bin/time`, Debian's `time`): the child's own peak, which getrusage here
+/// cannot give (a child counts its parent's pages between fork and exec).
+fn report_peak(host: &str, dir: &Path) {
+    let out = dir.join("report-time.txt");
     let started = Instant::now();
-    let status = Command::new(WARDEN)
-        .args(["report", "--format", "json", "--docker-host", host])
+    let status = Command::new("/usr/bin/time")
+        .args(["-f", "%M", "-o"])
+        .arg(&out)
+        .args([WARDEN, "report", "--format", "json", "--docker-host", host])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .status()
-        .expect("swarm-warden report");
+        .status();
     let wall = started.elapsed();
-    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
-        .expect("getrusage");
-    println!(
-        "\nOne `swarm-warden report` process: exit {status}, wall {}, peak RSS {}",
-        ms(wall),
-        mib(usage.max_rss() as u64 * 1024)
-    );
+    let peak = std::fs::read_to_string(&out)
+        .ok()
+        .and_then(|t| t.lines().last().and_then(|l| l.trim().parse::<u64>().ok()));
+    match (status, peak) {
+        (Ok(status), Some(kib)) => println!(
+            "\nOne `swarm-warden report` process: {status}, wall {}, peak RSS {}",
+            ms(wall),
+            mib(kib * 1024)
+        ),
+        (status, _) => println!(
+            "\nOne `swarm-warden report` process: {status:?}; no peak RSS (is /usr/bin/time installed?)"
+        ),
+    }
 }
 
 struct Proc {
@@ -235,7 +245,7 @@ async fn measure(upstream: &Path, dir: &Path, dry_run: bool) {
         .expect("meter");
     let host = proxy.docker_host();
     in_process(&host, &proxy, reconciles).await;
-    report_peak(&host);
+    report_peak(&host, dir);
     idle_loop(&host, &proxy, dir, idle, dry_run).await;
 }
 
