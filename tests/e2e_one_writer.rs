@@ -346,13 +346,13 @@ async fn two_single_runs_at_once_while_a_fix_outlasts_the_lease_and_only_one_act
 }
 
 /// How long the idle test watches: `IDLE_SECONDS` (the 5 minutes:
-/// `IDLE_SECONDS=300`), 60 s by default (CI).
+/// `IDLE_SECONDS=300`), 30 s by default (CI: three resyncs).
 fn idle_for() -> Duration {
     Duration::from_secs(
         std::env::var("IDLE_SECONDS")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(60),
+            .unwrap_or(30),
     )
 }
 
