@@ -66,7 +66,10 @@ async fn in_process(host: &str, proxy: &DockerProxy, n: usize) {
     let policy = Policy::default();
     let observer = Observer::new(docker).watching(&policy).expect("observer");
     let mut memory = Memory::default();
-    let first = observer.snapshot(SystemTime::now()).await.expect("snapshot");
+    let first = observer
+        .snapshot(SystemTime::now())
+        .await
+        .expect("snapshot");
     memory.observe(&first);
     let _ = proxy.meter().take();
     let (mut observe, mut planning) = (Vec::new(), Vec::new());
@@ -151,7 +154,12 @@ impl Proc {
         // Fields after the command name (in parentheses, may hold spaces).
         let rest = self.stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
         (ticks(11) + ticks(12)) / 100.0
     }
 
@@ -250,8 +258,9 @@ async fn measure(upstream: &Path, dir: &Path, dry_run: bool) {
 }
 
 async fn replay(dir: &Path) {
-    let fixture = Fixture::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/fixtures/engine"))
-        .expect("fixture");
+    let fixture =
+        Fixture::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/fixtures/engine"))
+            .expect("fixture");
     let size = Size {
         managers: env_or("SCALE_MANAGERS", Size::SWARM2K.managers),
         nodes: env_or("SCALE_NODES", Size::SWARM2K.nodes),
@@ -279,7 +288,9 @@ async fn lab() {
     let workers = env_or("SCALE_WORKERS", 100usize);
     let pending = env_or("SCALE_PENDING", 10_000u64);
     let started = Instant::now();
-    let lab = Lab::start(LabSpec::new(managers, workers)).await.expect("lab");
+    let lab = Lab::start(LabSpec::new(managers, workers))
+        .await
+        .expect("lab");
     let formed = started.elapsed();
     let sizes: Vec<u64> = lab
         .state()
@@ -307,7 +318,12 @@ async fn lab() {
     );
     // Let the managers write the tasks before measuring.
     tokio::time::sleep(Duration::from_secs(10)).await;
-    measure(&lab.socket("m1").expect("socket"), &lab.paths().dir(), false).await;
+    measure(
+        &lab.socket("m1").expect("socket"),
+        &lab.paths().dir(),
+        false,
+    )
+    .await;
     drop(lab);
 }
 
@@ -321,7 +337,8 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let dir: PathBuf = std::env::temp_dir().join(format!("swarm-warden-scale-{}", std::process::id()));
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("swarm-warden-scale-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     if args.iter().any(|a| a == "--lab") {
         runtime.block_on(lab());

@@ -56,7 +56,7 @@ async fn a_swarm_with_thousands_of_reserving_services_is_observed_whole() {
         .filter(|t| reserving.contains(t.service_id.as_str()))
         .count();
     assert_eq!(of_reserving, 4_000, "every task of every reserving service");
-    let on_managers = snapshot
+    let on_managers: Vec<&swarm_warden::model::Task> = snapshot
         .tasks
         .iter()
         .filter(|t| {
@@ -64,8 +64,76 @@ async fn a_swarm_with_thousands_of_reserving_services_is_observed_whole() {
                 .as_deref()
                 .is_some_and(|n| snapshot.nodes.iter().any(|m| m.id == n && m.is_manager()))
         })
+        .collect();
+    // The unconstrained half's tasks are spread over all 100 nodes, managers too; the
+    // reserving half is constrained to workers.
+    assert!(!on_managers.is_empty());
+    assert!(on_managers
+        .iter()
+        .all(|t| !reserving.contains(t.service_id.as_str())));
+    let task_lists = proxy
+        .meter()
+        .read()
+        .endpoints
+        .get("GET /tasks")
+        .map_or(0, |c| c.requests);
+    assert_eq!(
+        task_lists, 21,
+        "one list for the managers' tasks, 2,000 services in 20 lists of 100"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A stack redeploy removes a service between the service list and the task lists: the
+/// Engine then fails a task list naming it (404 "service ... not found"). The snapshot is
+/// still taken, with every task of the services still there.
+#[tokio::test]
+async fn a_service_removed_between_the_service_and_task_lists_does_not_blind_the_reconcile() {
+    let size = Size {
+        managers: 3,
+        nodes: 10,
+        services: 300,
+        tasks: 600,
+    };
+    let swarm = Swarm::generate(&fixture(), size).expect("swarm");
+    let dir = tempdir();
+    let replay = Replay::start(swarm, &dir.join("replay-rm.sock"))
+        .await
+        .expect("replay");
+    let docker = swarm_warden::observe::connect(Some(&replay.docker_host()))
+        .await
+        .expect("connect");
+    let policy = Policy::default();
+    let observer = Observer::new(docker).watching(&policy).expect("observer");
+    // shop_web-0 reserves resources: its tasks are listed by service.
+    replay.remove_after_next_listing("shop_web-0");
+    let snapshot = observer
+        .snapshot(SystemTime::now())
+        .await
+        .expect("a snapshot, not a failed reconcile");
+    let removed = snapshot
+        .services
+        .iter()
+        .find(|s| s.name == "shop_web-0")
+        .map(|s| s.id.clone())
+        .expect("listed before its removal");
+    let reserving: std::collections::HashSet<&str> = snapshot
+        .services
+        .iter()
+        .filter(|s| !s.reservations.is_zero() && s.id != removed)
+        .map(|s| s.id.as_str())
+        .collect();
+    let of_reserving = snapshot
+        .tasks
+        .iter()
+        .filter(|t| reserving.contains(t.service_id.as_str()))
         .count();
-    assert_eq!(on_managers, 3 * 80, "8,000 tasks round-robin over 100 nodes");
+    assert_eq!(
+        of_reserving,
+        149 * 2,
+        "every task of every other reserving service"
+    );
+    assert!(snapshot.tasks.iter().all(|t| t.service_id != removed));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

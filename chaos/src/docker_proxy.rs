@@ -226,10 +226,7 @@ fn engine_error(status: StatusCode, message: &str) -> Response<Body> {
 /// bytes and the time until the response's last byte.
 async fn handle(State(shared): State<Shared>, request: Request) -> Response<Body> {
     let since = Instant::now();
-    let endpoint = meter::endpoint(
-        request.method().as_str(),
-        unversioned(request.uri().path()),
-    );
+    let endpoint = meter::endpoint(request.method().as_str(), unversioned(request.uri().path()));
     let bytes_in = HttpBody::size_hint(request.body()).exact().unwrap_or(0);
     let meter = shared.meter.clone();
     let (parts, body) = answer(shared, request).await.into_parts();

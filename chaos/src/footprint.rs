@@ -21,7 +21,13 @@ fn pss_of(smaps_rollup: &str) -> Option<u64> {
     smaps_rollup
         .lines()
         .find_map(|l| l.strip_prefix("Pss:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
         .map(|kib| kib * 1024)
 }
 

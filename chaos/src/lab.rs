@@ -249,7 +249,9 @@ impl Lab {
     /// Bytes of memory the node's processes take on the host (their PSS, see
     /// [`crate::footprint`]).
     pub fn memory(&self, node: &str) -> Result<u64> {
-        Ok(crate::footprint::pss_bytes(&self.cgroup(&self.node(node)?.name)))
+        Ok(crate::footprint::pss_bytes(
+            &self.cgroup(&self.node(node)?.name),
+        ))
     }
 
     /// Whether the node's processes run, are frozen or are gone.

@@ -193,7 +193,13 @@ impl Meter {
 
     /// Wraps a response body so that its bytes are counted, and the request with them once
     /// the body ends or the client drops it.
-    pub fn counting<S>(&self, endpoint: String, bytes_in: u64, since: Instant, body: S) -> Counted<S>
+    pub fn counting<S>(
+        &self,
+        endpoint: String,
+        bytes_in: u64,
+        since: Instant,
+        body: S,
+    ) -> Counted<S>
     where
         S: Stream<Item = Result<Bytes, axum::Error>> + Unpin,
     {
@@ -298,10 +304,7 @@ mod tests {
         drop(dropped);
         let counted = meter.take();
         let nodes = &counted.endpoints["GET /nodes"];
-        assert_eq!(
-            (nodes.requests, nodes.bytes_out, nodes.bytes_in),
-            (2, 8, 7)
-        );
+        assert_eq!((nodes.requests, nodes.bytes_out, nodes.bytes_in), (2, 8, 7));
         assert_eq!(counted.requests(), 2);
         assert_eq!(meter.read(), Metered::default(), "take resets");
     }
@@ -310,8 +313,18 @@ mod tests {
     fn writes_are_what_is_not_a_read() {
         let meter = Meter::default();
         meter.count("GET /nodes", 0, 10, Duration::from_millis(2));
-        meter.count("POST /configs/{id}/update", 100, 0, Duration::from_millis(4));
-        meter.count("POST /configs/{id}/update", 100, 0, Duration::from_millis(6));
+        meter.count(
+            "POST /configs/{id}/update",
+            100,
+            0,
+            Duration::from_millis(4),
+        );
+        meter.count(
+            "POST /configs/{id}/update",
+            100,
+            0,
+            Duration::from_millis(6),
+        );
         let counted = meter.read();
         assert_eq!(counted.writes(), 2);
         assert_eq!(

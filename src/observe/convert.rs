@@ -276,7 +276,11 @@ pub fn spec_hash(spec: &models::ServiceSpec) -> String {
         }
     }
     /// `value` as `serde_json` writes it compactly (a string quoted and escaped).
-    fn compact<T: serde::Serialize + ?Sized>(value: &T, hasher: &mut Sha256, scratch: &mut Vec<u8>) {
+    fn compact<T: serde::Serialize + ?Sized>(
+        value: &T,
+        hasher: &mut Sha256,
+        scratch: &mut Vec<u8>,
+    ) {
         scratch.clear();
         let _ = serde_json::to_writer(&mut *scratch, value);
         hasher.update(&scratch[..]);
@@ -430,10 +434,9 @@ mod tests {
     fn spec_hashes_are_those_the_first_v1_implementation_wrote() {
         // Real specs as an Engine returns them (a stack with health check, limits,
         // labels, a volume, escaped strings), and edge cases.
-        let captured: Vec<models::Service> = serde_json::from_str(include_str!(
-            "../../benches/fixtures/engine/services.json"
-        ))
-        .unwrap();
+        let captured: Vec<models::Service> =
+            serde_json::from_str(include_str!("../../benches/fixtures/engine/services.json"))
+                .unwrap();
         let mut specs: Vec<models::ServiceSpec> =
             captured.into_iter().filter_map(|s| s.spec).collect();
         assert!(specs.len() >= 3);

@@ -12,7 +12,7 @@ use bollard::query_parameters::{ListNodesOptions, ListServicesOptions, ListTasks
 use bollard::Docker;
 
 use super::convert;
-use super::swarm_errors::{is_no_leader, is_not_a_manager, message};
+use super::swarm_errors::{is_no_leader, is_not_a_manager, is_not_found, message};
 use super::Telemetry;
 use crate::config::Policy;
 use crate::model::{Control, LocalNode, Snapshot};
@@ -221,7 +221,9 @@ impl Observer {
         let mut tasks = Vec::new();
         for (key, values) in [("node", manager_ids.clone()), ("service", reserving)] {
             let listed = self
-                .list_tasks_by(&[("desired-state", vec!["running"])], key, &values, |_| true)
+                .list_tasks_by(&[("desired-state", vec!["running"])], key, &values, |_| {
+                    true
+                })
                 .await?;
             tasks.extend(listed);
         }
@@ -418,7 +420,9 @@ impl Observer {
     /// The tasks `fixed` and `key` (any of `values`) select and `keep` keeps, converted,
     /// `values` split over as many calls as [`FILTER_VALUES_PER_CALL`] needs (none when
     /// `values` is empty). Each call's Engine models are freed before the next call: at
-    /// Swarm2k size the tasks of services that reserve resources are ~50,000.
+    /// Swarm2k size the tasks of services that reserve resources are ~50,000. A value
+    /// naming an object removed since it was listed is skipped (see below); any other
+    /// failure fails the listing.
     pub(super) async fn list_tasks_by(
         &self,
         fixed: &[(&str, Vec<&str>)],
@@ -426,12 +430,36 @@ impl Observer {
         values: &[&str],
         keep: impl Fn(&bollard::models::Task) -> bool,
     ) -> Result<Vec<crate::model::Task>, ObserveError> {
+        // A 404 can be blamed on one of `values` only when `fixed` names no object.
+        let only_values_name_objects = fixed.iter().all(|(k, _)| *k != "service" && *k != "node");
         let mut tasks = Vec::new();
         for chunk in values.chunks(FILTER_VALUES_PER_CALL) {
             let mut filters: HashMap<&str, Vec<&str>> = fixed.iter().cloned().collect();
             filters.insert(key, chunk.to_vec());
-            let listed = self.list_tasks(&filters).await?;
-            tasks.extend(listed.iter().filter(|t| keep(t)).map(convert::task));
+            match self.list_tasks(&filters).await {
+                Ok(listed) => tasks.extend(listed.iter().filter(|t| keep(t)).map(convert::task)),
+                // The Engine fails the whole call when one value names nothing: a service
+                // removed (a stack redeploy) or a node removed since the lists this call
+                // was built from. The others are asked one by one; the gone ones have no
+                // tasks to count.
+                Err(ObserveError::Api { source, .. })
+                    if is_not_found(&source) && only_values_name_objects =>
+                {
+                    for value in chunk {
+                        filters.insert(key, vec![*value]);
+                        match self.list_tasks(&filters).await {
+                            Ok(listed) => {
+                                tasks.extend(listed.iter().filter(|t| keep(t)).map(convert::task))
+                            }
+                            Err(ObserveError::Api { source, .. }) if is_not_found(&source) => {
+                                tracing::debug!(key, value, "Gone since listed: no tasks");
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(tasks)
     }

@@ -53,27 +53,31 @@ pub async fn capture(lab: &Lab, dir: &Path) -> Result<()> {
             detail: String::from_utf8_lossy(&output.stderr).into_owned(),
         });
     }
-    wait_until("the capture workload to run", Duration::from_secs(90), || async {
-        match client.list_tasks(None::<ListTasksOptions>).await {
-            Ok(tasks) => {
-                let running = tasks
-                    .iter()
-                    .filter(|t| {
-                        t.status.as_ref().and_then(|s| s.state)
-                            == Some(bollard::models::TaskState::RUNNING)
-                    })
-                    .count();
-                // web: 3, plain: 1, agent: one per node.
-                let want = 4 + lab.state().nodes.len();
-                if running >= want {
-                    Probe::Done(())
-                } else {
-                    Probe::Pending(format!("{running} of {want} tasks running"))
+    wait_until(
+        "the capture workload to run",
+        Duration::from_secs(90),
+        || async {
+            match client.list_tasks(None::<ListTasksOptions>).await {
+                Ok(tasks) => {
+                    let running = tasks
+                        .iter()
+                        .filter(|t| {
+                            t.status.as_ref().and_then(|s| s.state)
+                                == Some(bollard::models::TaskState::RUNNING)
+                        })
+                        .count();
+                    // web: 3, plain: 1, agent: one per node.
+                    let want = 4 + lab.state().nodes.len();
+                    if running >= want {
+                        Probe::Done(())
+                    } else {
+                        Probe::Pending(format!("{running} of {want} tasks running"))
+                    }
                 }
+                Err(e) => Probe::Pending(e.to_string()),
             }
-            Err(e) => Probe::Pending(e.to_string()),
-        }
-    })
+        },
+    )
     .await?;
     std::fs::create_dir_all(dir).map_err(LabError::io("create", dir))?;
     let socket = lab.socket("m1")?;

@@ -19,7 +19,8 @@ pub struct Size {
     /// Replicated services.
     pub services: usize,
     /// Running tasks in all, spread evenly over the services and round-robin over the
-    /// nodes (managers too, as in a swarm that does not drain them).
+    /// nodes (managers too, as in a swarm that does not drain them; workers only for a
+    /// service constrained to them).
     pub tasks: usize,
 }
 
@@ -55,9 +56,8 @@ impl Fixture {
         let read = |file: &str| -> Result<Value> {
             let path = dir.join(file);
             let text = std::fs::read(&path).map_err(LabError::io("read", &path))?;
-            serde_json::from_slice(&text).map_err(|e| {
-                LabError::Usage(format!("{}: not JSON: {e}", path.display()))
-            })
+            serde_json::from_slice(&text)
+                .map_err(|e| LabError::Usage(format!("{}: not JSON: {e}", path.display())))
         };
         let list = |file: &str| -> Result<Vec<Value>> {
             match read(file)? {
@@ -208,17 +208,43 @@ impl Swarm {
                 let mut service = template.clone();
                 let name = template["Spec"]["Name"].as_str().unwrap_or("service");
                 set(&mut service, &["ID"], json!(object_id('s', i)));
-                set(&mut service, &["Spec", "Name"], json!(format!("{name}-{i}")));
+                set(
+                    &mut service,
+                    &["Spec", "Name"],
+                    json!(format!("{name}-{i}")),
+                );
                 service
             })
             .collect();
         let per_service = size.tasks / size.services;
         let extra = size.tasks % size.services;
         let mut tasks = Vec::with_capacity(size.tasks);
+        let workers = size.nodes - size.managers;
+        // A template kept off managers by its constraints places on workers only, as
+        // SwarmKit would.
+        let workers_only: Vec<bool> = templates
+            .iter()
+            .map(|(s, _)| {
+                s["Spec"]["TaskTemplate"]["Placement"]["Constraints"]
+                    .as_array()
+                    .is_some_and(|cs| {
+                        cs.iter().any(|c| {
+                            let c: String =
+                                c.as_str().unwrap_or_default().split_whitespace().collect();
+                            c == "node.role==worker" || c == "node.role!=manager"
+                        })
+                    })
+            })
+            .collect();
         for service in 0..size.services {
             let count = per_service + usize::from(service < extra);
+            let on_workers = workers > 0 && workers_only[service % templates.len()];
             for slot in 1..=count {
-                let node = tasks.len() % size.nodes;
+                let node = if on_workers {
+                    size.managers + tasks.len() % workers
+                } else {
+                    tasks.len() % size.nodes
+                };
                 tasks.push(TaskRow {
                     service: service as u32,
                     node: node as u32,
@@ -228,7 +254,11 @@ impl Swarm {
         }
         let leader = &nodes[0];
         let mut info = fixture.info.clone();
-        set(&mut info, &["Name"], leader["Description"]["Hostname"].clone());
+        set(
+            &mut info,
+            &["Name"],
+            leader["Description"]["Hostname"].clone(),
+        );
         set(&mut info, &["Swarm", "NodeID"], leader["ID"].clone());
         set(&mut info, &["Swarm", "NodeAddr"], json!(address(0)));
         set(&mut info, &["Swarm", "Nodes"], json!(size.nodes));
@@ -287,7 +317,11 @@ impl Swarm {
         let mut task = template.clone();
         set(&mut task, &["ID"], json!(object_id('t', index)));
         set(&mut task, &["ServiceID"], service["ID"].clone());
-        set(&mut task, &["NodeID"], self.nodes[row.node as usize]["ID"].clone());
+        set(
+            &mut task,
+            &["NodeID"],
+            self.nodes[row.node as usize]["ID"].clone(),
+        );
         set(&mut task, &["Slot"], json!(row.slot));
         set(
             &mut task,

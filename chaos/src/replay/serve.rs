@@ -48,6 +48,25 @@ pub(super) fn parse_filters(raw: Option<&str>) -> std::result::Result<Filters, S
         .collect()
 }
 
+/// The task states the Engine accepts in a `desired-state` filter (SwarmKit's).
+const TASK_STATES: &[&str] = &[
+    "new",
+    "allocated",
+    "pending",
+    "assigned",
+    "accepted",
+    "preparing",
+    "ready",
+    "starting",
+    "running",
+    "complete",
+    "shutdown",
+    "failed",
+    "rejected",
+    "remove",
+    "orphaned",
+];
+
 /// Refuses keys outside `allowed`, as the Engine does (`invalid filter 'x'`).
 fn only(filters: &Filters, allowed: &[&str]) -> std::result::Result<(), String> {
     match filters.keys().find(|k| !allowed.contains(&k.as_str())) {
@@ -72,6 +91,13 @@ fn any_prefix(values: Option<&Vec<String>>, of: &str) -> bool {
 
 fn any_equal(values: Option<&Vec<String>>, of: &str) -> bool {
     values.is_none_or(|vs| vs.iter().any(|v| v == of))
+}
+
+/// Services to remove once the service list has been answered, and those removed.
+#[derive(Debug, Default)]
+struct Removals {
+    after_next_listing: Vec<String>,
+    gone: HashSet<u32>,
 }
 
 /// Lookups the filters need, built once.
@@ -102,30 +128,52 @@ impl Index {
         Self { service, node }
     }
 
-    /// Indices named by `values` (an ID, a name, or an ID prefix, as the Engine resolves
-    /// them); `None` when the filter is absent.
+    /// Indices named by `values`, each resolved as the Engine resolves a task filter's
+    /// `service` or `node` value: a full ID or a name, else a unique ID prefix; a value
+    /// naming nothing fails the whole call (404 `<kind> <value> not found`), as does an
+    /// ambiguous prefix. `None` when the filter is absent.
     fn resolve(
         map: &HashMap<String, u32>,
+        kind: &str,
         values: Option<&Vec<String>>,
-    ) -> Option<HashSet<u32>> {
-        values.map(|vs| {
-            vs.iter()
-                .flat_map(|v| match map.get(v) {
-                    Some(i) => vec![*i],
-                    None => map
-                        .iter()
-                        .filter(|(k, _)| k.starts_with(v.as_str()))
-                        .map(|(_, i)| *i)
-                        .collect(),
-                })
-                .collect()
-        })
+        gone: &HashSet<u32>,
+    ) -> std::result::Result<Option<HashSet<u32>>, (StatusCode, String)> {
+        let Some(values) = values else {
+            return Ok(None);
+        };
+        let mut found = HashSet::new();
+        for v in values {
+            let matches: HashSet<u32> = match map.get(v) {
+                Some(i) => [*i].into(),
+                None => map
+                    .iter()
+                    .filter(|(k, _)| k.starts_with(v.as_str()))
+                    .map(|(_, i)| *i)
+                    .collect(),
+            };
+            let matches: Vec<u32> = matches.into_iter().filter(|i| !gone.contains(i)).collect();
+            match matches.as_slice() {
+                [] => return Err((StatusCode::NOT_FOUND, format!("{kind} {v} not found"))),
+                [one] => {
+                    found.insert(*one);
+                }
+                many => {
+                    return Err((
+                        StatusCode::BAD_REQUEST,
+                        format!("{kind} {v} is ambiguous ({} matches found)", many.len()),
+                    ))
+                }
+            }
+        }
+        Ok(Some(found))
     }
 }
 
 pub(super) struct Served {
     swarm: Swarm,
     index: Index,
+    /// Services removed (see [`Replay::remove_after_next_listing`]).
+    removals: std::sync::Mutex<Removals>,
     /// The captured Engine's API version, sent as the `Api-Version` header.
     api_version: String,
 }
@@ -159,23 +207,59 @@ impl Served {
                         n["Description"]["Hostname"].as_str().unwrap_or_default(),
                     )
                 })
-                .filter(|n| any_equal(f.get("role"), n["Spec"]["Role"].as_str().unwrap_or_default()))
+                .filter(|n| {
+                    any_equal(
+                        f.get("role"),
+                        n["Spec"]["Role"].as_str().unwrap_or_default(),
+                    )
+                })
                 .cloned(),
         )
     }
 
+    fn gone(&self) -> HashSet<u32> {
+        self.removals
+            .lock()
+            .map(|r| r.gone.clone())
+            .unwrap_or_default()
+    }
+
     fn services(&self, f: &Filters) -> Answer {
+        let answer = self.list_services(f);
+        if let Ok(mut removals) = self.removals.lock() {
+            for name in std::mem::take(&mut removals.after_next_listing) {
+                if let Some(i) = self.index.service.get(&name) {
+                    removals.gone.insert(*i);
+                }
+            }
+        }
+        answer
+    }
+
+    fn list_services(&self, f: &Filters) -> Answer {
         only(f, &["id", "name", "label", "mode"]).map_err(bad)?;
-        if f.is_empty() {
+        let gone = self.gone();
+        if f.is_empty() && gone.is_empty() {
             return Ok(self.swarm.services_json.clone());
         }
         json_list(
             self.swarm
                 .services
                 .iter()
+                .enumerate()
+                .filter(|(i, _)| !gone.contains(&(*i as u32)))
+                .map(|(_, s)| s)
                 .filter(|s| any_prefix(f.get("id"), s["ID"].as_str().unwrap_or_default()))
-                .filter(|s| any_prefix(f.get("name"), s["Spec"]["Name"].as_str().unwrap_or_default()))
-                .filter(|s| f.get("label").is_none_or(|l| labels_match(&s["Spec"]["Labels"], l)))
+                .filter(|s| {
+                    any_prefix(
+                        f.get("name"),
+                        s["Spec"]["Name"].as_str().unwrap_or_default(),
+                    )
+                })
+                .filter(|s| {
+                    f.get("label")
+                        .is_none_or(|l| labels_match(&s["Spec"]["Labels"], l))
+                })
                 .filter(|s| {
                     f.get("mode").is_none_or(|modes| {
                         modes.iter().any(|m| match m.as_str() {
@@ -192,19 +276,20 @@ impl Served {
     fn tasks(&self, f: &Filters) -> Answer {
         only(f, &["id", "service", "node", "desired-state"]).map_err(bad)?;
         if let Some(states) = f.get("desired-state") {
-            if let Some(s) = states
-                .iter()
-                .find(|s| !["running", "shutdown", "accepted"].contains(&s.as_str()))
-            {
-                return Err(bad(format!("Invalid task desired state: {s}")));
+            if let Some(s) = states.iter().find(|s| !TASK_STATES.contains(&s.as_str())) {
+                return Err((
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("Invalid desired-state filter: '{s}'"),
+                ));
             }
             // Every generated task is desired running.
             if !states.iter().any(|s| s == "running") {
                 return json_list(std::iter::empty());
             }
         }
-        let services = Index::resolve(&self.index.service, f.get("service"));
-        let nodes = Index::resolve(&self.index.node, f.get("node"));
+        let gone = self.gone();
+        let services = Index::resolve(&self.index.service, "service", f.get("service"), &gone)?;
+        let nodes = Index::resolve(&self.index.node, "node", f.get("node"), &HashSet::new())?;
         let ids = f.get("id");
         let mut body = vec![b'['];
         let selected = self
@@ -212,6 +297,7 @@ impl Served {
             .tasks
             .iter()
             .enumerate()
+            .filter(|(_, row)| !gone.contains(&row.service))
             .filter(|(_, row)| services.as_ref().is_none_or(|s| s.contains(&row.service)))
             .filter(|(_, row)| nodes.as_ref().is_none_or(|n| n.contains(&row.node)))
             .filter(|(i, _)| ids.is_none() || any_prefix(ids, &Swarm::task_id(*i)));
@@ -232,8 +318,16 @@ impl Served {
                 .configs
                 .iter()
                 .filter(|c| any_prefix(f.get("id"), c["ID"].as_str().unwrap_or_default()))
-                .filter(|c| any_prefix(f.get("name"), c["Spec"]["Name"].as_str().unwrap_or_default()))
-                .filter(|c| f.get("label").is_none_or(|l| labels_match(&c["Spec"]["Labels"], l)))
+                .filter(|c| {
+                    any_prefix(
+                        f.get("name"),
+                        c["Spec"]["Name"].as_str().unwrap_or_default(),
+                    )
+                })
+                .filter(|c| {
+                    f.get("label")
+                        .is_none_or(|l| labels_match(&c["Spec"]["Labels"], l))
+                })
                 .cloned(),
         )
     }
@@ -294,7 +388,11 @@ async fn handle(
     let path = path.to_owned();
     // Rendering 100,000 tasks is CPU work: off the async workers.
     let answer = tokio::task::spawn_blocking(move || {
-        served.answer(&method_for_answer, &path, query.get("filters").map(String::as_str))
+        served.answer(
+            &method_for_answer,
+            &path,
+            query.get("filters").map(String::as_str),
+        )
     })
     .await
     .unwrap_or_else(|e| Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())));
@@ -328,22 +426,16 @@ impl Served {
         Self {
             swarm,
             index,
+            removals: Default::default(),
             api_version,
         }
-    }
-}
-
-#[cfg(test)]
-pub(super) mod tests_support {
-    /// The answers of `swarm`, without a socket.
-    pub fn served(swarm: super::Swarm) -> super::Served {
-        super::Served::new(swarm)
     }
 }
 
 /// A running replay. Dropping it stops the server and removes its socket.
 pub struct Replay {
     socket: PathBuf,
+    served: Arc<Served>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -365,14 +457,27 @@ impl Replay {
         let listener =
             tokio::net::UnixListener::bind(socket).map_err(LabError::io("listen", socket))?;
         let served = Arc::new(Served::new(swarm));
-        let app = axum::Router::new().fallback(handle).with_state(served);
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(served.clone());
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
         Ok(Self {
             socket: socket.to_owned(),
+            served,
             server,
         })
+    }
+
+    /// Removes the service `name` right after the next service list is answered: the race
+    /// of a `docker service rm` (a stack redeploy) between a client's service list and its
+    /// task lists, made certain. From then on it is listed nowhere, and a task filter
+    /// naming it fails as the Engine's does (404).
+    pub fn remove_after_next_listing(&self, name: &str) {
+        if let Ok(mut removals) = self.served.removals.lock() {
+            removals.after_next_listing.push(name.to_owned());
+        }
     }
 
     /// The socket it listens on.
@@ -390,5 +495,13 @@ impl Drop for Replay {
     fn drop(&mut self) {
         self.server.abort();
         let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests_support {
+    /// The answers of `swarm`, without a socket.
+    pub fn served(swarm: super::Swarm) -> super::Served {
+        super::Served::new(swarm)
     }
 }

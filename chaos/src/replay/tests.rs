@@ -28,7 +28,12 @@ fn small() -> Swarm {
 fn filters(pairs: &[(&str, &[&str])]) -> Filters {
     pairs
         .iter()
-        .map(|(k, vs)| ((*k).to_owned(), vs.iter().map(|v| (*v).to_owned()).collect()))
+        .map(|(k, vs)| {
+            (
+                (*k).to_owned(),
+                vs.iter().map(|v| (*v).to_owned()).collect(),
+            )
+        })
         .collect::<BTreeMap<_, _>>()
 }
 
@@ -57,7 +62,10 @@ fn a_generated_swarm_has_the_size_asked_and_one_leader() {
         .filter(|n| n["ManagerStatus"]["Leader"] == true)
         .count();
     assert_eq!(leaders, 1);
-    let managers = nodes.iter().filter(|n| n["Spec"]["Role"] == "manager").count();
+    let managers = nodes
+        .iter()
+        .filter(|n| n["Spec"]["Role"] == "manager")
+        .count();
     assert_eq!(managers, 3);
     let info: Value =
         serde_json::from_slice(&served.answer(&Method::GET, "/info", None).expect("info"))
@@ -80,8 +88,20 @@ fn tasks_are_filtered_by_node_and_service_as_the_engine_does() {
         "/tasks",
         Some(&serde_json::to_string(&by_node).expect("json")),
     ));
-    assert_eq!(on_first.len(), 4, "40 tasks round-robin over 10 nodes");
+    assert!(!on_first.is_empty());
     assert!(on_first.iter().all(|t| t["NodeID"] == first_node));
+    // The first node is a manager: no task of a service constrained to workers is there.
+    let web: Vec<&Value> = services
+        .iter()
+        .filter(|s| {
+            s["Spec"]["Name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("shop_web"))
+        })
+        .map(|s| &s["ID"])
+        .collect();
+    assert!(!web.is_empty());
+    assert!(on_first.iter().all(|t| !web.contains(&&t["ServiceID"])));
     // A service by name, another by ID: either matches.
     let name = services[1]["Spec"]["Name"].as_str().expect("name");
     let id = services[2]["ID"].as_str().expect("id");
@@ -92,6 +112,18 @@ fn tasks_are_filtered_by_node_and_service_as_the_engine_does() {
         Some(&serde_json::to_string(&by_service).expect("json")),
     ));
     assert_eq!(of_two.len(), 20);
+    let unknown = filters(&[("service", &["nope"])]);
+    let (status, message) = served
+        .answer(
+            &Method::GET,
+            "/tasks",
+            Some(&serde_json::to_string(&unknown).expect("json")),
+        )
+        .expect_err("the Engine fails the whole call");
+    assert_eq!(
+        (status.as_u16(), message.as_str()),
+        (404, "service nope not found")
+    );
     let shutdown = filters(&[("desired-state", &["shutdown"])]);
     assert!(list(served.answer(
         &Method::GET,
@@ -124,9 +156,8 @@ fn services_are_filtered_by_name_prefix_and_label() {
     let by_name = serde_json::to_string(&filters(&[("name", &[name])])).expect("json");
     let named = list(served.answer(&Method::GET, "/services", Some(&by_name)));
     assert_eq!(named.len(), 1);
-    let stack =
-        serde_json::to_string(&filters(&[("label", &["com.docker.stack.namespace=shop"])]))
-            .expect("json");
+    let stack = serde_json::to_string(&filters(&[("label", &["com.docker.stack.namespace=shop"])]))
+        .expect("json");
     assert_eq!(
         list(served.answer(&Method::GET, "/services", Some(&stack))).len(),
         4,
