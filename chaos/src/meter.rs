@@ -5,6 +5,11 @@
 //! An endpoint is the method and the path without the API version, its object IDs or
 //! names replaced by `{id}` (`GET /nodes`, `POST /configs/{id}/update`), so that a
 //! reconcile's calls add up whatever objects they touch.
+//!
+//! Limits: a request is counted when its response body ends or is dropped, so one that is
+//! never answered (a hung Engine, a client that gives up first) is not counted; request
+//! bytes are read from `Content-Length` (a chunked request body counts 0); a path whose
+//! object name holds a slash (an image `org/name`) is not folded into `{id}`.
 
 use std::collections::BTreeMap;
 use std::fmt;
