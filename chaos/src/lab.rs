@@ -17,6 +17,7 @@ use crate::error::{LabError, Result};
 use crate::image::{busybox_rootfs, find_static_busybox, import};
 use crate::names::{LabName, LabPaths, NodeName, Role, DEFAULT_ROOT};
 use crate::partition::grudges;
+use crate::progress::Progress;
 use crate::remove::remove_retrying;
 use crate::state::{pick_subnet, LabState, NodeRecord, Owner};
 use crate::table::NodeTable;
@@ -139,14 +140,17 @@ impl Lab {
         for node in workers {
             records.push(lab.boot_node(node, Role::Worker)?);
         }
-        try_join_all(
-            records
-                .iter()
-                .map(|r| lab.ready_with_image(&r.name, &rootfs)),
-        )
-        .await?;
-        lab.form_swarm(&records).await?;
         let total = records.len();
+        let answering = Progress::new("nodes answering", total as u64);
+        try_join_all(records.iter().map(|r| async {
+            lab.ready_with_image(&r.name, &rootfs).await?;
+            answering.inc();
+            Ok::<_, LabError>(())
+        }))
+        .await?;
+        answering.finish();
+        lab.form_swarm(&records).await?;
+        let ready = Progress::new("nodes Ready", total as u64);
         lab.wait_for_nodes(
             &format!(
                 "{total} nodes Ready with {} reachable managers",
@@ -154,6 +158,7 @@ impl Lab {
             ),
             FORM_TIMEOUT,
             |t| {
+                ready.set(t.rows.iter().filter(|r| r.is_ready()).count() as u64);
                 t.rows.len() == total
                     && t.rows.iter().all(|r| r.is_ready())
                     && t.managers()
@@ -163,6 +168,7 @@ impl Lab {
             },
         )
         .await?;
+        ready.finish();
         tracing::info!(lab = %name, "Lab is up");
         Ok(lab)
     }
@@ -680,6 +686,7 @@ impl Lab {
             .await?;
         }
         let manager_addrs: Vec<Ipv4Addr> = managers.iter().map(|m| m.addr).collect();
+        let joined = Progress::new("workers joined", workers.len() as u64);
         try_join_all(workers.iter().map(|w| async {
             let client = self.client(w.name.as_str()).await?;
             swarm::join(
@@ -689,9 +696,12 @@ impl Lab {
                 &manager_addrs,
                 &worker_token,
             )
-            .await
+            .await?;
+            joined.inc();
+            Ok::<_, LabError>(())
         }))
         .await?;
+        joined.finish();
         Ok(())
     }
 

@@ -38,6 +38,7 @@ pub mod nemesis;
 mod net;
 pub mod partition;
 pub mod pending;
+pub mod progress;
 pub mod prometheus;
 pub mod reap;
 mod remove;
