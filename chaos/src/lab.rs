@@ -12,7 +12,7 @@ use bollard::query_parameters::ListNodesOptions;
 use bollard::{ClientVersion, Docker};
 use futures::future::try_join_all;
 
-use crate::cgroup::{NodeCgroup, ProcessState};
+use crate::cgroup::{NodeCgroup, ProcessState, Tree};
 use crate::error::{LabError, Result};
 use crate::image::{busybox_rootfs, find_static_busybox, import};
 use crate::names::{LabName, LabPaths, NodeName, Role, DEFAULT_ROOT};
@@ -54,6 +54,8 @@ pub struct LabSpec {
     pub name: Option<LabName>,
     /// Where the lab keeps its files.
     pub root: PathBuf,
+    /// The cgroup tree that holds the nodes; [`Tree::for_new_lab`] when `None`.
+    pub cgroup: Option<Tree>,
 }
 
 impl LabSpec {
@@ -64,7 +66,15 @@ impl LabSpec {
             workers,
             name: None,
             root: default_root(),
+            cgroup: None,
         }
+    }
+
+    /// Holds the nodes in the given cgroup tree (v2 on a hybrid host: the cgroup2 freeze
+    /// and kill paths).
+    pub fn cgroup(mut self, tree: Tree) -> Self {
+        self.cgroup = Some(tree);
+        self
     }
 
     /// Gives the lab a name.
@@ -101,6 +111,11 @@ impl Lab {
             return Err(LabError::Usage("a lab needs at least one manager".into()));
         }
         check_prerequisites()?;
+        let tree = match spec.cgroup {
+            Some(tree) => tree,
+            None => Tree::for_new_lab()?,
+        };
+        tree.check()?;
         // Fails before anything is created if no static busybox can be found or fetched.
         let rootfs = busybox_rootfs(&find_static_busybox()?)?;
         reap::reap_orphans(&spec.root)?;
@@ -114,11 +129,12 @@ impl Lab {
             )),
             _ => LabError::io("create", paths.dir())(e),
         })?;
-        let state = LabState::new(
+        let mut state = LabState::new(
             name.clone(),
             pick_subnet(&spec.root, &name),
             Owner::this_process(),
         );
+        state.cgroup = tree;
         state.save(&paths.state_file())?;
         live::register(&paths);
         // From here on, any error drops `lab`, which tears everything down again.
@@ -258,6 +274,11 @@ impl Lab {
         Ok(crate::footprint::pss_bytes(
             &self.cgroup(&self.node(node)?.name),
         ))
+    }
+
+    /// The cgroup that holds every process of the node.
+    pub fn node_cgroup(&self, node: &str) -> Result<NodeCgroup> {
+        Ok(self.cgroup(&self.node(node)?.name))
     }
 
     /// Whether the node's processes run, are frozen or are gone.
@@ -803,7 +824,12 @@ impl Lab {
     }
 
     fn cgroup(&self, node: &NodeName) -> NodeCgroup {
-        NodeCgroup::new(self.name().node_host_name(node))
+        NodeCgroup::new(self.name().node_host_name(node), self.cgroup_tree())
+    }
+
+    /// The cgroup tree that holds the lab's nodes.
+    pub fn cgroup_tree(&self) -> Tree {
+        self.lock_state().cgroup
     }
 
     fn reap_child(&self, node: &NodeName) {
@@ -843,7 +869,6 @@ fn check_prerequisites() -> Result<()> {
             "the lab needs root (network namespaces, mounts, cgroups)".into(),
         ));
     }
-    NodeCgroup::check_supported()?;
     let missing: Vec<&str> = ["ip", "nsenter", "unshare", "dockerd", "iptables", "docker"]
         .into_iter()
         .filter(|tool| !on_path(tool))

@@ -303,6 +303,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(n) => vec![LabName::new(&n)?],
                 None => swarm_chaos::state::list_labs(&root),
             };
+            println!(
+                "Host cgroups: {}; new labs use the {} tree ({} to choose)",
+                swarm_chaos::cgroup::CgroupMode::of_host(),
+                swarm_chaos::cgroup::Tree::for_new_lab()?,
+                swarm_chaos::cgroup::CGROUP_ENV
+            );
             if labs.is_empty() {
                 println!("No lab under {}.", root.display());
             }
@@ -520,7 +526,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn print_lab(lab: &Lab) {
     let state = lab.state();
     let [a, b, c] = state.subnet;
-    println!("Lab {} (network {a}.{b}.{c}.0/24)", state.name);
+    println!(
+        "Lab {} (network {a}.{b}.{c}.0/24, cgroup {} tree)",
+        state.name, state.cgroup
+    );
     if let Some(spec) = &state.partition {
         println!("Partition in force: {spec}");
     }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::cgroup::NodeCgroup;
+use crate::cgroup::{CgroupMode, NodeCgroup, Tree};
 use crate::cmd::{output_of, run};
 use crate::error::{LabError, Result};
 use crate::names::LabPaths;
@@ -157,7 +157,10 @@ impl Prometheus {
         let addr = free_port()?;
         let log = std::fs::File::create(dir.join("prometheus.log"))
             .map_err(LabError::io("create", &dir))?;
-        let cgroup = NodeCgroup::new(format!("{}prometheus", paths.lab().host_prefix()));
+        let cgroup = NodeCgroup::new(
+            format!("{}prometheus", paths.lab().host_prefix()),
+            Tree::default_for(CgroupMode::of_host()),
+        );
         cgroup.create()?;
         // nsenter execs the server in place, so the child's PID is Prometheus's own.
         let mut command = match netns {

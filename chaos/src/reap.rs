@@ -53,11 +53,17 @@ fn reap_prefix(prefix: &str) -> Result<()> {
     // Kill every node before deleting anything, so no daemon sees its peers vanish one by
     // one and starts reacting.
     let cgroups = list_cgroups(prefix);
+    // In every tree the name is found in: the lab's own tree is in a state file that may
+    // be gone.
     for name in &cgroups {
-        NodeCgroup::new(name.clone()).kill_all()?;
+        for cgroup in NodeCgroup::everywhere(name) {
+            cgroup.kill_all()?;
+        }
     }
     for name in &cgroups {
-        NodeCgroup::new(name.clone()).remove()?;
+        for cgroup in NodeCgroup::everywhere(name) {
+            cgroup.remove()?;
+        }
     }
     for netns in list_netns(prefix) {
         delete_netns(&netns)?;
@@ -120,7 +126,10 @@ pub fn all_leftovers(root: &Path) -> Vec<String> {
 fn objects_left(prefix: &str, dir: &Path) -> Vec<String> {
     let mut found = Vec::new();
     for name in list_cgroups(prefix) {
-        let pids = NodeCgroup::new(name.clone()).pids();
+        let pids: Vec<i32> = NodeCgroup::everywhere(&name)
+            .iter()
+            .flat_map(NodeCgroup::pids)
+            .collect();
         found.push(format!("cgroup {name} (processes {pids:?})"));
     }
     found.extend(

@@ -6,6 +6,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cgroup::Tree;
+
 use crate::error::{LabError, Result};
 use crate::names::{LabName, NodeName, Role};
 
@@ -23,6 +25,9 @@ pub struct LabState {
     pub owner: Option<Owner>,
     /// The partition in force, as given to `partition`.
     pub partition: Option<String>,
+    /// The cgroup tree that holds the nodes (v1 for labs made before it was recorded).
+    #[serde(default)]
+    pub cgroup: Tree,
 }
 
 /// One node of a lab.
@@ -74,6 +79,7 @@ impl LabState {
             nodes: Vec::new(),
             owner,
             partition: None,
+            cgroup: Tree::default(),
         }
     }
 
