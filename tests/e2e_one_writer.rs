@@ -88,6 +88,11 @@ async fn slow_service(lab: &Lab, delay: &str) {
             "1",
             "--update-delay",
             delay,
+            // Each task the update starts is watched for failure for 30 s (Docker's
+            // default is 5 s), and the update ends 30 s after its last task: a task
+            // rejected in that window (its node promoted to manager) pauses the update.
+            "--update-monitor",
+            "30s",
             "--user",
             "65534:65534",
             "--mount",
@@ -191,7 +196,14 @@ async fn a_dead_manager_is_removed_while_a_slow_update_rolls_and_a_frozen_holder
     .unwrap_or_else(|e| panic!("{e}\n{}", other.log()));
     wait_running(&lab, "slow", 6).await;
     holder.stop();
-    other.stop();
+    let log = other.stop();
+    // Nothing undid the fix: no promotion while it rolled (which would have paused it),
+    // no rollback.
+    let rolled_back: Vec<_> = carried_out(&log.lines("action-started"))
+        .into_iter()
+        .filter(|(kind, _, _)| kind == "roll-back-placement")
+        .collect();
+    assert!(rolled_back.is_empty(), "{rolled_back:?}\n{log}");
     teardown_leaving_nothing(lab);
 }
 

@@ -94,6 +94,17 @@ impl EfsVolume {
     /// Creates the backing file, loop device and file system under `dir`, mounts it on
     /// the host (to measure its size) and starts the controller and the exporter.
     pub fn create(paths: &LabPaths, options: EfsOptions) -> Result<Self> {
+        // Refused up front rather than a volume that never slows down: the io.max
+        // (cgroup v2) throttle is not written yet.
+        if !Path::new(BLKIO)
+            .join("blkio.throttle.write_bps_device")
+            .exists()
+        {
+            return Err(LabError::Prerequisite(format!(
+                "the lab's EFS volume throttles with the cgroup v1 blkio controller, which this host ({}) does not have at {BLKIO} (cgroup v2's io.max is not supported yet)",
+                crate::cgroup::CgroupMode::of_host()
+            )));
+        }
         let root = paths.dir().join("efs").join(&options.id);
         std::fs::create_dir_all(root.join("mnt")).map_err(LabError::io("create", &root))?;
         let image = root.join("fs.img");

@@ -3,14 +3,16 @@
 //! A candidate is a Ready, Active worker, Ready for `managers.stabilization`, not labelled
 //! `swarm-warden.promote=false`, whose promotion strands no service kept off managers;
 //! managers spread over `managers.spread_label`. Nothing is promoted while a member is
-//! unreachable or another promotion has not converged.
+//! unreachable, another promotion has not converged, or a rolling update of a service
+//! kept off managers is in flight (the promotion could pause it).
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use super::{elapsed, fault_tolerance, node_ref, raft, NO_PROMOTE_LABEL};
 use crate::config::ManagerPolicy;
-use crate::model::{Availability, Node, NodeState, Role, Snapshot};
+use crate::model::{Availability, Node, NodeState, Role, Snapshot, UpdateState};
+use crate::plan::constraint::Constraints;
 use crate::plan::{
     human, strands, Action, Block, BlockKind, Finding, FindingKind, Memory, Plan, PlannedAction,
     Severity,
@@ -149,6 +151,7 @@ pub(super) fn plan_promotion(
         .filter(|n| n.is_manager_outside_raft())
         .map(|n| node_ref(n).to_string())
         .collect();
+    let rolling = updates_kept_off_managers(snapshot);
     let blocked_by = if !unconverged.is_empty() {
         // A promotion that never joins leaves the node role manager, outside the raft:
         // promoting the next worker would likely fail the same way (same join address).
@@ -165,6 +168,18 @@ pub(super) fn plan_promotion(
             BlockKind::LowersFaultTolerance,
             format!("Promoting would lower fault tolerance from {ft_now} to {ft_after}."),
         ))
+    } else if !rolling.is_empty() {
+        // SwarmKit's constraint enforcer rejects the tasks a new manager may not run; a
+        // task the rolling update just started counts as a failed update (failure_action
+        // pause by default), so the promotion would pause the update, and a placement fix
+        // would be rolled back. A promotion can wait for the update to end.
+        Some(Block::new(
+            BlockKind::InProgress,
+            format!(
+                "A rolling update of a service kept off managers is in flight ({}): a promotion now could pause it.",
+                rolling.join("; ")
+            ),
+        ))
     } else {
         guards.first().cloned()
     };
@@ -173,4 +188,33 @@ pub(super) fn plan_promotion(
         reason,
         blocked_by,
     ));
+}
+
+/// Services kept off managers whose rolling update (or rollback) is in flight, or a
+/// placement fix is recorded for (its update may not have started yet), as "name (why)";
+/// records that could not be listed count as a fix that may be in flight.
+fn updates_kept_off_managers(snapshot: &Snapshot) -> Vec<String> {
+    let records = &snapshot.placement_records;
+    let mut rolling: Vec<String> = snapshot
+        .services
+        .iter()
+        .filter(|s| Constraints::parse(&s.constraints).exclude_managers())
+        .filter_map(|s| match s.update.as_ref().map(|u| u.state) {
+            Some(UpdateState::Updating) => Some(format!("{} updating", s.name)),
+            Some(UpdateState::RollbackStarted) => Some(format!("{} rolling back", s.name)),
+            _ => None,
+        })
+        .collect();
+    rolling.extend(
+        records
+            .records
+            .iter()
+            .map(|r| format!("{} has a placement fix recorded", r.service_name)),
+    );
+    if let Some(error) = &records.error {
+        rolling.push(format!("placement records unreadable: {error}"));
+    }
+    rolling.sort();
+    rolling.dedup();
+    rolling
 }

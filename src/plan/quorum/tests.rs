@@ -408,6 +408,88 @@ fn a_worker_holding_node_local_data_of_a_kept_off_service_is_passed_over() {
     assert!(f.message.contains("pgdata"), "{}", f.message);
 }
 
+/// Seen on a lab (e2e_one_writer, under CI load): the successor replica promoted a worker
+/// while its predecessor's placement fix rolled; SwarmKit rejected the new task on the new
+/// manager, the update paused, and the fix was rolled back.
+#[test]
+fn no_worker_is_promoted_while_a_service_kept_off_managers_rolls_or_has_a_fix_recorded() {
+    let base = || {
+        let mut snap = cluster(
+            // Two workers: promoting the only one would strand `slow` anyway.
+            vec![
+                manager("m1", true),
+                manager("m2", false),
+                worker("w1"),
+                worker("w2"),
+            ],
+            t(100),
+        );
+        snap.services = vec![crate::model::Service {
+            id: "slow".into(),
+            name: "slow".into(),
+            constraints: vec!["node.role != manager".into()],
+            ..Default::default()
+        }];
+        snap
+    };
+    let status = |state| crate::model::UpdateStatus {
+        state,
+        message: String::new(),
+        started_at: Some(t(90)),
+    };
+    let blocked = |snap: &Snapshot, why: &str| {
+        let plan = plan_once(snap, &policy());
+        let a = plan
+            .actions
+            .iter()
+            .find(|a| a.action.kind() == "promote-worker")
+            .unwrap_or_else(|| panic!("{why}: no promotion planned: {:?}", plan.actions));
+        assert_eq!(a.status, ActionStatus::Blocked, "{why}");
+        assert_eq!(a.blocked_kind(), Some(crate::plan::BlockKind::InProgress));
+        let message = a.blocked_message().unwrap();
+        assert!(
+            message.contains("slow") || message.contains("unreadable"),
+            "{a:?}"
+        );
+    };
+    for state in [
+        crate::model::UpdateState::Updating,
+        crate::model::UpdateState::RollbackStarted,
+    ] {
+        let mut snap = base();
+        snap.services[0].update = Some(status(state));
+        blocked(&snap, &format!("{state:?}"));
+    }
+    let mut snap = base();
+    snap.placement_records.records = vec![crate::model::PlacementRecord {
+        config_id: "c1".into(),
+        service_id: "slow".into(),
+        service_name: "slow".into(),
+        spec_hash: "h".into(),
+        written_at: t(95),
+    }];
+    blocked(&snap, "a fix recorded, its update not started yet");
+    let mut snap = base();
+    snap.placement_records.error = Some("list configs: timed out".into());
+    blocked(&snap, "records unreadable");
+
+    // Ended updates, and updates of services that may run on managers, hold nothing.
+    for state in [
+        crate::model::UpdateState::Completed,
+        crate::model::UpdateState::Paused,
+        crate::model::UpdateState::RollbackCompleted,
+    ] {
+        let mut snap = base();
+        snap.services[0].update = Some(status(state));
+        let plan = plan_once(&snap, &policy());
+        assert_eq!(plan.runnable().count(), 1, "{state:?}");
+    }
+    let mut snap = base();
+    snap.services[0].constraints.clear();
+    snap.services[0].update = Some(status(crate::model::UpdateState::Updating));
+    assert_eq!(plan_once(&snap, &policy()).runnable().count(), 1);
+}
+
 #[test]
 fn a_leader_still_answering_without_a_majority_is_quorum_lost_not_fault_tolerance_minus_one() {
     // Two of three managers killed; the survivor still calls itself leader for a while.
