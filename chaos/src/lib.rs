@@ -20,6 +20,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod browser;
 pub mod cgroup;
 mod cmd;
 mod daemon;
@@ -46,6 +47,7 @@ pub mod replay;
 pub mod state;
 mod swarm;
 pub mod table;
+pub mod timeline;
 pub mod wait;
 
 pub use cgroup::ProcessState;

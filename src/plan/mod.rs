@@ -41,6 +41,10 @@ pub struct Plan {
     pub actions: Vec<PlannedAction>,
     /// The placement verdict of every service (empty when placement is off).
     pub services: Vec<ServicePlacement>,
+    /// The watched EFS volume mounts (empty when volumes are off), for the report.
+    pub volumes: Vec<volumes::Watched>,
+    /// `managers.desired`: the raft size the policy aims for, for the report.
+    pub desired_managers: usize,
     /// When a reconcile should run again even if nothing happens (a manager crosses
     /// `dead_after`, a settle period ends).
     pub requeue_after: Option<Duration>,
@@ -66,6 +70,8 @@ pub fn plan(snapshot: &Snapshot, policy: &Policy, memory: &Memory, now: SystemTi
         findings: Vec::new(),
         actions: Vec::new(),
         services: Vec::new(),
+        volumes: Vec::new(),
+        desired_managers: policy.managers.desired.get(),
         requeue_after: None,
     };
     quorum::plan_managers(

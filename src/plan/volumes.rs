@@ -150,8 +150,9 @@ pub(super) fn plan_volumes(
         }
     }
     journal_findings(snapshot, plan);
+    plan.volumes = watched(&snapshot.services, policy);
     let mut seen = std::collections::BTreeSet::new();
-    for w in watched(&snapshot.services, policy) {
+    for w in plan.volumes.clone() {
         if !seen.insert(w.efs_id.clone()) {
             continue;
         }

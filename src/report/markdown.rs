@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::{cluster_line, requeue_line, services_of_note, Report};
+use super::{cluster_line, requeue_line, services_of_note, volume_line, Report};
 use crate::plan::short_id;
 
 /// Table cells must not break the table.
@@ -96,6 +96,14 @@ pub(super) fn render(r: &Report) -> String {
                     cell(s.reason.as_deref().unwrap_or(""))
                 );
             }
+        }
+        let _ = writeln!(out);
+    }
+    if !r.volumes.is_empty() {
+        let _ = writeln!(out, "### Volumes");
+        let _ = writeln!(out);
+        for v in &r.volumes {
+            let _ = writeln!(out, "- {}", volume_line(v));
         }
         let _ = writeln!(out);
     }

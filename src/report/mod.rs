@@ -1,7 +1,8 @@
-//! One plan, three renderings: text for people, Markdown for issues and wikis, JSON for
-//! machines (schema: `docs/report.schema.json`). `run` logs and `report` prints the same
-//! [`Report`].
+//! One plan, four renderings: text for people, Markdown for issues and wikis, one
+//! self-contained HTML page for mail and browsers, JSON for machines (schema:
+//! `docs/report.schema.json`). `run` logs and `report` prints the same [`Report`].
 
+mod html;
 mod markdown;
 mod text;
 
@@ -9,7 +10,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::model::{Availability, NodeState, Reachability, Snapshot};
+use crate::config::Remediation;
+use crate::model::{Availability, NodeState, Reachability, Snapshot, VolumeTelemetry};
+use crate::plan::readings::{readings, saturating_secs, Unusable};
+use crate::plan::volumes::{baseline_rate, out_of_credits, throttled, Watched};
 use crate::plan::{ActionStatus, Plan, Severity};
 
 /// Version of the JSON report's shape; bumped on incompatible changes.
@@ -24,6 +28,9 @@ pub enum Format {
     Json,
     /// Markdown tables.
     Markdown,
+    /// One self-contained HTML page (inline CSS, no script, nothing fetched): for a mail
+    /// attachment or a browser.
+    Html,
 }
 
 /// Everything a report shows, in the JSON report's shape.
@@ -49,6 +56,8 @@ pub struct Report {
     pub services: Vec<ServiceView>,
     /// Remediation runbooks stored in the swarm (journals).
     pub runbooks: Vec<crate::model::journal::Journal>,
+    /// Watched EFS file systems and their burst credits (empty when volumes are off).
+    pub volumes: Vec<VolumeView>,
     /// When the next reconcile is due at the latest, in seconds, if the plan asked.
     pub requeue_after_seconds: Option<u64>,
 }
@@ -79,6 +88,8 @@ pub struct ClusterView {
     pub leader: Option<String>,
     /// Leader hostname.
     pub leader_hostname: Option<String>,
+    /// Raft members the policy aims for (`managers.desired`); known without a leader too.
+    pub desired_managers: usize,
 }
 
 /// One node.
@@ -146,6 +157,137 @@ pub struct TaskView {
     pub hostname: String,
 }
 
+/// One watched EFS file system: its burst-credit arithmetic (AWS's EFS bursting rules, as
+/// the planner applies them in `plan::volumes`) and the mounts that use it.
+#[derive(Debug, Clone, Serialize)]
+pub struct VolumeView {
+    /// EFS file-system ID.
+    pub efs_id: String,
+    /// The watched volume mounts on it.
+    pub mounts: Vec<VolumeMountView>,
+    /// What swarm-warden does when it runs out of credits: `report`, `efs-padding`,
+    /// `ebs-migration` (the first watched mount's).
+    pub remediation: &'static str,
+    /// `throttled` (no credits, held to the baseline), `out-of-credits` (less than a
+    /// minute of baseline left), `draining` (metering above the baseline: credits fall),
+    /// `ok` (at or below the baseline: credits hold or grow) or `no-telemetry`.
+    pub state: &'static str,
+    /// Burst credit balance, bytes.
+    pub credits_bytes: Option<f64>,
+    /// Permitted throughput, bytes/s.
+    pub permitted_bytes_per_second: Option<f64>,
+    /// Metered throughput, bytes/s.
+    pub metered_bytes_per_second: Option<f64>,
+    /// Baseline throughput the metered size earns (50 KiB/s per GiB, at least 1 MiB/s).
+    pub baseline_bytes_per_second: Option<f64>,
+    /// Metered size, bytes.
+    pub storage_bytes: Option<f64>,
+    /// Seconds until the credits are gone at the current rate, T = C / (M - B): `0` when
+    /// out of credits or throttled, `null` when not draining or without telemetry.
+    pub time_to_exhaustion_seconds: Option<u64>,
+    /// Why there are no usable numbers, with `state` `no-telemetry`.
+    pub problem: Option<String>,
+}
+
+/// A watched mount of an EFS volume.
+#[derive(Debug, Clone, Serialize)]
+pub struct VolumeMountView {
+    /// Service name.
+    pub service: String,
+    /// Volume name (the mount's source).
+    pub volume: String,
+    /// Mount target in the container.
+    pub target: String,
+}
+
+impl VolumeView {
+    /// The view of one file system from its watched mounts (at least one) and its
+    /// telemetry, if any was read.
+    fn new(mounts: &[&Watched], telemetry: Option<&VolumeTelemetry>) -> Self {
+        let remediation = match mounts.first().map(|w| w.remediation) {
+            Some(Remediation::EfsPadding) => "efs-padding",
+            Some(Remediation::EbsMigration) => "ebs-migration",
+            Some(Remediation::Report) | None => "report",
+        };
+        let mut view = Self {
+            efs_id: mounts.first().map(|w| w.efs_id.clone()).unwrap_or_default(),
+            mounts: mounts
+                .iter()
+                .map(|w| VolumeMountView {
+                    service: w.service.clone(),
+                    volume: w.volume.clone(),
+                    target: w.target.clone(),
+                })
+                .collect(),
+            remediation,
+            state: "no-telemetry",
+            credits_bytes: None,
+            permitted_bytes_per_second: None,
+            metered_bytes_per_second: None,
+            baseline_bytes_per_second: None,
+            storage_bytes: None,
+            time_to_exhaustion_seconds: None,
+            problem: None,
+        };
+        let Some(t) = telemetry else {
+            view.problem = Some("no telemetry was read (is volumes.prometheus_url set?)".into());
+            return view;
+        };
+        let r = match readings(t) {
+            Ok(r) => r,
+            Err(unusable) => {
+                // The plan's own finding names the PromQL; here a short reason is enough.
+                let why = match unusable {
+                    Unusable::Missing { quantities } => {
+                        let names: Vec<&str> = quantities.iter().map(|q| q.as_str()).collect();
+                        format!("no sample for {}", names.join(", "))
+                    }
+                    Unusable::OutOfRange { quantity, value } => {
+                        format!("{} = {value} is not usable", quantity.as_str())
+                    }
+                };
+                view.problem = Some(match &t.error {
+                    Some(error) => format!("{why} ({error})"),
+                    None => why,
+                });
+                return view;
+            }
+        };
+        let baseline = baseline_rate(r.storage);
+        // The same order of tests as the planner's findings (plan::volumes).
+        let (state, left) = if throttled(r.credits, r.metered, r.storage) {
+            ("throttled", Some(0))
+        } else if out_of_credits(r.credits, baseline) {
+            ("out-of-credits", Some(0))
+        } else if r.metered > baseline {
+            let left = saturating_secs(r.credits / (r.metered - baseline));
+            ("draining", Some(left.as_secs()))
+        } else {
+            ("ok", None)
+        };
+        view.state = state;
+        view.time_to_exhaustion_seconds = left;
+        view.credits_bytes = Some(r.credits);
+        view.permitted_bytes_per_second = Some(r.permitted);
+        view.metered_bytes_per_second = Some(r.metered);
+        view.baseline_bytes_per_second = Some(baseline);
+        view.storage_bytes = Some(r.storage);
+        view
+    }
+}
+
+/// One view per watched file system, in the planner's order (by EFS ID).
+fn volume_views(snapshot: &Snapshot, watched: &[Watched]) -> Vec<VolumeView> {
+    let mut ids: Vec<&str> = watched.iter().map(|w| w.efs_id.as_str()).collect();
+    ids.dedup();
+    ids.into_iter()
+        .map(|id| {
+            let mounts: Vec<&Watched> = watched.iter().filter(|w| w.efs_id == id).collect();
+            VolumeView::new(&mounts, snapshot.telemetry.iter().find(|t| t.efs_id == id))
+        })
+        .collect()
+}
+
 /// One action.
 #[derive(Debug, Clone, Serialize)]
 pub struct ActionView {
@@ -191,6 +333,7 @@ impl Report {
                 leader_hostname: cluster
                     .and_then(|c| c.leader.as_ref())
                     .map(|l| l.hostname.clone()),
+                desired_managers: plan.desired_managers,
             },
             nodes: sorted_nodes(snapshot)
                 .into_iter()
@@ -264,6 +407,7 @@ impl Report {
                 })
                 .collect(),
             runbooks: snapshot.runbooks.clone(),
+            volumes: volume_views(snapshot, &plan.volumes),
             requeue_after_seconds: plan.requeue_after.map(|d| d.as_secs()),
         }
     }
@@ -273,6 +417,7 @@ impl Report {
         match format {
             Format::Text => text::render(self),
             Format::Markdown => markdown::render(self),
+            Format::Html => html::render(self),
             Format::Json => {
                 let mut json = serde_json::to_string_pretty(self)
                     .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
@@ -336,6 +481,63 @@ fn services_of_note(r: &Report) -> (Vec<&ServiceView>, usize) {
             .iter()
             .filter(|s| s.status == "compliant")
             .count(),
+    )
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+const GIB: f64 = 1024.0 * MIB;
+
+/// Bytes for people: GiB from 1 GiB on, MiB below.
+fn bytes(b: f64) -> String {
+    if b >= GIB {
+        format!("{:.1} GiB", b / GIB)
+    } else {
+        format!("{:.1} MiB", b / MIB)
+    }
+}
+
+/// A rate (bytes/s) for people, in MiB/s as the planner's findings give it.
+fn rate(r: f64) -> String {
+    format!("{:.2} MiB/s", r / MIB)
+}
+
+/// A volume's time to exhaustion for people.
+fn time_left(v: &VolumeView) -> String {
+    match (v.state, v.time_to_exhaustion_seconds) {
+        (_, Some(0)) => "now (0 s)".to_owned(),
+        (_, Some(s)) => crate::plan::human(Duration::from_secs(s)),
+        ("ok", None) => "not draining".to_owned(),
+        _ => "-".to_owned(),
+    }
+}
+
+/// One line about a volume, shared by text and Markdown.
+fn volume_line(v: &VolumeView) -> String {
+    let users: Vec<String> = v
+        .mounts
+        .iter()
+        .map(|m| format!("{} ({})", m.service, m.volume))
+        .collect();
+    let numbers = match (
+        v.credits_bytes,
+        v.metered_bytes_per_second,
+        v.baseline_bytes_per_second,
+    ) {
+        (Some(c), Some(m), Some(b)) => format!(
+            "credits {}, time to exhaustion {}, metered {} of baseline {}",
+            bytes(c),
+            time_left(v),
+            rate(m),
+            rate(b)
+        ),
+        _ => v.problem.clone().unwrap_or_default(),
+    };
+    format!(
+        "{} {}: {numbers}; used by {}; remediation {}",
+        v.efs_id,
+        v.state,
+        users.join(", "),
+        v.remediation
     )
 }
 

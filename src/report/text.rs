@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::{cluster_line, requeue_line, services_of_note, Report};
+use super::{cluster_line, requeue_line, services_of_note, volume_line, Report};
 use crate::plan::short_id;
 
 pub(super) fn render(r: &Report) -> String {
@@ -78,6 +78,12 @@ pub(super) fn render(r: &Report) -> String {
             if let Some(reason) = &s.reason {
                 let _ = writeln!(out, "             {reason}");
             }
+        }
+    }
+    if !r.volumes.is_empty() {
+        let _ = writeln!(out, "Volumes:");
+        for v in &r.volumes {
+            let _ = writeln!(out, "  {}", volume_line(v));
         }
     }
     if !r.runbooks.is_empty() {
