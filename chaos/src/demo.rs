@@ -14,11 +14,18 @@ use crate::error::{LabError, Result};
 use crate::lab::{Lab, LabSpec};
 use crate::names::LabName;
 use crate::table::NodeTable;
+use crate::timeline::{MarkKind, Recorder};
+use std::sync::{Arc, Mutex};
+
+use crate::progress::{Progress, LINE_EVERY};
 
 /// The demo's policy: the defaults, with clocks short enough for a demo.
 const DEMO_POLICY: &str = "managers:\n  desired: 3\n  dead_after: 15s\n  stabilization: 5s\n  leader_settle: 10s\ncontroller:\n  resync: 5s\n  backoff_min: 1s\n  backoff_max: 10s\n";
 /// How long the demo waits for any one step before calling it a failure.
 const STEP_TIMEOUT: Duration = Duration::from_secs(150);
+/// Steps of both replays the progress bar counts: lab up, each kill, each state waited
+/// for, the end (quorum lost or restored) and the teardown (6 without, 7 with).
+const DEMO_STEPS: u64 = 13;
 
 /// What the demo needs.
 #[derive(Debug, Clone)]
@@ -27,6 +34,10 @@ pub struct DemoOptions {
     pub warden: PathBuf,
     /// Where labs live.
     pub root: PathBuf,
+    /// Where to write the timeline page (both runs side by side), if anywhere.
+    pub html: Option<PathBuf>,
+    /// Where to write the timeline as JSON (`swarm-chaos timeline` renders it again).
+    pub timeline_json: Option<PathBuf>,
 }
 
 /// Finds the swarm-warden binary: next to this executable (cargo puts both in
@@ -59,10 +70,21 @@ pub async fn run(options: &DemoOptions) -> Result<()> {
     println!(
         "The incident: a dead manager is left in a 4-manager raft; later a second manager dies.\n"
     );
-    println!("== 1. Without swarm-warden");
-    let without = replay(options, false).await?;
-    println!("\n== 2. With swarm-warden (dead_after 15s for the demo; default 5m)");
-    let with = replay(options, true).await?;
+    let progress = Arc::new(Progress::new("demo", DEMO_STEPS));
+    progress.tick_steadily(Duration::from_millis(250));
+    progress.suspend(|| println!("== 1. Without swarm-warden"));
+    let (without, run_without) = replay(options, false, &progress).await?;
+    progress.suspend(|| {
+        println!("\n== 2. With swarm-warden (dead_after 15s for the demo; default 5m)")
+    });
+    let (with, run_with) = replay(options, true, &progress).await?;
+    progress.finish();
+    let timeline = crate::timeline::Timeline {
+        title: "The talk's incident, replayed on real lab swarms".into(),
+        summary: "A 4-manager + 2-worker swarm. A manager dies and, in the talk, stays in the raft; later a second manager dies. Left: without swarm-warden the swarm loses its quorum. Right: swarm-warden removes each dead manager and promotes a worker, and the swarm keeps a leader.".into(),
+        runs: vec![run_without, run_with],
+    };
+    write_timeline(options, &timeline)?;
     println!("\n== Outcome");
     let rows = [
         ("managers at the end", &without.managers, &with.managers),
@@ -91,9 +113,35 @@ pub async fn run(options: &DemoOptions) -> Result<()> {
     Ok(())
 }
 
-async fn replay(options: &DemoOptions, with_warden: bool) -> Result<Outcome> {
+/// Writes the page and the JSON the options ask for.
+fn write_timeline(options: &DemoOptions, timeline: &crate::timeline::Timeline) -> Result<()> {
+    if let Some(path) = &options.timeline_json {
+        let json = serde_json::to_string_pretty(timeline)
+            .map_err(|e| LabError::Usage(format!("timeline JSON: {e}")))?;
+        std::fs::write(path, json).map_err(LabError::io("write", path))?;
+        println!("Timeline (JSON): {}", path.display());
+    }
+    if let Some(path) = &options.html {
+        std::fs::write(path, crate::timeline::html::render(timeline))
+            .map_err(LabError::io("write", path))?;
+        println!("Timeline page: {}", path.display());
+    }
+    Ok(())
+}
+
+async fn replay(
+    options: &DemoOptions,
+    with_warden: bool,
+    progress: &Arc<Progress>,
+) -> Result<(Outcome, crate::timeline::Run)> {
     let started = Instant::now();
-    let timeline = Timeline::new();
+    let title = if with_warden {
+        "With swarm-warden"
+    } else {
+        "Without swarm-warden"
+    };
+    let timeline = Timeline::new(title, progress.clone());
+    timeline.step("starting a 4 + 2 lab");
     let mut spec = LabSpec::new(4, 2).named(LabName::unique("demo"));
     spec.root = options.root.clone();
     let lab = Lab::start(spec).await?;
@@ -101,10 +149,18 @@ async fn replay(options: &DemoOptions, with_warden: bool) -> Result<Outcome> {
         "lab {} up: 4 managers (m1-m4) + 2 workers (w1, w2)",
         lab.name()
     ));
+    timeline.done_step();
     let mut watcher = Watcher::new(&lab).await?;
+    timeline.sample(&watcher.table);
     let mut warden = if with_warden {
         let w = WardenProcess::start(&lab, &options.warden)?;
         timeline.say("swarm-warden started against m1");
+        timeline.mark(
+            MarkKind::Note,
+            Some("m1"),
+            "swarm-warden started",
+            "run against m1's Docker API, dead_after 15s",
+        );
         Some(w)
     } else {
         None
@@ -113,6 +169,13 @@ async fn replay(options: &DemoOptions, with_warden: bool) -> Result<Outcome> {
     let first = pick_follower(&watcher.table, &[])?;
     lab.kill(&first).await?;
     timeline.say(&format!("kill {first} (node loss)"));
+    timeline.mark(
+        MarkKind::Fault,
+        Some(&first),
+        format!("kill {first}"),
+        "node loss: every process of the node dies at once",
+    );
+    timeline.done_step();
     watcher
         .until(
             &lab,
@@ -143,6 +206,13 @@ async fn replay(options: &DemoOptions, with_warden: bool) -> Result<Outcome> {
     let second = pick_follower(&watcher.table, &[&first])?;
     lab.kill(&second).await?;
     timeline.say(&format!("kill {second} (the second loss)"));
+    timeline.mark(
+        MarkKind::Fault,
+        Some(&second),
+        format!("kill {second}"),
+        "the second loss",
+    );
+    timeline.done_step();
     let outcome = if with_warden {
         let table = watcher
             .until(
@@ -185,7 +255,11 @@ async fn replay(options: &DemoOptions, with_warden: bool) -> Result<Outcome> {
     } else {
         let until = Instant::now() + STEP_TIMEOUT;
         loop {
-            if let Err(e) = lab.node_table().await {
+            let answer = lab.node_table().await;
+            if let Ok(table) = &answer {
+                timeline.sample(table);
+            }
+            if let Err(e) = answer {
                 let first_line = e
                     .to_string()
                     .lines()
@@ -195,6 +269,9 @@ async fn replay(options: &DemoOptions, with_warden: bool) -> Result<Outcome> {
                     .take(110)
                     .collect::<String>();
                 timeline.say(&format!("NO LEADER: {first_line}"));
+                timeline.no_leader();
+                timeline.mark(MarkKind::Note, None, "quorum lost: no leader", first_line);
+                timeline.done_step();
                 break;
             }
             if Instant::now() > until {
@@ -204,6 +281,7 @@ async fn replay(options: &DemoOptions, with_warden: bool) -> Result<Outcome> {
                     last: watcher.table.to_string(),
                 });
             }
+            timeline.still_waiting("the swarm to lose its leader");
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         Outcome {
@@ -218,12 +296,24 @@ async fn replay(options: &DemoOptions, with_warden: bool) -> Result<Outcome> {
         w.stop();
         timeline.say("swarm-warden stopped");
     }
+    timeline.step("tearing the lab down");
     lab.teardown()?;
     timeline.say("lab torn down");
-    Ok(Outcome {
+    timeline.done_step();
+    let outcome = Outcome {
         duration: started.elapsed(),
         ..outcome
-    })
+    };
+    let mut run = timeline.finish();
+    for (label, value) in [
+        ("managers at the end", &outcome.managers),
+        ("raft leader", &outcome.leader),
+        ("fault tolerance", &outcome.fault_tolerance),
+        ("swarm-warden actions", &outcome.actions),
+    ] {
+        run.outcome.push((label.to_owned(), value.clone()));
+    }
+    Ok((outcome, run))
 }
 
 fn pick_follower(table: &NodeTable, except: &[&str]) -> Result<String> {
@@ -235,20 +325,97 @@ fn pick_follower(table: &NodeTable, except: &[&str]) -> Result<String> {
         .ok_or_else(|| LabError::Usage(format!("no follower manager to kill:\n{table}")))
 }
 
-/// Prints timestamped lines.
+/// Prints timestamped lines and records the run for the page.
 struct Timeline {
     start: Instant,
+    recorder: Mutex<Recorder>,
+    progress: Arc<Progress>,
+    /// When the last line was printed: off a terminal, a long wait prints a line every
+    /// [`LINE_EVERY`] so a log shows the demo is alive.
+    last_said: Mutex<Instant>,
 }
 
 impl Timeline {
-    fn new() -> Self {
+    fn new(title: &str, progress: Arc<Progress>) -> Self {
         Self {
             start: Instant::now(),
+            recorder: Mutex::new(Recorder::new(title)),
+            progress,
+            last_said: Mutex::new(Instant::now()),
         }
     }
 
     fn say(&self, what: &str) {
-        println!("[{:>6.1}s] {what}", self.start.elapsed().as_secs_f64());
+        let at = self.start.elapsed().as_secs_f64();
+        self.progress.suspend(|| println!("[{at:>6.1}s] {what}"));
+        if let Ok(mut last) = self.last_said.lock() {
+            *last = Instant::now();
+        }
+    }
+
+    /// Names the step now under way on the bar.
+    fn step(&self, what: &str) {
+        self.progress.set_step(what);
+    }
+
+    fn done_step(&self) {
+        self.progress.inc();
+    }
+
+    /// Off a terminal, a line if nothing was printed for [`LINE_EVERY`].
+    fn still_waiting(&self, what: &str) {
+        if self.progress.is_drawn() {
+            return;
+        }
+        let quiet = self
+            .last_said
+            .lock()
+            .map(|last| last.elapsed() >= LINE_EVERY)
+            .unwrap_or(false);
+        if quiet {
+            self.say(&format!("... still waiting for {what}"));
+        }
+    }
+
+    fn recorder(&self) -> std::sync::MutexGuard<'_, Recorder> {
+        // Plain data: a panic elsewhere leaves nothing half-written worth refusing.
+        self.recorder
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn sample(&self, table: &NodeTable) {
+        self.recorder().sample(table);
+    }
+
+    fn no_leader(&self) {
+        self.recorder().no_leader();
+    }
+
+    fn mark(
+        &self,
+        kind: MarkKind,
+        node: Option<&str>,
+        label: impl Into<String>,
+        detail: impl Into<String>,
+    ) {
+        self.recorder().mark(kind, node, label, detail);
+    }
+
+    /// Prints and marks what swarm-warden did.
+    fn warden(&self, events: Vec<WardenEvent>) {
+        for e in events {
+            self.say(&format!("swarm-warden: {}", e.line));
+            let node = (!e.target.is_empty()).then_some(e.target.as_str());
+            self.mark(e.kind, node, e.label, e.detail);
+        }
+    }
+
+    fn finish(self) -> crate::timeline::Run {
+        self.recorder
+            .into_inner()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .finish()
     }
 }
 
@@ -273,18 +440,19 @@ impl Watcher {
         done: impl Fn(&NodeTable) -> bool,
     ) -> Result<NodeTable> {
         let deadline = Instant::now() + STEP_TIMEOUT;
+        timeline.step(&format!("waiting for {what}"));
         loop {
             if let Some(w) = warden.as_deref_mut() {
-                for line in w.new_actions() {
-                    timeline.say(&format!("swarm-warden: {line}"));
-                }
+                timeline.warden(w.new_actions());
             }
             if let Ok(table) = lab.node_table().await {
+                timeline.sample(&table);
                 for change in diff(&self.table, &table) {
                     timeline.say(&change);
                 }
                 self.table = table;
                 if done(&self.table) {
+                    timeline.done_step();
                     return Ok(self.table.clone());
                 }
             }
@@ -295,6 +463,7 @@ impl Watcher {
                     last: self.table.to_string(),
                 });
             }
+            timeline.still_waiting(what);
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
@@ -356,6 +525,19 @@ fn diff(before: &NodeTable, after: &NodeTable) -> Vec<String> {
     out
 }
 
+/// One of swarm-warden's action events, read from its JSON log.
+struct WardenEvent {
+    kind: MarkKind,
+    /// The line the demo prints.
+    line: String,
+    /// The mark's label.
+    label: String,
+    /// Its reason, detail or error.
+    detail: String,
+    /// The node it concerns (a hostname for membership actions), or empty.
+    target: String,
+}
+
 /// swarm-warden as a child process with a JSON log we follow for its actions.
 struct WardenProcess {
     child: Child,
@@ -397,8 +579,8 @@ impl WardenProcess {
         })
     }
 
-    /// Actions started or finished since the last call, as one line each.
-    fn new_actions(&mut self) -> Vec<String> {
+    /// Actions started or finished since the last call.
+    fn new_actions(&mut self) -> Vec<WardenEvent> {
         let Ok(mut file) = std::fs::File::open(&self.log) else {
             return Vec::new();
         };
@@ -418,24 +600,40 @@ impl WardenProcess {
                 // The typed `event` field (see `swarm_warden::events`), not the wording.
                 let event = fields["event"].as_str().unwrap_or_default();
                 let action = fields["action"].as_str().unwrap_or_default();
+                let target = fields["target"].as_str().unwrap_or_default().to_owned();
+                let text = |key: &str| fields[key].as_str().unwrap_or_default().to_owned();
                 match event {
                     "action-started" => {
                         self.started += 1;
-                        out.push(action.to_owned());
+                        out.push(WardenEvent {
+                            kind: MarkKind::Action,
+                            line: action.to_owned(),
+                            label: action.to_owned(),
+                            detail: text("reason"),
+                            target,
+                        });
                     }
                     "action-done" => {
                         self.done.push(action.to_owned());
-                        out.push(format!(
-                            "done: {}",
-                            fields["detail"].as_str().unwrap_or(action)
-                        ));
+                        let detail = fields["detail"].as_str().unwrap_or(action);
+                        out.push(WardenEvent {
+                            kind: MarkKind::ActionDone,
+                            line: format!("done: {detail}"),
+                            label: format!("done: {action}"),
+                            detail: detail.to_owned(),
+                            target,
+                        });
                     }
                     "action-failed" | "action-rolled-back" => {
                         self.failed += 1;
-                        out.push(format!(
-                            "FAILED {action}: {}",
-                            fields["error"].as_str().unwrap_or_default()
-                        ));
+                        let error = text("error");
+                        out.push(WardenEvent {
+                            kind: MarkKind::ActionFailed,
+                            line: format!("FAILED {action}: {error}"),
+                            label: format!("failed: {action}"),
+                            detail: error,
+                            target,
+                        });
                     }
                     _ => {}
                 }
@@ -449,9 +647,7 @@ impl WardenProcess {
     async fn settle(&mut self, timeline: &Timeline) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            for line in self.new_actions() {
-                timeline.say(&format!("swarm-warden: {line}"));
-            }
+            timeline.warden(self.new_actions());
             if self.started <= self.done.len() + self.failed || Instant::now() > deadline {
                 return;
             }

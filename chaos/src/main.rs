@@ -46,6 +46,20 @@ enum Cmd {
         /// The swarm-warden binary (default: next to this one, else on PATH).
         #[arg(long)]
         warden: Option<PathBuf>,
+        /// Write the timeline of both runs, side by side, as a self-contained HTML page.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
+        /// Write the timeline as JSON (`swarm-chaos timeline` renders it again).
+        #[arg(long, value_name = "FILE")]
+        timeline_json: Option<PathBuf>,
+    },
+    /// Render a timeline saved as JSON (`demo --timeline-json`) as an HTML page.
+    Timeline {
+        /// The JSON file.
+        json: PathBuf,
+        /// The page to write.
+        #[arg(long, value_name = "FILE")]
+        html: PathBuf,
     },
     /// Show labs, their nodes' processes and the swarm's node table.
     Status {
@@ -288,13 +302,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             lab.detach()?;
         }
-        Cmd::Demo { warden } => {
+        Cmd::Timeline { json, html } => {
+            let text = std::fs::read_to_string(&json)
+                .map_err(|e| LabError::Usage(format!("{}: {e}", json.display())))?;
+            let timeline: swarm_chaos::timeline::Timeline =
+                serde_json::from_str(&text).map_err(|e| {
+                    LabError::Usage(format!(
+                        "{}:{}:{}: not a timeline: {e}",
+                        json.display(),
+                        e.line(),
+                        e.column()
+                    ))
+                })?;
+            std::fs::write(&html, swarm_chaos::timeline::html::render(&timeline))
+                .with_context(|| format!("write {}", html.display()))?;
+            println!("Timeline page: {}", html.display());
+        }
+        Cmd::Demo {
+            warden,
+            html,
+            timeline_json,
+        } => {
             let warden = warden.or_else(swarm_chaos::demo::find_warden).context(
                 "swarm-warden binary not found next to swarm-chaos or on PATH: build it (cargo build --workspace) or pass --warden",
             )?;
             swarm_chaos::demo::run(&swarm_chaos::demo::DemoOptions {
                 warden,
                 root: root.clone(),
+                html,
+                timeline_json,
             })
             .await?;
         }

@@ -5,7 +5,9 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::sync::OnceLock;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Least time between two progress lines off a terminal.
 pub const LINE_EVERY: Duration = Duration::from_secs(5);
@@ -14,6 +16,9 @@ pub const LINE_EVERY: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct Progress {
     bar: ProgressBar,
+    /// Drawn in the process's [`MultiProgress`] (with any other phase under way, such as
+    /// a lab forming during the demo), not on its own target.
+    shared: bool,
     what: String,
     total: u64,
     /// Off a terminal: when the last line was written (the start at first).
@@ -22,8 +27,12 @@ pub struct Progress {
 
 impl Progress {
     /// A phase of `total` things called `what` ("nodes answering"), drawn on stderr.
+    /// Bars of phases under way at once stack (one [`MultiProgress`] per process).
     pub fn new(what: &str, total: u64) -> Self {
-        Self::with_target(what, total, ProgressDrawTarget::stderr())
+        let mut progress = Self::with_target(what, total, ProgressDrawTarget::hidden());
+        progress.bar = multi().add(progress.bar);
+        progress.shared = true;
+        progress
     }
 
     fn with_target(what: &str, total: u64, target: ProgressDrawTarget) -> Self {
@@ -36,6 +45,7 @@ impl Progress {
         bar.set_message(what.to_owned());
         Self {
             bar,
+            shared: false,
             what: what.to_owned(),
             total,
             last_line: Mutex::new((Instant::now(), false)),
@@ -58,6 +68,9 @@ impl Progress {
     /// terminal, a last line if any line was written.
     pub fn finish(&self) {
         self.bar.finish_and_clear();
+        if self.shared {
+            multi().remove(&self.bar);
+        }
         self.line(true);
     }
 
@@ -66,8 +79,39 @@ impl Progress {
         self.bar.position()
     }
 
+    /// Whether a bar is drawn (stderr is an attended terminal).
+    pub fn is_drawn(&self) -> bool {
+        if self.shared {
+            !multi().is_hidden()
+        } else {
+            !self.bar.is_hidden()
+        }
+    }
+
+    /// Names what is going on now, after the phase's name ("demo: m2 seen Down").
+    pub fn set_step(&self, step: &str) {
+        self.bar.set_message(format!("{}: {step}", self.what));
+    }
+
+    /// Redraws every `every` (the elapsed time moves on through a long wait); a no-op off a
+    /// terminal.
+    pub fn tick_steadily(&self, every: Duration) {
+        if self.is_drawn() {
+            self.bar.enable_steady_tick(every);
+        }
+    }
+
+    /// Runs `f` (which prints) with the bar out of the way, then redraws it.
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        if self.shared {
+            multi().suspend(f)
+        } else {
+            self.bar.suspend(f)
+        }
+    }
+
     fn line(&self, last: bool) {
-        if !self.bar.is_hidden() {
+        if self.is_drawn() {
             return;
         }
         let Ok(mut state) = self.last_line.lock() else {
@@ -85,6 +129,12 @@ impl Progress {
             );
         }
     }
+}
+
+/// The process's bars, stacked on stderr.
+fn multi() -> &'static MultiProgress {
+    static MULTI: OnceLock<MultiProgress> = OnceLock::new();
+    MULTI.get_or_init(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()))
 }
 
 #[cfg(test)]
