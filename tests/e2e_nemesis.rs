@@ -43,6 +43,39 @@ async fn campaign_breaks_no_invariant(seed: u64) {
             outcome.report
         );
     }
+    campaign_page_loads_cleanly(seed, &outcome);
+}
+
+/// The campaign's timeline page (`swarm-chaos nemesis --html`) in a real headless
+/// Chromium: no console error, nothing fetched, one lane per node the tables listed.
+fn campaign_page_loads_cleanly(seed: u64, outcome: &swarm_chaos::nemesis::Outcome) {
+    let entries = swarm_chaos::nemesis::history::read(&outcome.history).expect("history");
+    let timeline = swarm_chaos::nemesis::picture::timeline(
+        &format!("Nemesis campaign, seed {seed}"),
+        &entries,
+        &outcome.report,
+    );
+    let run = &timeline.runs[0];
+    assert!(run.lanes.len() >= 6, "{:?}", run.lanes.len());
+    assert!(run
+        .marks
+        .iter()
+        .any(|m| m.kind == swarm_chaos::timeline::MarkKind::Fault));
+    let page = outcome.history.with_extension("html");
+    std::fs::write(&page, swarm_chaos::timeline::html::render(&timeline)).expect("page");
+    let shot = outcome.history.with_extension("png");
+    let check = swarm_chaos::browser::check_page(&page, &shot, (1400, 900)).expect("Chromium");
+    assert!(
+        check.console_errors.is_empty(),
+        "{:#?}",
+        check.console_errors
+    );
+    assert!(check.requests.is_empty(), "fetched {:?}", check.requests);
+    println!(
+        "timeline page {} (screenshot {})",
+        page.display(),
+        shot.display()
+    );
 }
 
 /// swarm-warden crashes and comes back with its clock 18 s behind (dead_after 20 s); a

@@ -226,11 +226,17 @@ enum Cmd {
         /// Print the schedule the seed gives and exit (no lab).
         #[arg(long)]
         schedule_only: bool,
+        /// Write the campaign's timeline as a self-contained HTML page.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
     },
     /// Run the nemesis checker on a history file again; exit 1 on any violation.
     CheckHistory {
         /// A `<lab>.history.jsonl` file.
         file: PathBuf,
+        /// Write the campaign's timeline as a self-contained HTML page.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
     },
 }
 
@@ -509,6 +515,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             workers,
             warden,
             schedule_only,
+            html,
         } => {
             use swarm_chaos::nemesis;
             if schedule_only {
@@ -536,6 +543,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 outcome.history.display()
             );
             print!("{}", outcome.report);
+            if let Some(page) = &html {
+                let entries = nemesis::history::read(&outcome.history)?;
+                write_campaign_page(page, seed, &entries, &outcome.report)?;
+            }
             if let Some(e) = &outcome.error {
                 anyhow::bail!("the campaign did not run to its end: {e}");
             }
@@ -545,10 +556,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 outcome.report.violations.len()
             );
         }
-        Cmd::CheckHistory { file } => {
+        Cmd::CheckHistory { file, html } => {
             let entries = swarm_chaos::nemesis::history::read(&file)?;
             let report = swarm_chaos::nemesis::check::check(&entries);
             print!("{report}");
+            if let Some(page) = &html {
+                let seed = entries
+                    .iter()
+                    .find_map(|e| match &e.event {
+                        swarm_chaos::nemesis::history::Event::Start { seed, .. } => Some(*seed),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                write_campaign_page(page, seed, &entries, &report)?;
+            }
             anyhow::ensure!(
                 report.violations.is_empty(),
                 "{} violation(s)",
@@ -556,6 +577,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// Writes a campaign's timeline page.
+fn write_campaign_page(
+    page: &std::path::Path,
+    seed: u64,
+    entries: &[swarm_chaos::nemesis::history::Entry],
+    report: &swarm_chaos::nemesis::check::Report,
+) -> anyhow::Result<()> {
+    let timeline = swarm_chaos::nemesis::picture::timeline(
+        &format!("Nemesis campaign, seed {seed}"),
+        entries,
+        report,
+    );
+    std::fs::write(page, swarm_chaos::timeline::html::render(&timeline))
+        .with_context(|| format!("write {}", page.display()))?;
+    println!("Timeline page: {}", page.display());
     Ok(())
 }
 

@@ -9,6 +9,7 @@
 pub mod check;
 mod faults;
 pub mod history;
+pub mod picture;
 mod poll;
 mod repair;
 pub mod schedule;
@@ -203,6 +204,7 @@ async fn campaign(
     schedule: &[Episode],
 ) -> Result<()> {
     let start = Instant::now();
+    let faults = Clock::start("nemesis: faults", spec.duration);
     let mut warden = Warden {
         process: None,
         on: String::new(),
@@ -240,6 +242,7 @@ async fn campaign(
         }
     }
     tokio::time::sleep_until(start + spec.duration).await;
+    faults.finish();
     final_heal(lab, history, &mut broken).await;
     // swarm-warden runs as a service pinned to managers: Swarm would reschedule it onto a
     // live manager; the nemesis does the same when its manager no longer is one.
@@ -266,6 +269,7 @@ async fn campaign(
     // An operator keeps repairing what swarm-warden reports (a promotion that never
     // joined leaves its host in error) every 20 s meanwhile.
     let healed = Instant::now();
+    let recovery = Clock::start("nemesis: recovery (bound)", bound);
     let mut repaired = Instant::now();
     while healed.elapsed() < bound {
         let table = rows(lab).await;
@@ -280,8 +284,36 @@ async fn campaign(
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+    recovery.finish();
     warden.stop().await;
     Ok(())
+}
+
+/// A phase of known length shown as progress in seconds, moved on every second by a task
+/// of its own (the campaign sleeps between episodes).
+struct Clock {
+    progress: Arc<crate::progress::Progress>,
+    ticker: tokio::task::JoinHandle<()>,
+}
+
+impl Clock {
+    fn start(what: &str, length: Duration) -> Self {
+        let progress = Arc::new(crate::progress::Progress::new(what, length.as_secs()));
+        let started = Instant::now();
+        let shown = Arc::clone(&progress);
+        let ticker = tokio::spawn(async move {
+            loop {
+                shown.set(started.elapsed().as_secs());
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        Self { progress, ticker }
+    }
+
+    fn finish(self) {
+        self.ticker.abort();
+        self.progress.finish();
+    }
 }
 
 fn millis(d: Duration) -> u64 {

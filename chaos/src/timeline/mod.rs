@@ -209,6 +209,11 @@ impl Recorder {
     /// No leader answered now: every lane goes on as unknown, fault tolerance is gone.
     pub fn no_leader(&mut self) {
         let at = self.now_s();
+        self.no_leader_at(at);
+    }
+
+    /// No leader answered at `at` seconds (see [`Recorder::no_leader`]).
+    pub fn no_leader_at(&mut self, at: f64) {
         let looks: Vec<(String, Look, String)> = self
             .run
             .lanes
@@ -285,6 +290,18 @@ impl Recorder {
         detail: impl Into<String>,
     ) {
         let at = self.now_s();
+        self.mark_at(at, kind, node, label, detail);
+    }
+
+    /// Marks a moment at `at` seconds (see [`Recorder::mark`]).
+    pub fn mark_at(
+        &mut self,
+        at: f64,
+        kind: MarkKind,
+        node: Option<&str>,
+        label: impl Into<String>,
+        detail: impl Into<String>,
+    ) {
         self.run.marks.push(Mark {
             at_s: at,
             kind,
@@ -307,6 +324,13 @@ impl Recorder {
     /// The run as recorded, its length stretched to now.
     pub fn finish(mut self) -> Run {
         self.run.duration_s = self.run.duration_s.max(self.now_s());
+        self.run
+    }
+
+    /// The run as recorded, its length stretched to `end` seconds (a run replayed from a
+    /// history, whose clock is not this process's).
+    pub fn finish_at(mut self, end: f64) -> Run {
+        self.run.duration_s = self.run.duration_s.max(end);
         self.run
     }
 }
