@@ -1,6 +1,7 @@
 //! An EFS-like volume in the lab: an ext4 file system on a loop device whose throughput a
-//! controller keeps at what [`crate::efs_model`] permits, through the root blkio cgroup's
-//! throttle (which also throttles buffered writes), metering what its byte counters say.
+//! controller keeps at what [`crate::efs_model`] permits, through the block I/O throttle of
+//! the lab's cgroups ([`crate::efs_throttle`]: v1 blkio or v2 io.max; both also throttle
+//! buffered writes), metering what the byte counters say.
 //! It exports CloudWatch-style `AWS/EFS` metrics over HTTP on loopback.
 //!
 //! Services use it as a `local` volume of type ext4 on the loop device: every node shares
@@ -21,10 +22,10 @@ use std::time::{Duration, Instant};
 
 use crate::cmd::run;
 use crate::efs_model::{EfsModel, METERING_LAG, NEW_FILE_SYSTEM_CREDITS};
+use crate::efs_throttle::Throttle;
 use crate::error::{LabError, Result};
 use crate::names::LabPaths;
 
-const BLKIO: &str = "/sys/fs/cgroup/blkio";
 /// CloudWatch's period for the per-period sums we export.
 const PERIOD: Duration = Duration::from_secs(60);
 
@@ -67,6 +68,7 @@ pub struct EfsVolume {
     device: String,
     maj_min: String,
     cgroup_prefix: String,
+    throttle: Throttle,
     image: PathBuf,
     mount: PathBuf,
     metrics: SocketAddr,
@@ -94,17 +96,8 @@ impl EfsVolume {
     /// Creates the backing file, loop device and file system under `dir`, mounts it on
     /// the host (to measure its size) and starts the controller and the exporter.
     pub fn create(paths: &LabPaths, options: EfsOptions) -> Result<Self> {
-        // Refused up front rather than a volume that never slows down: the io.max
-        // (cgroup v2) throttle is not written yet.
-        if !Path::new(BLKIO)
-            .join("blkio.throttle.write_bps_device")
-            .exists()
-        {
-            return Err(LabError::Prerequisite(format!(
-                "the lab's EFS volume throttles with the cgroup v1 blkio controller, which this host ({}) does not have at {BLKIO} (cgroup v2's io.max is not supported yet)",
-                crate::cgroup::CgroupMode::of_host()
-            )));
-        }
+        // Refused up front rather than a volume that never slows down.
+        let throttle = Throttle::for_host()?;
         let root = paths.dir().join("efs").join(&options.id);
         std::fs::create_dir_all(root.join("mnt")).map_err(LabError::io("create", &root))?;
         let image = root.join("fs.img");
@@ -145,6 +138,7 @@ impl EfsVolume {
             device,
             maj_min,
             cgroup_prefix: paths.lab().host_prefix(),
+            throttle,
             image,
             mount,
             metrics,
@@ -214,19 +208,21 @@ impl EfsVolume {
 
     fn throttle(&self, permitted: f64) {
         let rate = permitted.max(1.0) as u64;
-        throttle_lab(&self.cgroup_prefix, &self.maj_min, rate);
+        self.throttle
+            .limit(&self.cgroup_prefix, &self.maj_min, rate);
     }
 
     fn spawn_controller(&self, options: EfsOptions) -> JoinHandle<()> {
-        let (stop, model, maj_min, mount, prefix) = (
+        let (stop, model, maj_min, mount, prefix, throttle) = (
             self.stop.clone(),
             self.model.clone(),
             self.maj_min.clone(),
             self.mount.clone(),
             self.cgroup_prefix.clone(),
+            self.throttle.clone(),
         );
         std::thread::spawn(move || {
-            let mut last = counters(&maj_min);
+            let mut last = throttle.counters(&maj_min);
             let mut at = Instant::now();
             let mut model_time = Duration::ZERO;
             while !stop.load(Ordering::Relaxed) {
@@ -234,7 +230,7 @@ impl EfsVolume {
                 let now = Instant::now();
                 let dt = (now - at).mul_f64(options.scale);
                 at = now;
-                let current = counters(&maj_min);
+                let current = throttle.counters(&maj_min);
                 let read = current.0.saturating_sub(last.0) as f64 * options.scale;
                 let written = current.1.saturating_sub(last.1) as f64 * options.scale;
                 last = current;
@@ -255,7 +251,7 @@ impl EfsVolume {
                     }
                     e.model.rate_for_next(options.tick.mul_f64(options.scale))
                 };
-                throttle_lab(&prefix, &maj_min, permitted.max(1.0) as u64);
+                throttle.limit(&prefix, &maj_min, permitted.max(1.0) as u64);
             }
         })
     }
@@ -301,7 +297,7 @@ impl Drop for EfsVolume {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
-        set_throttle(&self.maj_min, 0, 0);
+        self.throttle.lift(&self.cgroup_prefix, &self.maj_min);
     }
 }
 
@@ -353,98 +349,6 @@ fn render(id: &str, e: &Exported) -> String {
         m.read_total.floor(),
     );
     out
-}
-
-/// Throttles the device for every process of the lab and the host: cgroup v1 blkio
-/// throttling is flat (a rule binds only the tasks of its own cgroup), so the rule goes on
-/// the root and on every cgroup of the lab's nodes — again each tick, as containers come.
-/// NOTE: each container gets the whole permitted rate; one writer at a time is exact.
-fn throttle_lab(prefix: &str, maj_min: &str, write_bps: u64) {
-    let read_bps = write_bps.saturating_mul(3); // reads are metered at a third
-                                                // The root cgroup's I/O on the device is the kernel's writeback of metadata: a quarter
-                                                // share keeps it from doubling what the workloads get.
-    set_throttle_in(
-        Path::new(BLKIO),
-        maj_min,
-        (write_bps / 4).max(1),
-        (read_bps / 4).max(1),
-    );
-    let Ok(entries) = std::fs::read_dir(BLKIO) else {
-        return;
-    };
-    let mut stack: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
-        .map(|e| e.path())
-        .collect();
-    while let Some(dir) = stack.pop() {
-        set_throttle_in(&dir, maj_min, write_bps, read_bps);
-        if let Ok(children) = std::fs::read_dir(&dir) {
-            stack.extend(
-                children
-                    .filter_map(|e| e.ok())
-                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                    .map(|e| e.path()),
-            );
-        }
-    }
-}
-
-/// Read and write bytes of a device, counted over every cgroup.
-fn counters(maj_min: &str) -> (u64, u64) {
-    let text =
-        std::fs::read_to_string(Path::new(BLKIO).join("blkio.throttle.io_service_bytes_recursive"))
-            .unwrap_or_default();
-    let mut read = 0;
-    let mut write = 0;
-    for line in text.lines() {
-        let mut parts = line.split_whitespace();
-        if parts.next() != Some(maj_min) {
-            continue;
-        }
-        match (
-            parts.next(),
-            parts.next().and_then(|v| v.parse::<u64>().ok()),
-        ) {
-            (Some("Read"), Some(v)) => read = v,
-            (Some("Write"), Some(v)) => write = v,
-            _ => {}
-        }
-    }
-    (read, write)
-}
-
-/// Sets (0 lifts) the root blkio throttle of a device.
-pub(crate) fn set_throttle(maj_min: &str, write_bps: u64, read_bps: u64) {
-    set_throttle_in(Path::new(BLKIO), maj_min, write_bps, read_bps);
-}
-
-fn set_throttle_in(cgroup: &Path, maj_min: &str, write_bps: u64, read_bps: u64) {
-    for (file, rate) in [
-        ("blkio.throttle.write_bps_device", write_bps),
-        ("blkio.throttle.read_bps_device", read_bps),
-    ] {
-        let path = cgroup.join(file);
-        // Rewriting a rule restarts the throttle's slice and lets queued I/O through:
-        // write only what changed.
-        let current = std::fs::read_to_string(&path).unwrap_or_default();
-        let unchanged = current.lines().any(|l| {
-            l.split_whitespace()
-                .eq([maj_min, rate.to_string().as_str()])
-        });
-        if unchanged
-            || (rate == 0
-                && !current
-                    .lines()
-                    .any(|l| l.starts_with(&format!("{maj_min} "))))
-        {
-            continue;
-        }
-        if let Err(e) = std::fs::write(&path, format!("{maj_min} {rate}")) {
-            // A container's cgroup may vanish between listing and writing.
-            tracing::debug!(path = %path.display(), error = %e, "Could not set the blkio throttle");
-        }
-    }
 }
 
 fn used_bytes(mount: &Path) -> u64 {

@@ -28,6 +28,7 @@ pub mod demo;
 pub mod docker_proxy;
 pub mod efs;
 pub mod efs_model;
+mod efs_throttle;
 pub mod error;
 pub mod footprint;
 pub mod image;

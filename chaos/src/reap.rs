@@ -82,8 +82,12 @@ fn release_files_under(dir: &Path) -> Result<()> {
     }
     for (device, _) in loop_devices_under(dir) {
         // A throttle left on the device number would slow down whoever gets it next.
-        if let Ok(maj_min) = run("lsblk", ["-dno", "MAJ:MIN", &device]) {
-            crate::efs::set_throttle(maj_min.trim(), 0, 0);
+        if let (Ok(maj_min), Ok(throttle)) = (
+            run("lsblk", ["-dno", "MAJ:MIN", &device]),
+            crate::efs_throttle::Throttle::for_host(),
+        ) {
+            // The lab's own cgroups go with the lab; the root's rule would stay.
+            throttle.lift("", maj_min.trim());
         }
         if let Err(e) = run("losetup", ["-d", &device]) {
             // Detached meanwhile (autoclear, once its last mount went) is what we wanted.

@@ -24,7 +24,7 @@ body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px;color
 h1{font-size:22px;margin:0 0 6px}h2{font-size:17px;margin:0 0 8px}
 p.summary{max-width:70em;color:#39424e}
 .runs{display:grid;grid-template-columns:repeat(auto-fit,minmax(520px,1fr));gap:28px}
-.run{border:1px solid #d5dbe3;border-radius:6px;padding:14px}
+.run{border:1px solid #d5dbe3;border-radius:6px;padding:14px;max-width:1100px}
 svg{width:100%;height:auto;display:block}
 svg text{font-size:11px;fill:#1d2530}
 table{border-collapse:collapse;margin-top:10px;font-size:13px}
