@@ -242,7 +242,7 @@ async fn campaign(
         }
     }
     tokio::time::sleep_until(start + spec.duration).await;
-    faults.finish();
+    drop(faults);
     final_heal(lab, history, &mut broken).await;
     // swarm-warden runs as a service pinned to managers: Swarm would reschedule it onto a
     // live manager; the nemesis does the same when its manager no longer is one.
@@ -284,7 +284,7 @@ async fn campaign(
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    recovery.finish();
+    drop(recovery);
     warden.stop().await;
     Ok(())
 }
@@ -310,7 +310,12 @@ impl Clock {
         Self { progress, ticker }
     }
 
-    fn finish(self) {
+}
+
+/// Ends the phase: also when the campaign returns early with an error.
+impl Drop for Clock {
+    fn drop(&mut self) {
+        // A dropped JoinHandle leaves its task running: abort it.
         self.ticker.abort();
         self.progress.finish();
     }
