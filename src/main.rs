@@ -241,8 +241,11 @@ fn parse_size(text: &str) -> Result<u64, String> {
 async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     match cli.command {
         Cmd::Copy { from, to } => {
-            let outcome = swarm_warden::copy::copy_tree(&from, &to)
-                .map_err(|e| Failure::Runtime(e.into()))?;
+            // Progress lines on the task log (the warden reads them into the journal).
+            let mut reporter = swarm_warden::copy::Reporter::new(std::io::stdout());
+            let outcome =
+                swarm_warden::copy::copy_tree_reporting(&from, &to, &mut |t| reporter.update(t))
+                    .map_err(|e| Failure::Runtime(e.into()))?;
             println!(
                 "copy complete: {} file(s), {} bytes, {} copied now, manifest verified",
                 outcome.files, outcome.bytes, outcome.copied
@@ -264,16 +267,13 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             total,
             file_size,
         } => {
-            let outcome = swarm_warden::pad::pad(&dir, total, file_size, |done, of| {
-                println!(
-                    "padding: {done}/{of} files of {file_size} bytes in {}",
-                    dir.display()
-                );
-            })
-            .map_err(|e| match e {
-                swarm_warden::pad::PadError::Usage(m) => Failure::BadInput(m),
-                other => Failure::Runtime(other.into()),
-            })?;
+            println!("padding {} in files of {file_size} bytes", dir.display());
+            let mut reporter = swarm_warden::copy::Reporter::new(std::io::stdout());
+            let outcome = swarm_warden::pad::pad(&dir, total, file_size, |t| reporter.update(t))
+                .map_err(|e| match e {
+                    swarm_warden::pad::PadError::Usage(m) => Failure::BadInput(m),
+                    other => Failure::Runtime(other.into()),
+                })?;
             println!(
                 "padding complete: {} file(s), {} found, {} written",
                 outcome.total_files, outcome.existing, outcome.written

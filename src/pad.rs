@@ -9,10 +9,16 @@
 //! fill a node's disk: no padding is written. (A node-local disk that holds it with room to
 //! spare is not caught here: the runbook refuses mounts that do not define their volume.) `swarm-warden unpad` ([`unpad`]) removes what
 //! padding wrote (files `pad-NNNNNN.bin` in the padding directory) to give the space back.
+//!
+//! It reports its progress as it goes (bytes and files of the padding, see
+//! [`crate::copy::Reporter`] for the lines the job prints).
 
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use crate::copy::Tally;
+use crate::model::journal::JobPhase;
 
 /// Why padding stopped.
 #[derive(Debug, thiserror::Error)]
@@ -63,12 +69,18 @@ pub struct PadOutcome {
 const CHUNK: usize = 1 << 20;
 
 /// Ensures `total` bytes of padding in `dir`, in files of `file_size` bytes (the last one
-/// rounded up to a whole file).
+/// rounded up to a whole file). `progress` is told how far it is (phase
+/// [`JobPhase::Padding`]: complete files among those wanted, and the bytes they and the
+/// file being written hold) before it writes, after every MiB and after every file.
+///
+/// # Errors
+/// A zero `file_size` ([`PadError::Usage`]), too little free space
+/// ([`PadError::NoSpace`]), or a file operation failed.
 pub fn pad(
     dir: &Path,
     total: u64,
     file_size: u64,
-    mut progress: impl FnMut(u64, u64),
+    mut progress: impl FnMut(&Tally),
 ) -> Result<PadOutcome, PadError> {
     if file_size == 0 {
         return Err(PadError::Usage("--file-size must be more than 0".into()));
@@ -107,6 +119,14 @@ pub fn pad(
         }
     }
     check_space(dir, (wanted - complete).saturating_mul(file_size))?;
+    let mut tally = Tally {
+        phase: JobPhase::Padding,
+        bytes_done: complete.saturating_mul(file_size),
+        bytes_total: wanted.saturating_mul(file_size),
+        files_done: complete,
+        files_total: wanted,
+    };
+    progress(&tally);
     let zeros = vec![0u8; CHUNK];
     let mut written = 0;
     for index in 0..wanted {
@@ -125,6 +145,10 @@ pub fn pad(
             let n = left.min(CHUNK as u64) as usize;
             file.write_all(&zeros[..n]).map_err(io("write", &partial))?;
             left -= n as u64;
+            progress(&Tally {
+                bytes_done: tally.bytes_done + (file_size - left),
+                ..tally
+            });
         }
         file.sync_all().map_err(io("fsync", &partial))?;
         drop(file);
@@ -133,7 +157,9 @@ pub fn pad(
             .and_then(|d| d.sync_all())
             .map_err(io("fsync", dir))?;
         written += 1;
-        progress(existing + written, wanted);
+        tally.files_done += 1;
+        tally.bytes_done += file_size;
+        progress(&tally);
     }
     Ok(PadOutcome {
         existing,
@@ -270,7 +296,7 @@ mod tests {
     #[test]
     fn padding_writes_whole_real_files() {
         let dir = tmp("whole");
-        let outcome = pad(&dir, 5 * 4096 + 1, 4096, |_, _| {}).unwrap();
+        let outcome = pad(&dir, 5 * 4096 + 1, 4096, |_| {}).unwrap();
         assert_eq!(
             outcome,
             PadOutcome {
@@ -289,12 +315,37 @@ mod tests {
         fs::remove_dir_all(dir).unwrap();
     }
 
+    /// The job's progress: the files already there count as done from the start; every
+    /// MiB moves the bytes; the last report is the whole padding.
+    #[test]
+    fn padding_reports_its_progress_from_what_exists_to_the_whole() {
+        let dir = tmp("progress");
+        pad(&dir, 2 * CHUNK as u64, 2 * CHUNK as u64, |_| {}).unwrap();
+        let mut seen = Vec::new();
+        pad(&dir, 6 * CHUNK as u64, 2 * CHUNK as u64, |t| seen.push(*t)).unwrap();
+        let mib = CHUNK as u64;
+        let done: Vec<(u64, u64)> = seen
+            .iter()
+            .map(|t| (t.files_done, t.bytes_done / mib))
+            .collect();
+        assert_eq!(
+            done,
+            [(1, 2), (1, 3), (1, 4), (2, 4), (2, 5), (2, 6), (3, 6)],
+            "{seen:?}"
+        );
+        assert!(seen.iter().all(|t| t.phase == JobPhase::Padding
+            && t.files_total == 3
+            && t.bytes_total == 6 * mib));
+        assert!(seen.last().unwrap().finished());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
     #[test]
     fn an_interrupted_run_resumes_without_rewriting_finished_files() {
         let dir = tmp("resume");
-        pad(&dir, 2 * 4096, 4096, |_, _| {}).unwrap();
+        pad(&dir, 2 * 4096, 4096, |_| {}).unwrap();
         fs::write(dir.join("pad-000002.bin.partial"), b"half").unwrap();
-        let outcome = pad(&dir, 4 * 4096, 4096, |_, _| {}).unwrap();
+        let outcome = pad(&dir, 4 * 4096, 4096, |_| {}).unwrap();
         assert_eq!(
             outcome,
             PadOutcome {
@@ -304,7 +355,7 @@ mod tests {
             }
         );
         assert!(!dir.join("pad-000002.bin.partial").exists());
-        let again = pad(&dir, 4 * 4096, 4096, |_, _| {}).unwrap();
+        let again = pad(&dir, 4 * 4096, 4096, |_| {}).unwrap();
         assert_eq!(again.written, 0, "nothing repeated");
         fs::remove_dir_all(dir).unwrap();
     }
@@ -314,7 +365,7 @@ mod tests {
     #[test]
     fn a_padding_that_would_fill_the_filesystem_writes_nothing() {
         let dir = tmp("full");
-        let err = pad(&dir, u64::MAX / 2, 1 << 30, |_, _| {}).unwrap_err();
+        let err = pad(&dir, u64::MAX / 2, 1 << 30, |_| {}).unwrap_err();
         assert!(matches!(err, PadError::NoSpace { .. }), "{err}");
         assert!(err.to_string().contains("not an EFS file system"), "{err}");
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
@@ -324,7 +375,7 @@ mod tests {
     #[test]
     fn unpad_removes_the_padding_and_only_the_padding() {
         let dir = tmp("unpad");
-        pad(&dir, 3 * 4096, 4096, |_, _| {}).unwrap();
+        pad(&dir, 3 * 4096, 4096, |_| {}).unwrap();
         fs::write(dir.join("pad-000003.bin.partial"), b"half").unwrap();
         assert_eq!(
             unpad(&dir).unwrap(),
@@ -335,7 +386,7 @@ mod tests {
         );
         assert!(!dir.exists(), "the empty padding directory is removed");
         assert_eq!(unpad(&dir).unwrap(), UnpadOutcome::default());
-        pad(&dir, 4096, 4096, |_, _| {}).unwrap();
+        pad(&dir, 4096, 4096, |_| {}).unwrap();
         fs::write(dir.join("notes.txt"), b"someone's").unwrap();
         assert_eq!(unpad(&dir).unwrap().files, 1);
         assert!(dir.join("notes.txt").exists());

@@ -3,7 +3,8 @@
 //! (the run stops and rolls back), `volumes.mode` is switched to `audit` mid-run (the run
 //! pauses, and the report says so), and swarm-warden is SIGKILLed right after the swap and
 //! before its journal write (the next process resumes without a second swap; the
-//! rollback that follows puts back the original mount whole and removes the pin).
+//! rollback that follows puts back the original mount whole and removes the pin). The
+//! copy's progress, read from its job's log, is in the journal when it is done.
 
 mod common;
 
@@ -197,6 +198,18 @@ async fn a_migration_interfered_with_pauses_rolls_back_and_resumes_without_losin
     assert_eq!(cut["run_id"], second_id.as_str());
     assert_eq!(cut["steps"][5]["state"], "running", "{cut:#}");
     assert!(cut["facts"]["swapped"].is_null(), "{cut:#}");
+    // The copy job's progress, read from its log into the journal: its last line, all
+    // verified.
+    let progress = &cut["progress"];
+    assert_eq!(progress["step"], "copy", "{cut:#}");
+    assert_eq!(progress["attempt"], cut["steps"][4]["attempts"], "{cut:#}");
+    assert_eq!(progress["phase"], "verifying", "{cut:#}");
+    assert!(
+        progress["files_total"].as_u64().is_some_and(|n| n > 0),
+        "{cut:#}"
+    );
+    assert_eq!(progress["files_done"], progress["files_total"], "{cut:#}");
+    assert_eq!(progress["bytes_done"], progress["bytes_total"], "{cut:#}");
     let target = cut["facts"]["target_volume"].as_str().expect("target");
     let spec = service_spec(&lab, "tsdb").await;
     assert_eq!(first_mount(&spec)["Source"], target, "the swap was made");

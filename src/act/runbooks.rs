@@ -2,15 +2,33 @@
 //! (narrow reads), compute the pure transition, save the journal, then carry out the
 //! effects through the one writer. Steps that wait return at once and are looked at again
 //! on a later reconcile: nothing here blocks the loop for long.
+//!
+//! A run whose `pad` or `copy` job is running also has the tail of that job's log read
+//! (see `runbook::progress`): the job cannot write to the swarm and nothing it can set
+//! shows in a list the warden already makes, so its progress lines are read here, in the
+//! act phase with the run's other narrow reads — one bounded call, at most every
+//! `RECORD_EVERY` per run and once when the job has ended — and recorded in the journal
+//! by the one writer.
 
-use std::time::SystemTime;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bollard::query_parameters::LogsOptionsBuilder;
+use futures::StreamExt;
 
 use crate::config::Policy;
+use crate::model::run_view::RunView;
 use crate::model::stored::Stored;
 use crate::model::Snapshot;
 use crate::observe::Observer;
+use crate::runbook::progress::{self, ProgressLine, LOG_TAIL_BYTES, LOG_TAIL_LINES};
 use crate::runbook::{self, Effect};
 use crate::writer::{WriteError, Writer};
+
+/// How long a read of a job's log tail may take: progress is not worth holding the loop
+/// for (the Engine fetches a remote task's log from its node, which may not answer).
+const LOG_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Transitions one run may make in one reconcile: steps that finish at once (preflight,
 /// approval) chain; a waiting step stops the chain.
@@ -21,6 +39,9 @@ const MAX_TRANSITIONS: usize = 8;
 pub struct RunbookRunner {
     observer: Observer,
     writer: Writer,
+    /// When each active run's job log was last read (this process's memory: a restart
+    /// reads at once, which is one read).
+    log_read_at: Arc<Mutex<HashMap<String, SystemTime>>>,
 }
 
 /// Why a run stopped advancing in this reconcile.
@@ -36,7 +57,11 @@ enum Stop {
 impl RunbookRunner {
     /// A runner reading through `observer` and writing through `writer`.
     pub fn new(observer: Observer, writer: Writer) -> Self {
-        Self { observer, writer }
+        Self {
+            observer,
+            writer,
+            log_read_at: Arc::default(),
+        }
     }
 
     /// Advances every active run as far as it can go now, but none whose service is in
@@ -54,6 +79,9 @@ impl RunbookRunner {
             Ok(listing) => listing.journals,
             Err(e) => return vec![format!("cannot read runbook journals: {e}")],
         };
+        if let Ok(mut read_at) = self.log_read_at.lock() {
+            read_at.retain(|id, _| runs.iter().any(|r| &r.journal.run_id == id));
+        }
         for mut run in runs.into_iter().filter(|r| r.journal.is_active()) {
             let id = run.journal.run_id.clone();
             if busy.contains(&run.journal.service_id) {
@@ -82,7 +110,7 @@ impl RunbookRunner {
         policy: &Policy,
         notes: &mut Vec<String>,
     ) -> Stop {
-        for _ in 0..MAX_TRANSITIONS {
+        for transition in 0..MAX_TRANSITIONS {
             // Every write checks the claim too; this keeps a replica that lost it from
             // reading and judging steps it cannot record.
             if !self.writer.claim().is_held() {
@@ -93,6 +121,13 @@ impl RunbookRunner {
                 Err(e) => return Stop::Failed(format!("not advanced: {e}")),
             };
             let now = SystemTime::now();
+            if transition == 0 {
+                // Before the step judges the job: once it has ended, the step removes it,
+                // and its log with it.
+                if let Err(stop) = self.note_progress(run, &view, policy, now, notes).await {
+                    return stop;
+                }
+            }
             let Some(mut next) = runbook::advance(&run.journal, &view, snapshot, policy, now)
             else {
                 return Stop::Waits;
@@ -131,6 +166,86 @@ impl RunbookRunner {
             }
         }
         Stop::Waits
+    }
+
+    /// Reads the run's job log tail when due and records the progress it shows in the
+    /// journal when [`progress::record`] says so. A log that cannot be read is only
+    /// logged: progress is for the report, the job's end is judged on its tasks.
+    async fn note_progress(
+        &self,
+        run: &mut Stored,
+        view: &RunView,
+        policy: &Policy,
+        now: SystemTime,
+        notes: &mut Vec<String>,
+    ) -> Result<(), Stop> {
+        let Some((job, ended)) = progress::job_to_read(&run.journal, view, policy) else {
+            return Ok(());
+        };
+        if !(ended || self.log_read_due(&run.journal.run_id, now)) {
+            return Ok(());
+        }
+        let line = match self.last_progress(&job).await {
+            Ok(Some(line)) => line,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                tracing::debug!(run = %run.journal.run_id, %job, error = %e, "A runbook job's log could not be read for its progress");
+                return Ok(());
+            }
+        };
+        let Some(next) = progress::record(&run.journal, &line, ended, now) else {
+            return Ok(());
+        };
+        let said = next.progress.as_ref().map(|p| p.describe());
+        self.record(run, next).await?;
+        if let Some(said) = said {
+            notes.push(format!("{}: {job}: {said}", run.journal.run_id));
+        }
+        Ok(())
+    }
+
+    /// Whether run `id`'s job log may be read at `now` (at most every
+    /// [`progress::RECORD_EVERY`]); if so, notes it as read.
+    fn log_read_due(&self, id: &str, now: SystemTime) -> bool {
+        let Ok(mut read_at) = self.log_read_at.lock() else {
+            return true;
+        };
+        let since = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let last = read_at.get(id).copied().map(since);
+        let due = progress::due(last, since(now), progress::RECORD_EVERY);
+        if due {
+            read_at.insert(id.to_owned(), now);
+        }
+        due
+    }
+
+    /// The last progress line in the tail of `job`'s log (stdout and stderr, the last
+    /// [`LOG_TAIL_LINES`] lines, read for at most [`LOG_READ_TIMEOUT`], at most
+    /// [`LOG_TAIL_BYTES`] kept). What arrived before a timeout is used.
+    async fn last_progress(
+        &self,
+        job: &str,
+    ) -> Result<Option<ProgressLine>, bollard::errors::Error> {
+        let options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail(&LOG_TAIL_LINES.to_string())
+            .build();
+        let mut frames = self.observer.docker().service_logs(job, Some(options));
+        let mut log: Vec<u8> = Vec::new();
+        let read = async {
+            while let Some(frame) = frames.next().await {
+                log.extend_from_slice(frame?.as_ref());
+                if log.len() > 2 * LOG_TAIL_BYTES {
+                    log.drain(..log.len() - LOG_TAIL_BYTES);
+                }
+            }
+            Ok::<(), bollard::errors::Error>(())
+        };
+        if let Ok(result) = tokio::time::timeout(LOG_READ_TIMEOUT, read).await {
+            result?;
+        }
+        Ok(ProgressLine::last_in(&log))
     }
 
     /// Saves `journal` as the run's, unless nothing changed.

@@ -3,11 +3,13 @@
 //! runbook, run inside a Swarm job with the source mounted read-only. Besides the bytes
 //! (SHA-256) it keeps owners, modes, times and extended attributes ([`meta`]), symbolic
 //! links, and hard links (as hard links). Resumable: a file already on the target with the
-//! source's checksum is not copied again.
+//! source's checksum is not copied again. It reports its progress as it goes
+//! ([`copy_tree_reporting`], [`Reporter`]).
 
 mod meta;
+mod progress;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
@@ -16,6 +18,9 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 pub use meta::Meta;
+pub use progress::{Reporter, Tally};
+
+use crate::model::journal::JobPhase;
 
 /// Name of the manifest written at the target's root.
 pub const MANIFEST: &str = ".swarm-warden-manifest.sha256";
@@ -71,15 +76,27 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CopyE
 
 /// SHA-256 of a file, hex.
 pub fn checksum(path: &Path) -> Result<String, CopyError> {
+    checksum_reporting(path, &mut |_| {})
+}
+
+/// The bytes read and written at a time (1 MiB); also how often a long file's progress
+/// is taken.
+const CHUNK: usize = 1 << 20;
+
+/// [`checksum`], telling `read` how far into the file it is (bytes) after each chunk.
+fn checksum_reporting(path: &Path, read: &mut dyn FnMut(u64)) -> Result<String, CopyError> {
     let mut file = File::open(path).map_err(io("open", path))?;
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; CHUNK];
+    let mut at = 0u64;
     loop {
         let n = file.read(&mut buf).map_err(io("read", path))?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
+        at += n as u64;
+        read(at);
     }
     Ok(hasher
         .finalize()
@@ -91,8 +108,8 @@ pub fn checksum(path: &Path) -> Result<String, CopyError> {
 /// One entry of the tree, as the manifest records it.
 #[derive(Debug)]
 enum Kind {
-    /// A regular file and its SHA-256.
-    File(String),
+    /// A regular file, its SHA-256 and its size (bytes).
+    File(String, u64),
     /// A second name of a file copied earlier (a hard link to that path).
     HardLink(PathBuf),
     /// A symbolic link and what it points to.
@@ -109,6 +126,60 @@ enum Kind {
 /// empty ([`CopyError::EmptySource`]) or the target holds what the source does not
 /// ([`CopyError::Extraneous`]).
 pub fn copy_tree(from: &Path, to: &Path) -> Result<CopyOutcome, CopyError> {
+    copy_tree_reporting(from, to, &mut |_| {})
+}
+
+/// A copy's progress, added up as it goes and handed to its reporter: whole files done,
+/// and how far into the current one the copy is (the furthest of its passes — checksum
+/// of the source, of a target already there, the copy itself — so it never goes back).
+struct Meter<'a> {
+    tally: Tally,
+    /// Bytes into the current file.
+    current: u64,
+    report: &'a mut dyn FnMut(&Tally),
+}
+
+impl Meter<'_> {
+    fn begin(&mut self, phase: JobPhase, files_total: u64, bytes_total: u64) {
+        self.tally = Tally {
+            phase,
+            bytes_done: 0,
+            bytes_total,
+            files_done: 0,
+            files_total,
+        };
+        self.current = 0;
+        (self.report)(&self.tally);
+    }
+
+    fn within(&mut self, at: u64) {
+        self.current = self.current.max(at);
+        let tally = Tally {
+            bytes_done: self.tally.bytes_done + self.current,
+            ..self.tally
+        };
+        (self.report)(&tally);
+    }
+
+    fn file_done(&mut self, len: u64) {
+        self.tally.bytes_done += len;
+        self.tally.files_done += 1;
+        self.current = 0;
+        (self.report)(&self.tally);
+    }
+}
+
+/// [`copy_tree`], handing `report` its progress after every file and every MiB read
+/// (phase [`JobPhase::Copying`], then [`JobPhase::Verifying`]; the totals of the first
+/// counted before it begins). A [`Reporter`] turns it into lines on the job's log.
+///
+/// # Errors
+/// As [`copy_tree`].
+pub fn copy_tree_reporting(
+    from: &Path,
+    to: &Path,
+    report: &mut dyn FnMut(&Tally),
+) -> Result<CopyOutcome, CopyError> {
     let mut top = fs::read_dir(from).map_err(io("read", from))?;
     if top.all(|e| e.is_ok_and(|e| skipped_at_root(&e.file_name()))) {
         return Err(CopyError::EmptySource(from.to_path_buf()));
@@ -117,6 +188,19 @@ pub fn copy_tree(from: &Path, to: &Path) -> Result<CopyOutcome, CopyError> {
     // Before anything is written: a target that holds what the source does not is not
     // this run's new volume.
     no_extraneous(from, to, Path::new(""))?;
+    let (files_total, bytes_total) = count(from)?;
+    let mut meter = Meter {
+        tally: Tally {
+            phase: JobPhase::Copying,
+            bytes_done: 0,
+            bytes_total,
+            files_done: 0,
+            files_total,
+        },
+        current: 0,
+        report,
+    };
+    meter.begin(JobPhase::Copying, files_total, bytes_total);
     let mut outcome = CopyOutcome::default();
     let mut manifest: Vec<(PathBuf, Kind)> = vec![(PathBuf::new(), Kind::Dir)];
     // Files with more than one name, by (device, inode): their first name.
@@ -162,16 +246,18 @@ pub fn copy_tree(from: &Path, to: &Path) -> Result<CopyOutcome, CopyError> {
                     }
                     first_names.insert(key, rel_path.clone());
                 }
-                let sum = checksum(&source)?;
-                let present = target.exists() && checksum(&target)? == sum;
+                let mut read = |at| meter.within(at);
+                let sum = checksum_reporting(&source, &mut read)?;
+                let present = target.exists() && checksum_reporting(&target, &mut read)? == sum;
                 if !present {
-                    copy_file(&source, &target)?;
+                    copy_file(&source, &target, &mut read)?;
                     outcome.copied += 1;
                 }
                 Meta::read(&source)?.apply(&target)?;
                 outcome.files += 1;
                 outcome.bytes += md.len();
-                manifest.push((rel_path, Kind::File(sum)));
+                meter.file_done(md.len());
+                manifest.push((rel_path, Kind::File(sum, md.len())));
             }
         }
     }
@@ -184,8 +270,9 @@ pub fn copy_tree(from: &Path, to: &Path) -> Result<CopyOutcome, CopyError> {
         .collect();
     dirs.sort_by_key(|rel| std::cmp::Reverse(rel.components().count()));
     let mut lines = String::new();
+    meter.begin(JobPhase::Verifying, outcome.files, outcome.bytes);
     for (rel, kind) in &manifest {
-        lines.push_str(&verify(from, to, rel, kind)?);
+        lines.push_str(&verify(from, to, rel, kind, &mut meter)?);
     }
     // Written before the root gets its times back (writing it would move them); its
     // presence means the copy was verified.
@@ -206,14 +293,21 @@ pub fn copy_tree(from: &Path, to: &Path) -> Result<CopyOutcome, CopyError> {
 
 /// Checks one entry of the target against its source; returns its manifest line:
 /// `<sha256 | dir | link | hardlink>  <uid:gid mode mtime>  <path>`.
-fn verify(from: &Path, to: &Path, rel: &Path, kind: &Kind) -> Result<String, CopyError> {
+fn verify(
+    from: &Path,
+    to: &Path,
+    rel: &Path,
+    kind: &Kind,
+    meter: &mut Meter<'_>,
+) -> Result<String, CopyError> {
     let (source, target) = (from.join(rel), to.join(rel));
     let mismatch = |what: String| CopyError::Mismatch(shown(rel), what);
     let first = match kind {
-        Kind::File(sum) => {
-            if &checksum(&target)? != sum {
+        Kind::File(sum, len) => {
+            if &checksum_reporting(&target, &mut |at| meter.within(at))? != sum {
                 return Err(mismatch("its bytes (SHA-256)".into()));
             }
+            meter.file_done(*len);
             sum.clone()
         }
         Kind::HardLink(first) => {
@@ -238,6 +332,32 @@ fn verify(from: &Path, to: &Path, rel: &Path, kind: &Kind) -> Result<String, Cop
         }
     }
     Ok(format!("{first}  {meta}  {}\n", shown(rel)))
+}
+
+/// The files (first names of hard-linked ones) and their bytes that a copy of `from` will
+/// go through: the totals of its progress. A walk of `stat`s, cheap beside the copy.
+fn count(from: &Path) -> Result<(u64, u64), CopyError> {
+    let (mut files, mut bytes) = (0, 0);
+    let mut seen: HashSet<(u64, u64)> = HashSet::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let dir = from.join(&rel);
+        for entry in fs::read_dir(&dir).map_err(io("read", &dir))? {
+            let entry = entry.map_err(io("read", &dir))?;
+            if rel.as_os_str().is_empty() && skipped_at_root(&entry.file_name()) {
+                continue;
+            }
+            let path = entry.path();
+            let md = fs::symlink_metadata(&path).map_err(io("stat", &path))?;
+            if md.is_dir() {
+                stack.push(rel.join(entry.file_name()));
+            } else if md.is_file() && (md.nlink() < 2 || seen.insert((md.dev(), md.ino()))) {
+                files += 1;
+                bytes += md.len();
+            }
+        }
+    }
+    Ok((files, bytes))
 }
 
 /// Entries at the root of a volume that are not its data: the manifest, and the padding
@@ -298,12 +418,24 @@ fn same_inode(a: &Path, b: &Path) -> bool {
     }
 }
 
-fn copy_file(source: &Path, target: &Path) -> Result<(), CopyError> {
+/// Copies `source` to `target` through a partial file renamed once complete, telling
+/// `written` how far it is (bytes) after each chunk.
+fn copy_file(source: &Path, target: &Path, written: &mut dyn FnMut(u64)) -> Result<(), CopyError> {
     let partial = target.with_extension(PARTIAL);
     {
         let mut input = File::open(source).map_err(io("open", source))?;
         let mut output = File::create(&partial).map_err(io("create", &partial))?;
-        std::io::copy(&mut input, &mut output).map_err(io("copy", source))?;
+        let mut buf = vec![0u8; CHUNK];
+        let mut at = 0u64;
+        loop {
+            let n = input.read(&mut buf).map_err(io("read", source))?;
+            if n == 0 {
+                break;
+            }
+            output.write_all(&buf[..n]).map_err(io("write", &partial))?;
+            at += n as u64;
+            written(at);
+        }
         output.sync_all().map_err(io("fsync", &partial))?;
         let mode = fs::metadata(source)
             .map_err(io("stat", source))?
@@ -420,6 +552,46 @@ mod tests {
         lchown(to.join("wal/00000001"), Some(0), Some(0)).unwrap();
         assert_eq!(copy_tree(&from, &to).unwrap().copied, 0);
         assert_eq!(Meta::read(&to.join("wal/00000001")).unwrap().uid, 65534);
+        fs::remove_dir_all(from).unwrap();
+        fs::remove_dir_all(to).unwrap();
+    }
+
+    /// The copy's progress: totals counted before it begins (a hard link's second name and
+    /// the padding not counted), every file and MiB on the way, and each phase ending at
+    /// its totals; as lines, the last of each phase parses back to the totals.
+    #[test]
+    fn a_copy_reports_its_progress_through_both_phases() {
+        let (from, to) = (tmp("from6"), tmp("to6"));
+        fs::create_dir_all(from.join("wal")).unwrap();
+        fs::write(from.join("wal/big"), vec![1u8; 3 * CHUNK + 5]).unwrap();
+        fs::write(from.join("small"), b"abc").unwrap();
+        fs::hard_link(from.join("small"), from.join("wal/small")).unwrap();
+        fs::create_dir_all(from.join(".swarm-warden-padding")).unwrap();
+        fs::write(from.join(".swarm-warden-padding/pad-000000.bin"), b"0").unwrap();
+        let mut seen: Vec<Tally> = Vec::new();
+        let outcome = copy_tree_reporting(&from, &to, &mut |t| seen.push(*t)).unwrap();
+        let total = 3 * CHUNK as u64 + 8;
+        assert_eq!((outcome.files, outcome.bytes), (2, total));
+        for phase in [JobPhase::Copying, JobPhase::Verifying] {
+            let of: Vec<&Tally> = seen.iter().filter(|t| t.phase == phase).collect();
+            assert_eq!((of[0].bytes_done, of[0].files_done), (0, 0), "{phase:?}");
+            assert!(of
+                .iter()
+                .all(|t| (t.bytes_total, t.files_total) == (total, 2)));
+            assert!(of.windows(2).all(|w| w[0].bytes_done <= w[1].bytes_done));
+            assert!(of.last().unwrap().finished(), "{phase:?}: {of:?}");
+            assert!(of.len() > 4, "within the big file too: {of:?}");
+        }
+        // Again, as the job prints it (a rerun: every file already there, still verified).
+        let mut log: Vec<u8> = Vec::new();
+        let mut reporter = Reporter::new(&mut log);
+        copy_tree_reporting(&from, &to, &mut |t| reporter.update(t)).unwrap();
+        let last = crate::runbook::progress::ProgressLine::last_in(&log).unwrap();
+        assert_eq!(last.phase, JobPhase::Verifying);
+        assert_eq!(
+            (last.bytes_done, last.bytes_total, last.files_done),
+            (total, total, 2)
+        );
         fs::remove_dir_all(from).unwrap();
         fs::remove_dir_all(to).unwrap();
     }

@@ -101,6 +101,63 @@ pub struct Step {
     pub detail: String,
 }
 
+/// What a runbook job is doing when it reports progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobPhase {
+    /// `swarm-warden copy` copying files (checksummed, copied where needed).
+    Copying,
+    /// `swarm-warden copy` verifying every copied file against its checksum.
+    Verifying,
+    /// `swarm-warden pad` writing padding files.
+    Padding,
+}
+
+impl JobPhase {
+    /// The name reports use (as serialized).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobPhase::Copying => "copying",
+            JobPhase::Verifying => "verifying",
+            JobPhase::Padding => "padding",
+        }
+    }
+}
+
+/// How far a runbook job had got, from the last progress line of its log (see
+/// `runbook::progress`), as the warden recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobProgress {
+    /// The step whose job it is (`pad` or `copy`).
+    pub step: String,
+    /// The step's attempt the job belongs to (an earlier attempt's progress is stale).
+    pub attempt: u32,
+    /// What the job was doing.
+    pub phase: JobPhase,
+    /// Bytes done in this phase.
+    pub bytes_done: u64,
+    /// Bytes the phase has to do in all.
+    pub bytes_total: u64,
+    /// Files done in this phase.
+    pub files_done: u64,
+    /// Files the phase has to do in all.
+    pub files_total: u64,
+    /// The job's rate in this phase, bytes per second.
+    pub bytes_per_second: u64,
+    /// When the warden read it (Unix seconds, the warden's clock).
+    pub at: u64,
+}
+
+/// `progress` as stored, or `None` when it cannot be read: it is informational, and must
+/// never make a journal unreadable.
+fn lenient_progress<'de, D>(deserializer: D) -> Result<Option<JobProgress>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let value = Option::<serde_json::Value>::deserialize(deserializer)?;
+    Ok(value.and_then(|v| serde_json::from_value(v).ok()))
+}
+
 /// The journal format this build writes and the newest it reads. Raised when a field
 /// changes meaning; fields added without a change of meaning keep it (an older build keeps
 /// them through its writes, see [`Journal::extra`]).
@@ -139,6 +196,17 @@ pub struct Journal {
     pub steps: Vec<Step>,
     /// Values steps recorded for later steps and for the report.
     pub facts: BTreeMap<String, String>,
+    /// How far the run's job (the `pad` or `copy` step's) had got when the warden last
+    /// read its log. Informational: a value that cannot be read (a hand edit, a newer
+    /// build's phase) is dropped rather than making the journal unreadable. Kept at the
+    /// top level, not on the step, so that an older build keeps it through its writes
+    /// (see [`Journal::extra`]) without a [`JOURNAL_SCHEMA`] change.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_progress"
+    )]
+    pub progress: Option<JobProgress>,
     /// Top-level fields this build does not know (a newer build's, same schema): kept as
     /// read and written back unchanged. (Unknown fields inside `steps` are not kept: a
     /// newer build that adds some there must raise [`JOURNAL_SCHEMA`].)
@@ -214,6 +282,7 @@ impl Journal {
                 })
                 .collect(),
             facts: BTreeMap::new(),
+            progress: None,
             extra: BTreeMap::new(),
         }
     }
@@ -352,6 +421,56 @@ mod tests {
             assert!(
                 matches!(Journal::decode(text), Err(DecodeError::Malformed(_))),
                 "{text:?}"
+            );
+        }
+    }
+
+    /// Journals written before `progress` existed read as having none; a stored progress
+    /// survives a round trip; one that cannot be read (a newer phase, a hand edit) is
+    /// dropped, never an unreadable journal.
+    #[test]
+    fn progress_is_optional_and_never_makes_a_journal_unreadable() {
+        let old = serde_json::to_value(sample()).unwrap();
+        assert!(
+            old.get("progress").is_none(),
+            "not written when there is none"
+        );
+        assert_eq!(Journal::decode(&old.to_string()).unwrap().progress, None);
+
+        let mut j = sample();
+        j.progress = Some(JobProgress {
+            step: "pad".into(),
+            attempt: 1,
+            phase: JobPhase::Padding,
+            bytes_done: 2 << 30,
+            bytes_total: 5 << 30,
+            files_done: 2,
+            files_total: 5,
+            bytes_per_second: 100 << 20,
+            at: 1060,
+        });
+        let text = serde_json::to_string(&j).unwrap();
+        assert_eq!(Journal::decode(&text).unwrap(), j);
+
+        for bad in [
+            serde_json::json!({"step": "copy", "phase": "teleporting"}),
+            serde_json::json!("half"),
+            serde_json::json!(null),
+        ] {
+            let mut value = serde_json::to_value(sample()).unwrap();
+            value["progress"] = bad.clone();
+            let read = Journal::decode(&value.to_string()).unwrap();
+            assert_eq!(read.progress, None, "{bad}");
+            assert!(!read.extra.contains_key("progress"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn job_phase_names_are_the_serialized_names() {
+        for phase in [JobPhase::Copying, JobPhase::Verifying, JobPhase::Padding] {
+            assert_eq!(
+                serde_json::to_value(phase).ok(),
+                Some(serde_json::Value::String(phase.as_str().into()))
             );
         }
     }

@@ -396,6 +396,11 @@ fn runbook(j: &Journal) -> Markup {
                             span.muted { " attempt" @if s.attempts != 1 { "s" } " " (s.attempts) }
                         }
                         @if !s.detail.is_empty() { " - " (s.detail) }
+                        @if let Some(p) = crate::runbook::progress::shown(j, &s.name) {
+                            br;
+                            progress max="1000" value=(p.per_mille()) { (p.per_mille() / 10) "%" }
+                            " " (p.describe()) span.muted { ", as of " (unix(p.at)) }
+                        }
                     }
                 }
             }

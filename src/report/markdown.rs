@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::{cluster_line, requeue_line, services_of_note, volume_line, Report};
+use super::{cluster_line, progress_line, requeue_line, services_of_note, volume_line, Report};
 use crate::plan::short_id;
 
 /// Table cells must not break the table.
@@ -104,6 +104,44 @@ pub(super) fn render(r: &Report) -> String {
         let _ = writeln!(out);
         for v in &r.volumes {
             let _ = writeln!(out, "- {}", volume_line(v));
+        }
+        let _ = writeln!(out);
+    }
+    if !r.runbooks.is_empty() {
+        let _ = writeln!(out, "### Runbooks");
+        let _ = writeln!(out);
+        for j in &r.runbooks {
+            let done = j
+                .steps
+                .iter()
+                .filter(|s| s.state == crate::model::journal::StepState::Done)
+                .count();
+            let mut line = format!(
+                "- `{}` `{}` of {} (volume {}): {}, {done} of {} steps done",
+                j.run_id,
+                j.kind.as_str(),
+                cell(&j.service),
+                cell(&j.volume),
+                j.status.as_str(),
+                j.steps.len()
+            );
+            if let Some(step) = j.current().and_then(|i| j.steps.get(i)) {
+                let _ = write!(
+                    line,
+                    "; `{}` {} (attempt {})",
+                    step.name,
+                    format!("{:?}", step.state).to_lowercase(),
+                    step.attempts
+                );
+            }
+            if let Some(p) = j
+                .progress
+                .as_ref()
+                .and_then(|p| Some((p.step.as_str(), progress_line(j, &p.step)?)))
+            {
+                let _ = write!(line, "; `{}`: {}", p.0, cell(&p.1));
+            }
+            let _ = writeln!(out, "{line}");
         }
         let _ = writeln!(out);
     }

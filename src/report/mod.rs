@@ -541,6 +541,19 @@ fn volume_line(v: &VolumeView) -> String {
     )
 }
 
+/// A job step's progress for people, when the journal has one for the step's current
+/// attempt: `copying: 1.2 GiB of 3.0 GiB, 812 of 2,000 files, 48.0 MiB/s, as of
+/// 2026-01-01T00:00:00Z` (shared by text and Markdown).
+fn progress_line(j: &crate::model::journal::Journal, step: &str) -> Option<String> {
+    crate::runbook::progress::shown(j, step).map(|p| {
+        format!(
+            "{}, as of {}",
+            p.describe(),
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(p.at))
+        )
+    })
+}
+
 /// A requeue hint for people.
 fn requeue_line(r: &Report) -> Option<String> {
     r.requeue_after_seconds.map(|s| {

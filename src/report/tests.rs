@@ -301,3 +301,75 @@ fn the_html_report_escapes_what_comes_from_the_swarm() {
     assert!(html.contains("m1&quot; onmouseover=&quot;x"), "{html}");
     assert!(html.contains("a &amp; b &lt;b&gt;bold&lt;/b&gt;"), "{html}");
 }
+
+/// A migration at its copy step, with the progress the warden last read from the job's
+/// log: every format says how far it is; the JSON validates against the schema.
+#[test]
+fn a_running_copy_step_shows_its_progress_in_every_format() {
+    use crate::model::journal::{JobPhase, JobProgress};
+    let mut r = sample(false);
+    let mut run = Journal::new(
+        RunbookKind::EbsMigration,
+        "fs-2",
+        "tsdb",
+        "tsdb",
+        "tsdbdata",
+        crate::runbook::steps(RunbookKind::EbsMigration),
+        t(900),
+    );
+    let copy = run.steps.iter().position(|s| s.name == "copy").unwrap();
+    for i in 0..copy {
+        run.begin(i, t(900));
+        run.complete(i, t(900), "ok");
+    }
+    run.begin(copy, t(950));
+    run.progress = Some(JobProgress {
+        step: "copy".into(),
+        attempt: 1,
+        phase: JobPhase::Copying,
+        bytes_done: 1_288_490_188,
+        bytes_total: 3 << 30,
+        files_done: 812,
+        files_total: 2000,
+        bytes_per_second: 48 << 20,
+        at: 1000,
+    });
+    r.runbooks.push(run.clone());
+    let said = "copying: 1.2 GiB of 3.0 GiB, 812 of 2,000 files, 48.0 MiB/s";
+    for format in [Format::Text, Format::Markdown, Format::Html] {
+        let out = r.render(format);
+        assert!(out.contains(said), "{format:?}:\n{out}");
+    }
+    let text = r.render(Format::Text);
+    assert!(
+        text.contains(&format!("progress {said}, as of 1970-01-01T00:16:40Z")),
+        "{text}"
+    );
+    let md = r.render(Format::Markdown);
+    assert!(md.contains("### Runbooks"), "{md}");
+    assert!(
+        md.contains("running, 4 of 8 steps done; `copy` running (attempt 1); `copy`: copying"),
+        "{md}"
+    );
+    let html = r.render(Format::Html);
+    assert!(
+        html.contains(r#"<progress max="1000" value="400">40%</progress>"#),
+        "{html}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&r.render(Format::Json)).unwrap();
+    let progress = &json["runbooks"][1]["progress"];
+    assert_eq!(progress["files_done"], 812, "{json:#}");
+    assert_eq!(progress["phase"], "copying");
+    let validator = jsonschema::validator_for(&schema()).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&json)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+
+    // An earlier attempt's progress is not shown as this one's.
+    r.runbooks[1].steps[copy].attempts = 2;
+    for format in [Format::Text, Format::Markdown, Format::Html] {
+        assert!(!r.render(format).contains(said), "{format:?}");
+    }
+}

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::{cluster_line, requeue_line, services_of_note, volume_line, Report};
+use super::{cluster_line, progress_line, requeue_line, services_of_note, volume_line, Report};
 use crate::plan::short_id;
 
 pub(super) fn render(r: &Report) -> String {
@@ -107,6 +107,9 @@ pub(super) fn render(r: &Report) -> String {
                     step.attempts,
                     step.detail
                 );
+                if let Some(line) = progress_line(j, &step.name) {
+                    let _ = writeln!(out, "      {:<14} progress {line}", "");
+                }
             }
         }
     }

@@ -11,6 +11,7 @@ pub mod effect;
 mod migration;
 mod padding;
 mod pin;
+pub mod progress;
 mod rollback;
 mod transition;
 
@@ -19,7 +20,8 @@ mod tests;
 
 // The journal is data the snapshot carries and the planner reads: it lives in the model.
 pub use crate::model::journal::{
-    self, Journal, RunStatus, RunbookKind, Step, StepState, UnreadableJournal,
+    self, JobPhase, JobProgress, Journal, RunStatus, RunbookKind, Step, StepState,
+    UnreadableJournal,
 };
 pub use crate::model::stored::{Listing, Stored};
 pub use effect::{Effect, Job, JobMount, RUN_LABEL};
