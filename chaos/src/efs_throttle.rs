@@ -94,7 +94,8 @@ impl Throttle {
         }
     }
 
-    /// Lifts the limits on `maj_min` (the root's, and the lab's cgroups').
+    /// Lifts the limits on `maj_min`: the root's blkio rule (the lab's own cgroups and
+    /// their rules go with the lab), or the lab's io.max lines.
     pub(crate) fn lift(&self, prefix: &str, maj_min: &str) {
         match self {
             Throttle::Blkio { root } => set_blkio(root, maj_min, 0, 0),
@@ -202,7 +203,11 @@ fn set_io_max(cgroup: &Path, maj_min: &str, line: &str) {
         return;
     }
     if let Err(e) = std::fs::write(&path, line) {
-        tracing::debug!(path = %path.display(), error = %e, "Could not set io.max");
+        // A node's cgroup may vanish between listing and writing; a node that stays and
+        // refuses the limit is a volume that does not slow down: say so.
+        if path.parent().is_some_and(Path::exists) {
+            tracing::warn!(path = %path.display(), error = %e, "Could not set io.max: the EFS volume is not throttled for this node");
+        }
     }
 }
 

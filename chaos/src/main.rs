@@ -253,7 +253,8 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
-        .with_writer(std::io::stderr)
+        // Log lines and progress bars share stderr: each line moves the bars out of its way.
+        .with_writer(|| swarm_chaos::progress::BarsAside)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -345,10 +346,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(n) => vec![LabName::new(&n)?],
                 None => swarm_chaos::state::list_labs(&root),
             };
+            let tree = match swarm_chaos::cgroup::Tree::for_new_lab() {
+                Ok(tree) => format!("the {tree} tree"),
+                Err(e) => format!("no tree: {e}"),
+            };
             println!(
-                "Host cgroups: {}; new labs use the {} tree ({} to choose)",
+                "Host cgroups: {}; new labs get {tree} ({} to choose)",
                 swarm_chaos::cgroup::CgroupMode::of_host(),
-                swarm_chaos::cgroup::Tree::for_new_lab()?,
                 swarm_chaos::cgroup::CGROUP_ENV
             );
             if labs.is_empty() {

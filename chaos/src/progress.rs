@@ -131,6 +131,22 @@ impl Progress {
     }
 }
 
+/// stderr for log lines, with the bars cleared while a line is written and drawn again
+/// after (`tracing_subscriber::fmt().with_writer(|| BarsAside)`): a log line written past
+/// a bar would be overdrawn or leave the bar's remains in the terminal.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BarsAside;
+
+impl std::io::Write for BarsAside {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        multi().suspend(|| std::io::stderr().write(buf))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 /// The process's bars, stacked on stderr.
 fn multi() -> &'static MultiProgress {
     static MULTI: OnceLock<MultiProgress> = OnceLock::new();

@@ -141,6 +141,39 @@ fn freeze_then_kill(method: KillMethod) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A node killed while frozen (freeze, then kill) comes back thawed: a restart joins the
+/// same tree.
+fn killed_while_frozen(method: KillMethod) {
+    let dir = std::env::temp_dir().join(format!("cg2-frozen-{method:?}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut scratch = Scratch::new(&format!("frozen-{method:?}").to_lowercase());
+    scratch.spawn_tree(&dir.join("ticks"));
+    scratch.cgroup.freeze().expect("freeze");
+    scratch
+        .cgroup
+        .kill_all_by(method)
+        .expect("kill a frozen tree");
+    assert_eq!(scratch.cgroup.state(), ProcessState::Stopped);
+    let freeze =
+        std::fs::read_to_string(scratch.cgroup.dir().join("cgroup.freeze")).expect("cgroup.freeze");
+    assert_eq!(freeze.trim(), "0", "left frozen: a restart would hang");
+    for child in &mut scratch.children {
+        let _ = child.wait();
+    }
+    scratch.children.clear();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_tree_killed_while_frozen_by_cgroup_kill_is_left_thawed() {
+    killed_while_frozen(KillMethod::CgroupKill);
+}
+
+#[test]
+fn a_tree_killed_while_frozen_by_signals_is_left_thawed() {
+    killed_while_frozen(KillMethod::Signals);
+}
+
 #[test]
 fn a_cgroup2_tree_freezes_thaws_and_dies_whole_by_cgroup_kill() {
     freeze_then_kill(KillMethod::CgroupKill);

@@ -21,9 +21,10 @@ use serde::Serialize;
 pub use block::{Block, BlockKind};
 pub use memory::{Handoff, Memory};
 pub use placement::{
-    classify, compose_snippet, node_local_data, parse_bool, services_needing_tasks, strands,
-    worker_set, Exemption, Hold, Locality, MountData, PlacementFix, PlacementStatus,
-    ServicePlacement, ServiceRef, TaskOnManager, ALLOW_MANAGERS_LABEL, DATA_LABEL, SELF_LABEL,
+    classify, compose_snippet, node_local_data, parse_bool, pauses_an_update,
+    services_needing_tasks, strands, worker_set, Exemption, Hold, Locality, MountData,
+    PlacementFix, PlacementStatus, ServicePlacement, ServiceRef, TaskOnManager,
+    ALLOW_MANAGERS_LABEL, DATA_LABEL, SELF_LABEL,
 };
 pub use quorum::{can_remove_member, ClusterSummary, DEMOTED_FOR_REMOVAL_LABEL, PROMOTED_AT_LABEL};
 

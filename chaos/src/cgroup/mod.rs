@@ -76,16 +76,6 @@ impl NodeCgroup {
         }
     }
 
-    /// The cgroup called `name` under `root` in `tree`: for tests of this module against
-    /// a cgroup2 mount of their choice.
-    pub fn at(name: impl Into<String>, tree: Tree, root: impl Into<PathBuf>) -> Self {
-        Self {
-            name: name.into(),
-            tree,
-            root: root.into(),
-        }
-    }
-
     /// The cgroup called `name` in every tree of this host where it exists: what a
     /// teardown that does not know the lab's tree (a lost state file) must clean.
     pub fn everywhere(name: &str) -> Vec<NodeCgroup> {
@@ -255,6 +245,11 @@ impl NodeCgroup {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if self.pids().is_empty() {
+                // A node killed while frozen must not stay frozen: its restart would join
+                // a frozen tree and hang (cgroup.kill does not thaw).
+                if self.tree == Tree::V2 && self.v2_freeze_asked() {
+                    self.thaw()?;
+                }
                 return Ok(());
             }
             match (self.tree, method) {

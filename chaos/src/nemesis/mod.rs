@@ -309,7 +309,6 @@ impl Clock {
         });
         Self { progress, ticker }
     }
-
 }
 
 /// Ends the phase: also when the campaign returns early with an error.

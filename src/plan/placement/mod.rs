@@ -7,6 +7,7 @@ mod capacity;
 pub(crate) mod data;
 mod inflight;
 mod intent;
+mod rolling;
 mod verdict;
 
 #[cfg(test)]
@@ -26,6 +27,7 @@ use crate::plan::Memory;
 pub use capacity::{ready_workers, strands};
 pub use data::{classify, node_local_data, Locality, MountData};
 pub use intent::{parse_bool, Exemption, ALLOW_MANAGERS_LABEL, DATA_LABEL, SELF_LABEL};
+pub use rolling::{pauses_an_update, rolling_off_managers};
 pub use verdict::{
     Hold, PlacementFix, PlacementStatus, ServicePlacement, ServiceRef, TaskOnManager,
 };
@@ -59,7 +61,7 @@ pub fn worker_set(snapshot: &Snapshot) -> BTreeSet<String> {
 }
 
 /// IDs of the services whose tasks on workers the planner needs besides those on managers:
-/// capacity (reservations, generic resources, host ports) and
+/// rolling updates a promotion could pause, capacity (reservations, generic resources, host ports) and
 /// promotions (tasks with node-local data). The observer lists exactly these.
 pub fn services_needing_tasks<'a>(services: &'a [Service], policy: &Policy) -> Vec<&'a str> {
     services
@@ -69,6 +71,8 @@ pub fn services_needing_tasks<'a>(services: &'a [Service], policy: &Policy) -> V
                 || !s.generic_reservations.is_empty()
                 || !s.host_ports.is_empty()
                 || !node_local_data(s, &policy.placement).is_empty()
+                // A promotion must not land on one of their tasks (rolling.rs).
+                || rolling_off_managers(s)
         })
         .map(|s| s.id.as_str())
         .collect()

@@ -3,19 +3,19 @@
 //! A candidate is a Ready, Active worker, Ready for `managers.stabilization`, not labelled
 //! `swarm-warden.promote=false`, whose promotion strands no service kept off managers;
 //! managers spread over `managers.spread_label`. Nothing is promoted while a member is
-//! unreachable, another promotion has not converged, or a rolling update of a service
-//! kept off managers is in flight (the promotion could pause it).
+//! unreachable or another promotion has not converged. A worker running a task of a
+//! rolling update kept off managers is passed over (its promotion could pause the update,
+//! see `placement/rolling.rs`); when every candidate does, the promotion waits.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use super::{elapsed, fault_tolerance, node_ref, raft, NO_PROMOTE_LABEL};
 use crate::config::ManagerPolicy;
-use crate::model::{Availability, Node, NodeState, Role, Snapshot, UpdateState};
-use crate::plan::constraint::Constraints;
+use crate::model::{Availability, Node, NodeState, Role, Snapshot};
 use crate::plan::{
-    human, strands, Action, Block, BlockKind, Finding, FindingKind, Memory, Plan, PlannedAction,
-    Severity,
+    human, pauses_an_update, strands, Action, Block, BlockKind, Finding, FindingKind, Memory, Plan,
+    PlannedAction, Severity,
 };
 
 #[allow(clippy::too_many_arguments)]
@@ -103,19 +103,29 @@ pub(super) fn plan_promotion(
             .then_with(|| a.id.cmp(&b.id))
     });
     // A promoted worker sheds the tasks kept off managers: never promote the one worker
-    // such a task can run on. Checked in preference order, so usually once.
+    // such a task can run on. Nor, while another will do, one running a task of a rolling
+    // update it would pause. Checked in preference order, so usually once.
     let mut stranding = Vec::new();
-    let Some(chosen) =
-        ranked
-            .into_iter()
-            .find(|candidate| match strands(snapshot, placement, candidate) {
-                Some(why) => {
-                    stranding.push(format!("{}: {why}", candidate.hostname));
-                    false
-                }
-                None => true,
-            })
-    else {
+    let mut held = Vec::new();
+    let mut first_held = None;
+    let mut free = None;
+    for candidate in ranked {
+        if let Some(why) = strands(snapshot, placement, candidate) {
+            stranding.push(format!("{}: {why}", candidate.hostname));
+            continue;
+        }
+        if let Some(why) = pauses_an_update(snapshot, placement, candidate, now) {
+            held.push(format!("{}: {why}", candidate.hostname));
+            first_held.get_or_insert(candidate);
+            continue;
+        }
+        free = Some(candidate);
+        break;
+    }
+    if free.is_some() {
+        held.clear();
+    }
+    let Some(chosen) = free.or(first_held) else {
         plan.findings.push(Finding::new(
             FindingKind::NoPromotionCandidate,
             Severity::Warning,
@@ -151,7 +161,6 @@ pub(super) fn plan_promotion(
         .filter(|n| n.is_manager_outside_raft())
         .map(|n| node_ref(n).to_string())
         .collect();
-    let rolling = updates_kept_off_managers(snapshot);
     let blocked_by = if !unconverged.is_empty() {
         // A promotion that never joins leaves the node role manager, outside the raft:
         // promoting the next worker would likely fail the same way (same join address).
@@ -168,53 +177,25 @@ pub(super) fn plan_promotion(
             BlockKind::LowersFaultTolerance,
             format!("Promoting would lower fault tolerance from {ft_now} to {ft_after}."),
         ))
-    } else if !rolling.is_empty() {
-        // SwarmKit's constraint enforcer rejects the tasks a new manager may not run; a
-        // task the rolling update just started counts as a failed update (failure_action
-        // pause by default), so the promotion would pause the update, and a placement fix
-        // would be rolled back. A promotion can wait for the update to end.
+    } else if let Some(guard) = guards.first() {
+        Some(guard.clone())
+    } else if !held.is_empty() {
+        // Every candidate runs a task of a rolling update it would pause: wait for the
+        // update (at most placement.update_timeout from its start).
+        plan.requeue_at_most(std::time::Duration::from_secs(15));
         Some(Block::new(
-            BlockKind::InProgress,
+            BlockKind::Placement,
             format!(
-                "A rolling update of a service kept off managers is in flight ({}): a promotion now could pause it.",
-                rolling.join("; ")
+                "Every eligible worker runs a task of a rolling update a promotion now could pause. {}.",
+                held.join("; ")
             ),
         ))
     } else {
-        guards.first().cloned()
+        None
     };
     plan.actions.push(PlannedAction::new(
         Action::PromoteWorker(node_ref(chosen)),
         reason,
         blocked_by,
     ));
-}
-
-/// Services kept off managers whose rolling update (or rollback) is in flight, or a
-/// placement fix is recorded for (its update may not have started yet), as "name (why)";
-/// records that could not be listed count as a fix that may be in flight.
-fn updates_kept_off_managers(snapshot: &Snapshot) -> Vec<String> {
-    let records = &snapshot.placement_records;
-    let mut rolling: Vec<String> = snapshot
-        .services
-        .iter()
-        .filter(|s| Constraints::parse(&s.constraints).exclude_managers())
-        .filter_map(|s| match s.update.as_ref().map(|u| u.state) {
-            Some(UpdateState::Updating) => Some(format!("{} updating", s.name)),
-            Some(UpdateState::RollbackStarted) => Some(format!("{} rolling back", s.name)),
-            _ => None,
-        })
-        .collect();
-    rolling.extend(
-        records
-            .records
-            .iter()
-            .map(|r| format!("{} has a placement fix recorded", r.service_name)),
-    );
-    if let Some(error) = &records.error {
-        rolling.push(format!("placement records unreadable: {error}"));
-    }
-    rolling.sort();
-    rolling.dedup();
-    rolling
 }

@@ -412,82 +412,108 @@ fn a_worker_holding_node_local_data_of_a_kept_off_service_is_passed_over() {
 /// while its predecessor's placement fix rolled; SwarmKit rejected the new task on the new
 /// manager, the update paused, and the fix was rolled back.
 #[test]
-fn no_worker_is_promoted_while_a_service_kept_off_managers_rolls_or_has_a_fix_recorded() {
-    let base = || {
+fn a_worker_running_a_task_of_a_rolling_update_kept_off_managers_is_not_promoted() {
+    // `slow` (kept off managers) rolls an update that started at t(990); now is t(1000).
+    let snap_with = |tasks_on: &[&str], state, started: u64, constraint: &str| {
         let mut snap = cluster(
-            // Two workers: promoting the only one would strand `slow` anyway.
             vec![
                 manager("m1", true),
                 manager("m2", false),
                 worker("w1"),
                 worker("w2"),
             ],
-            t(100),
+            t(1000),
         );
         snap.services = vec![crate::model::Service {
             id: "slow".into(),
             name: "slow".into(),
-            constraints: vec!["node.role != manager".into()],
+            constraints: vec![constraint.to_owned()],
+            update: Some(crate::model::UpdateStatus {
+                state,
+                message: String::new(),
+                started_at: Some(t(started)),
+            }),
             ..Default::default()
         }];
+        snap.tasks = tasks_on
+            .iter()
+            .map(|node| crate::model::Task {
+                id: format!("slow-{node}"),
+                service_id: "slow".into(),
+                node_id: Some((*node).into()),
+                state: "running".into(),
+            })
+            .collect();
         snap
     };
-    let status = |state| crate::model::UpdateStatus {
-        state,
-        message: String::new(),
-        started_at: Some(t(90)),
-    };
-    let blocked = |snap: &Snapshot, why: &str| {
-        let plan = plan_once(snap, &policy());
-        let a = plan
+    let promotion = |snap: &Snapshot| {
+        plan_once(snap, &policy())
             .actions
-            .iter()
+            .into_iter()
             .find(|a| a.action.kind() == "promote-worker")
-            .unwrap_or_else(|| panic!("{why}: no promotion planned: {:?}", plan.actions));
-        assert_eq!(a.status, ActionStatus::Blocked, "{why}");
-        assert_eq!(a.blocked_kind(), Some(crate::plan::BlockKind::InProgress));
-        let message = a.blocked_message().unwrap();
-        assert!(
-            message.contains("slow") || message.contains("unreadable"),
-            "{a:?}"
-        );
+            .expect("a promotion planned")
     };
-    for state in [
-        crate::model::UpdateState::Updating,
-        crate::model::UpdateState::RollbackStarted,
-    ] {
-        let mut snap = base();
-        snap.services[0].update = Some(status(state));
-        blocked(&snap, &format!("{state:?}"));
-    }
-    let mut snap = base();
-    snap.placement_records.records = vec![crate::model::PlacementRecord {
-        config_id: "c1".into(),
-        service_id: "slow".into(),
-        service_name: "slow".into(),
-        spec_hash: "h".into(),
-        written_at: t(95),
-    }];
-    blocked(&snap, "a fix recorded, its update not started yet");
-    let mut snap = base();
-    snap.placement_records.error = Some("list configs: timed out".into());
-    blocked(&snap, "records unreadable");
+    use crate::model::UpdateState::*;
+    let off = "node.role != manager";
 
+    // w1 comes first by name but runs a task of the update: w2 instead.
+    let a = promotion(&snap_with(&["w1"], Updating, 990, off));
+    assert_eq!((a.action.target(), a.status), ("w2", ActionStatus::Planned));
+    let a = promotion(&snap_with(&["w1"], RollbackStarted, 990, off));
+    assert_eq!(a.action.target(), "w2");
+
+    // Both do: the promotion waits, and says why.
+    let a = promotion(&snap_with(&["w1", "w2"], Updating, 990, off));
+    assert_eq!(a.status, ActionStatus::Blocked);
+    assert_eq!(a.blocked_kind(), Some(crate::plan::BlockKind::Placement));
+    assert!(
+        a.blocked_message()
+            .unwrap()
+            .contains("slow rolls an update"),
+        "{a:?}"
+    );
+
+    // Not for ever: an update older than placement.update_timeout (5 m) holds nothing.
+    let snap = snap_with(&["w1", "w2"], Updating, 1000 - 301, off);
+    assert_eq!(promotion(&snap).status, ActionStatus::Planned);
     // Ended updates, and updates of services that may run on managers, hold nothing.
-    for state in [
-        crate::model::UpdateState::Completed,
-        crate::model::UpdateState::Paused,
-        crate::model::UpdateState::RollbackCompleted,
-    ] {
-        let mut snap = base();
-        snap.services[0].update = Some(status(state));
-        let plan = plan_once(&snap, &policy());
-        assert_eq!(plan.runnable().count(), 1, "{state:?}");
+    for state in [Completed, Paused, RollbackCompleted, RollbackPaused] {
+        let a = promotion(&snap_with(&["w1", "w2"], state, 990, off));
+        assert_eq!((a.action.target(), a.status), ("w1", ActionStatus::Planned));
     }
-    let mut snap = base();
-    snap.services[0].constraints.clear();
-    snap.services[0].update = Some(status(crate::model::UpdateState::Updating));
-    assert_eq!(plan_once(&snap, &policy()).runnable().count(), 1);
+    let a = promotion(&snap_with(
+        &["w1", "w2"],
+        Updating,
+        990,
+        "node.labels.tier == web",
+    ));
+    assert_eq!((a.action.target(), a.status), ("w1", ActionStatus::Planned));
+}
+
+/// The rolling services' tasks are listed by observe: the rule above can only see tasks
+/// it was given.
+#[test]
+fn observe_lists_the_tasks_of_rolling_updates_kept_off_managers() {
+    let rolling = crate::model::Service {
+        id: "slow".into(),
+        constraints: vec!["node.role != manager".into()],
+        update: Some(crate::model::UpdateStatus {
+            state: crate::model::UpdateState::Updating,
+            message: String::new(),
+            started_at: Some(t(90)),
+        }),
+        ..Default::default()
+    };
+    let done = crate::model::Service {
+        id: "done".into(),
+        update: None,
+        ..rolling.clone()
+    };
+    let services = [rolling, done];
+    assert_eq!(
+        crate::plan::services_needing_tasks(&services, &policy()),
+        ["slow"]
+    );
 }
 
 #[test]
