@@ -451,15 +451,7 @@ impl Session {
     /// Asks Chromium to quit; kills it (our child, by its handle) if it does not.
     fn close(&mut self) {
         let _ = self.call(None, "Browser.close", json!({}));
-        let until = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < until {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::cmd::wait_or_kill(&mut self.child, Duration::from_secs(5));
     }
 }
 

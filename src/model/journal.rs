@@ -124,6 +124,27 @@ impl JobPhase {
     }
 }
 
+/// One progress line of a runbook job: what it has done in its current phase (printed
+/// and parsed by `runbook::progress`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgressLine {
+    /// What the job is doing.
+    pub phase: JobPhase,
+    /// Bytes done in this phase.
+    pub bytes_done: u64,
+    /// Bytes to do in this phase in all.
+    pub bytes_total: u64,
+    /// Files done in this phase.
+    pub files_done: u64,
+    /// Files to do in this phase in all.
+    pub files_total: u64,
+    /// The phase's rate so far, bytes per second.
+    pub bytes_per_second: u64,
+    /// Seconds since the phase began.
+    #[serde(default)]
+    pub elapsed_seconds: u64,
+}
+
 /// How far a runbook job had got, from the last progress line of its log (see
 /// `runbook::progress`), as the warden recorded it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,18 +153,9 @@ pub struct JobProgress {
     pub step: String,
     /// The step's attempt the job belongs to (an earlier attempt's progress is stale).
     pub attempt: u32,
-    /// What the job was doing.
-    pub phase: JobPhase,
-    /// Bytes done in this phase.
-    pub bytes_done: u64,
-    /// Bytes the phase has to do in all.
-    pub bytes_total: u64,
-    /// Files done in this phase.
-    pub files_done: u64,
-    /// Files the phase has to do in all.
-    pub files_total: u64,
-    /// The job's rate in this phase, bytes per second.
-    pub bytes_per_second: u64,
+    /// The job's last progress line (its fields at this level in JSON).
+    #[serde(flatten)]
+    pub line: ProgressLine,
     /// When the warden read it (Unix seconds, the warden's clock).
     pub at: u64,
 }
@@ -441,12 +453,15 @@ mod tests {
         j.progress = Some(JobProgress {
             step: "pad".into(),
             attempt: 1,
-            phase: JobPhase::Padding,
-            bytes_done: 2 << 30,
-            bytes_total: 5 << 30,
-            files_done: 2,
-            files_total: 5,
-            bytes_per_second: 100 << 20,
+            line: ProgressLine {
+                phase: JobPhase::Padding,
+                bytes_done: 2 << 30,
+                bytes_total: 5 << 30,
+                files_done: 2,
+                files_total: 5,
+                bytes_per_second: 100 << 20,
+                elapsed_seconds: 20,
+            },
             at: 1060,
         });
         let text = serde_json::to_string(&j).unwrap();

@@ -485,15 +485,10 @@ fn services_of_note(r: &Report) -> (Vec<&ServiceView>, usize) {
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
-const GIB: f64 = 1024.0 * MIB;
 
-/// Bytes for people: GiB from 1 GiB on, MiB below.
+/// Bytes for people (the runbooks' formatter: `80.0 GiB`, `2.1 TiB`).
 fn bytes(b: f64) -> String {
-    if b >= GIB {
-        format!("{:.1} GiB", b / GIB)
-    } else {
-        format!("{:.1} MiB", b / MIB)
-    }
+    crate::runbook::progress::human_bytes(b.max(0.0) as u64)
 }
 
 /// A rate (bytes/s) for people, in MiB/s as the planner's findings give it.

@@ -306,7 +306,7 @@ fn the_html_report_escapes_what_comes_from_the_swarm() {
 /// log: every format says how far it is; the JSON validates against the schema.
 #[test]
 fn a_running_copy_step_shows_its_progress_in_every_format() {
-    use crate::model::journal::{JobPhase, JobProgress};
+    use crate::model::journal::{JobPhase, JobProgress, ProgressLine};
     let mut r = sample(false);
     let mut run = Journal::new(
         RunbookKind::EbsMigration,
@@ -326,12 +326,15 @@ fn a_running_copy_step_shows_its_progress_in_every_format() {
     run.progress = Some(JobProgress {
         step: "copy".into(),
         attempt: 1,
-        phase: JobPhase::Copying,
-        bytes_done: 1_288_490_188,
-        bytes_total: 3 << 30,
-        files_done: 812,
-        files_total: 2000,
-        bytes_per_second: 48 << 20,
+        line: ProgressLine {
+            phase: JobPhase::Copying,
+            bytes_done: 1_288_490_188,
+            bytes_total: 3 << 30,
+            files_done: 812,
+            files_total: 2000,
+            bytes_per_second: 48 << 20,
+            elapsed_seconds: 25,
+        },
         at: 1000,
     });
     r.runbooks.push(run.clone());

@@ -23,6 +23,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+pub use super::journal::ProgressLine;
 use super::journal::{unix, JobPhase, JobProgress, Journal, StepState};
 use crate::config::{Mode, Policy};
 use crate::model::run_view::RunView;
@@ -44,25 +45,6 @@ pub const LOG_TAIL_BYTES: usize = 64 * 1024;
 
 /// Where the JSON object of a progress line starts.
 const MARK: &str = "{\"event\":\"";
-
-/// One progress line of a job: what it has done in its current phase.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProgressLine {
-    /// What the job is doing.
-    pub phase: JobPhase,
-    /// Bytes done in this phase.
-    pub bytes_done: u64,
-    /// Bytes to do in this phase in all.
-    pub bytes_total: u64,
-    /// Files done in this phase.
-    pub files_done: u64,
-    /// Files to do in this phase in all.
-    pub files_total: u64,
-    /// The phase's rate so far, bytes per second.
-    pub bytes_per_second: u64,
-    /// Seconds since the phase began.
-    pub elapsed_seconds: u64,
-}
 
 /// The JSON object of a progress line, `event` first (the parser looks for it).
 #[derive(Serialize, Deserialize)]
@@ -90,15 +72,19 @@ impl ProgressLine {
         // Serializing plain numbers and strings cannot fail; an empty object would only
         // make the line one the warden ignores.
         let json = serde_json::to_string(&wire).unwrap_or_default();
+        format!("{} {json}", self.describe())
+    }
+
+    /// `copying: 1.2 GiB of 3.0 GiB, 812 of 2,000 files, 48.0 MiB/s` (padding:
+    /// `padding: 2.0 GiB of 5.0 GiB, 2 of 5 files, ...`).
+    pub fn describe(&self) -> String {
         format!(
-            "{}, {}/s {json}",
-            describe(
-                self.phase,
-                self.bytes_done,
-                self.bytes_total,
-                self.files_done,
-                self.files_total
-            ),
+            "{}: {} of {}, {} of {} files, {}/s",
+            self.phase.as_str(),
+            human_bytes(self.bytes_done),
+            human_bytes(self.bytes_total),
+            human_count(self.files_done),
+            human_count(self.files_total),
             human_bytes(self.bytes_per_second)
         )
     }
@@ -125,25 +111,6 @@ impl ProgressLine {
             .rev()
             .find_map(Self::parse)
     }
-}
-
-/// `copying: 1.2 GiB of 3.0 GiB, 812 of 2,000 files` (padding: `padding: 2.0 GiB of
-/// 5.0 GiB, 2 of 5 files`).
-pub fn describe(
-    phase: JobPhase,
-    bytes_done: u64,
-    bytes_total: u64,
-    files_done: u64,
-    files_total: u64,
-) -> String {
-    format!(
-        "{}: {} of {}, {} of {} files",
-        phase.as_str(),
-        human_bytes(bytes_done),
-        human_bytes(bytes_total),
-        human_count(files_done),
-        human_count(files_total)
-    )
 }
 
 /// Bytes for people, binary units with one decimal: `512 B`, `1.5 KiB`, `3.0 GiB`.
@@ -221,12 +188,7 @@ pub fn record(j: &Journal, line: &ProgressLine, ended: bool, now: SystemTime) ->
     let progress = JobProgress {
         step: step.name.clone(),
         attempt: step.attempts,
-        phase: line.phase,
-        bytes_done: line.bytes_done,
-        bytes_total: line.bytes_total,
-        files_done: line.files_done,
-        files_total: line.files_total,
-        bytes_per_second: line.bytes_per_second,
+        line: *line,
         at: unix(now),
     };
     if let Some(prev) = j
@@ -234,9 +196,15 @@ pub fn record(j: &Journal, line: &ProgressLine, ended: bool, now: SystemTime) ->
         .as_ref()
         .filter(|p| p.step == progress.step && p.attempt == progress.attempt)
     {
+        // The rate and the phase's age move with every line: the same bytes and files
+        // are no news.
         let same = JobProgress {
             at: prev.at,
-            bytes_per_second: prev.bytes_per_second,
+            line: ProgressLine {
+                bytes_per_second: prev.line.bytes_per_second,
+                elapsed_seconds: prev.line.elapsed_seconds,
+                ..*line
+            },
             ..progress.clone()
         };
         if &same == prev {
@@ -263,17 +231,7 @@ pub fn shown<'a>(j: &'a Journal, step: &str) -> Option<&'a JobProgress> {
 impl JobProgress {
     /// `copying: 1.2 GiB of 3.0 GiB, 812 of 2,000 files, 48.0 MiB/s`.
     pub fn describe(&self) -> String {
-        format!(
-            "{}, {}/s",
-            describe(
-                self.phase,
-                self.bytes_done,
-                self.bytes_total,
-                self.files_done,
-                self.files_total
-            ),
-            human_bytes(self.bytes_per_second)
-        )
+        self.line.describe()
     }
 
     /// Done in this phase, per mille of its bytes (of its files when it has no bytes),
@@ -287,10 +245,11 @@ impl JobProgress {
             let rounded = (u128::from(done) * 1000 + total / 2) / total;
             u64::try_from(rounded).unwrap_or(999).min(999)
         };
-        if self.bytes_total > 0 {
-            of(self.bytes_done, self.bytes_total)
-        } else if self.files_total > 0 {
-            of(self.files_done, self.files_total)
+        let line = &self.line;
+        if line.bytes_total > 0 {
+            of(line.bytes_done, line.bytes_total)
+        } else if line.files_total > 0 {
+            of(line.files_done, line.files_total)
         } else {
             1000
         }
@@ -441,7 +400,10 @@ mod tests {
         let first = record(&j, &line(), false, t(1010)).expect("first");
         let p = first.progress.clone().unwrap();
         assert_eq!((p.step.as_str(), p.attempt, p.at), ("copy", 1, 1010));
-        assert_eq!((p.bytes_done, p.files_total), (line().bytes_done, 2000));
+        assert_eq!(
+            (p.line.bytes_done, p.line.files_total),
+            (line().bytes_done, 2000)
+        );
 
         let more = ProgressLine {
             bytes_done: 2 * GIB,
@@ -450,7 +412,7 @@ mod tests {
         };
         assert_eq!(record(&first, &more, false, t(1039)), None, "too soon");
         let later = record(&first, &more, false, t(1040)).expect("due");
-        assert_eq!(later.progress.as_ref().unwrap().files_done, 1500);
+        assert_eq!(later.progress.as_ref().unwrap().line.files_done, 1500);
         assert!(record(&first, &more, true, t(1011)).is_some(), "job ended");
         // Nothing new: nothing written, however late (a rate change alone is not news).
         let same = ProgressLine {

@@ -16,7 +16,7 @@ use crate::names::LabName;
 use crate::progress::Progress;
 use crate::table::NodeTable;
 use crate::timeline::MarkKind;
-use narrate::{Timeline, Watcher};
+use narrate::{Narrator, Watcher};
 use warden::WardenProcess;
 
 /// The demo's policy: the defaults, with clocks short enough for a demo.
@@ -140,7 +140,7 @@ async fn replay(
     } else {
         "Without swarm-warden"
     };
-    let timeline = Timeline::new(title, progress.clone());
+    let timeline = Narrator::new(title, progress.clone());
     timeline.step("starting a 4 + 2 lab");
     let mut spec = LabSpec::new(4, 2).named(LabName::unique("demo"));
     spec.root = options.root.clone();

@@ -14,7 +14,7 @@ use crate::table::NodeTable;
 use crate::timeline::{MarkKind, Recorder};
 
 /// Prints timestamped lines and records the run for the page.
-pub(super) struct Timeline {
+pub(super) struct Narrator {
     start: Instant,
     recorder: Mutex<Recorder>,
     progress: Arc<Progress>,
@@ -23,7 +23,7 @@ pub(super) struct Timeline {
     last_said: Mutex<Instant>,
 }
 
-impl Timeline {
+impl Narrator {
     pub(super) fn new(title: &str, progress: Arc<Progress>) -> Self {
         Self {
             start: Instant::now(),
@@ -122,7 +122,7 @@ impl Watcher {
     pub(super) async fn until(
         &mut self,
         lab: &Lab,
-        timeline: &Timeline,
+        timeline: &Narrator,
         mut warden: Option<&mut WardenProcess>,
         what: &str,
         done: impl Fn(&NodeTable) -> bool,

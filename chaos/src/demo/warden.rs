@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::narrate::Timeline;
+use super::narrate::Narrator;
 use super::DEMO_POLICY;
 use crate::error::{LabError, Result};
 use crate::lab::Lab;
@@ -131,7 +131,7 @@ impl WardenProcess {
     }
 
     /// Waits (up to 30 s) until every action it started has finished, printing them.
-    pub(super) async fn settle(&mut self, timeline: &Timeline) {
+    pub(super) async fn settle(&mut self, timeline: &Narrator) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             timeline.warden(self.new_actions());
@@ -145,15 +145,7 @@ impl WardenProcess {
     pub(super) fn stop(mut self) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::cmd::wait_or_kill(&mut self.child, Duration::from_secs(15));
     }
 }
 
